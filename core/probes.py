@@ -1,0 +1,61 @@
+"""A round trip through the broker to a worker and back through S3.
+
+Used by ``make demo``, by the operators' ``probe_worker`` command and by the
+tests that prove workers run with the standard library's ``platform`` module
+and without TensorFlow in a process that forks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import time
+
+from core import storage
+
+PROBE_PREFIX = "system/probes"
+
+
+def probe_key(probe_id: str) -> str:
+    if not probe_id.isalnum():
+        raise storage.UnsafeKeyError(f"probe ids are alphanumeric: {probe_id!r}")
+    return f"{PROBE_PREFIX}/{probe_id}.json"
+
+
+def runtime_report(*, hostname: str) -> dict:
+    """What a process knows about itself; written by the worker task."""
+    return {
+        "hostname": hostname,
+        "pid": os.getpid(),
+        "platform_system": platform.system(),
+        "platform_module": getattr(platform, "__file__", ""),
+        "python": sys.version.split()[0],
+        "tensorflow_loaded": "tensorflow" in sys.modules,
+        "host": socket.gethostname(),
+    }
+
+
+def record_probe(*, probe_id: str, hostname: str) -> None:
+    storage.put_bytes(probe_key(probe_id), json.dumps(runtime_report(hostname=hostname)).encode())
+
+
+def send_probe(*, probe_id: str, queue: str = "default") -> None:
+    from core.tasks import probe_runtime
+
+    probe_runtime.apply_async(kwargs={"probe_id": probe_id}, queue=queue)
+
+
+def wait_for_probe(*, probe_id: str, timeout: float) -> dict:
+    """The worker's report, polled from S3; TimeoutError if none arrives."""
+    key = probe_key(probe_id)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if storage.head(key) is not None:
+            report = json.loads(storage.get_bytes(key))
+            storage.client().delete_object(Bucket=storage.bucket(), Key=key)
+            return report
+        time.sleep(0.25)
+    raise TimeoutError(f"no worker answered probe {probe_id} within {timeout}s")

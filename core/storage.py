@@ -1,0 +1,194 @@
+"""Object storage: the one code path to S3 (SeaweedFS here, any S3 in production).
+
+Keys are always built from a tenant id (``tenants/<tenant-id>/...``) by
+:func:`tenant_key`, which refuses path tricks, so no caller can write outside
+a tenant's prefix. Uploads and downloads stream in parts; nothing here holds
+a whole object in memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from django.conf import settings
+
+TENANTS_ROOT = "tenants"
+_DELETE_BATCH = 1000
+_SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,254}$")
+TRANSFER_CONFIG = TransferConfig(
+    multipart_threshold=16 * 1024 * 1024,
+    multipart_chunksize=16 * 1024 * 1024,
+    max_concurrency=4,
+    use_threads=True,
+)
+
+
+class UnsafeKeyError(ValueError):
+    """A key part would escape its tenant's prefix or is not a plain name."""
+
+
+def tenant_prefix(tenant_id: uuid.UUID | str) -> str:
+    """``tenants/<tenant-id>/`` for a tenant's UUID (anything else is refused)."""
+    try:
+        canonical = str(uuid.UUID(str(tenant_id)))
+    except ValueError:
+        raise UnsafeKeyError(f"not a tenant id: {tenant_id!r}") from None
+    return f"{TENANTS_ROOT}/{canonical}/"
+
+
+def tenant_key(tenant_id: uuid.UUID | str, *parts: str) -> str:
+    """Join plain name parts under the tenant's prefix.
+
+    Each part must be a plain name (letters, digits, ``. _ = -``; not ``.`` or
+    ``..``): separators, NUL bytes and Unicode look-alikes cannot smuggle a
+    key out of the prefix.
+    """
+    if not parts:
+        raise UnsafeKeyError("a key needs at least one part below the tenant prefix")
+    for part in parts:
+        if not isinstance(part, str) or not _SAFE_PART.match(part) or part in {".", ".."}:
+            raise UnsafeKeyError(f"unsafe key part: {part!r}")
+    return tenant_prefix(tenant_id) + "/".join(parts)
+
+
+@functools.cache
+def client():
+    """A thread-safe boto3 S3 client configured from settings (one per process)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.S3_ENDPOINT_URL,
+        aws_access_key_id=settings.S3_ACCESS_KEY_ID,
+        aws_secret_access_key=settings.S3_SECRET_ACCESS_KEY,
+        region_name=settings.S3_REGION,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
+def bucket() -> str:
+    return settings.S3_BUCKET
+
+
+def _put_extra_args(content_type: str | None = None) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if settings.S3_SERVER_SIDE_ENCRYPTION:
+        extra["ServerSideEncryption"] = settings.S3_SERVER_SIDE_ENCRYPTION
+    if content_type:
+        extra["ContentType"] = content_type
+    return extra
+
+
+def ensure_bucket() -> None:
+    """Create the bucket if it does not exist (called at start)."""
+    try:
+        client().head_bucket(Bucket=bucket())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
+            raise
+        client().create_bucket(Bucket=bucket())
+
+
+def upload_stream(key: str, fileobj: IO[bytes], *, content_type: str | None = None) -> None:
+    """Stream a file-like object to ``key`` (multipart above 16 MB, constant memory)."""
+    client().upload_fileobj(
+        fileobj, bucket(), key, ExtraArgs=_put_extra_args(content_type) or None, Config=TRANSFER_CONFIG
+    )
+
+
+def put_bytes(key: str, data: bytes, *, content_type: str | None = None) -> None:
+    client().put_object(Bucket=bucket(), Key=key, Body=data, **_put_extra_args(content_type))
+
+
+def download_stream(key: str, fileobj: IO[bytes]) -> None:
+    """Stream an object into a writable file-like object."""
+    client().download_fileobj(bucket(), key, fileobj, Config=TRANSFER_CONFIG)
+
+
+def iter_chunks(key: str, *, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    """Yield an object's bytes in chunks (for parsers that read as they go)."""
+    body = client().get_object(Bucket=bucket(), Key=key)["Body"]
+    try:
+        yield from body.iter_chunks(chunk_size)
+    finally:
+        body.close()
+
+
+def get_bytes(key: str) -> bytes:
+    """A small object's whole content (manifests, metadata); not for datasets."""
+    return client().get_object(Bucket=bucket(), Key=key)["Body"].read()
+
+
+def head(key: str) -> dict[str, Any] | None:
+    """The object's metadata, or None when it does not exist."""
+    try:
+        return client().head_object(Bucket=bucket(), Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+
+
+def list_keys(prefix: str) -> Iterator[str]:
+    paginator = client().get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket(), Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield item["Key"]
+
+
+def delete_prefix(prefix: str) -> int:
+    """Delete every object under ``prefix`` (which must be inside a tenant); returns the count."""
+    if not prefix.startswith(f"{TENANTS_ROOT}/") or not prefix.endswith("/") or len(prefix.split("/")) < 3:
+        raise UnsafeKeyError(f"refusing to delete outside a tenant folder: {prefix!r}")
+    deleted = 0
+    batch: list[dict[str, str]] = []
+    for key in list_keys(prefix):
+        batch.append({"Key": key})
+        if len(batch) == _DELETE_BATCH:
+            deleted += _delete_batch(batch)
+            batch = []
+    if batch:
+        deleted += _delete_batch(batch)
+    return deleted
+
+
+def _delete_batch(batch: list[dict[str, str]]) -> int:
+    client().delete_objects(Bucket=bucket(), Delete={"Objects": batch, "Quiet": True})
+    return len(batch)
+
+
+def presigned_get_url(key: str, *, expires_in: int | None = None) -> str:
+    return client().generate_presigned_url(
+        "get_object",
+        Params={"Bucket": bucket(), "Key": key},
+        ExpiresIn=expires_in or settings.S3_PRESIGNED_URL_TTL_SECONDS,
+    )
+
+
+def presigned_put_url(key: str, *, expires_in: int | None = None) -> str:
+    return client().generate_presigned_url(
+        "put_object",
+        Params={"Bucket": bucket(), "Key": key},
+        ExpiresIn=expires_in or settings.S3_PRESIGNED_URL_TTL_SECONDS,
+    )
+
+
+def reachable() -> tuple[bool, str]:
+    """Whether the bucket answers, with a reason when it does not (for /readyz)."""
+    try:
+        client().head_bucket(Bucket=bucket())
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return False, f"{type(exc).__name__}: {exc}"[:200]
+    return True, "ok"

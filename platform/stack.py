@@ -1,0 +1,224 @@
+#!/usr/bin/env python
+"""Embedded-stack launcher: the whole platform on one machine with no servers installed.
+
+    python platform/stack.py up      # S3 + API on :8000 + worker, in the foreground
+    python platform/stack.py demo    # start what is missing, run the main job, stop, exit 0
+    python platform/stack.py s3 start|stop
+
+Defaults: SQLite, Celery's filesystem transport, SeaweedFS (``weed mini``)
+on 127.0.0.1:8333. Any of DATABASE_URL, CELERY_BROKER_URL, S3_* in the
+environment take precedence. Only processes this script started are stopped,
+by their process ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(1, str(ROOT))  # after the stdlib-first entries: `import platform` stays the stdlib's
+
+from core.s3server import S3Server, port_is_open, start_s3_server, stop_pid  # noqa: E402
+
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+API = "127.0.0.1:8000"
+
+
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+    env.setdefault("DEBUG", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def var_dir(env: dict[str, str]) -> Path:
+    return Path(env.get("PLATFORM_VAR_DIR", ROOT / "var"))
+
+
+def s3_endpoint(env: dict[str, str]) -> str:
+    return env.get("S3_ENDPOINT_URL", "http://127.0.0.1:8333")
+
+
+def ensure_s3(env: dict[str, str]) -> S3Server | None:
+    """Start the local S3 server unless one already answers; returns it when we started it."""
+    parsed = urlparse(s3_endpoint(env))
+    if port_is_open(parsed.hostname or "127.0.0.1", parsed.port or 80):
+        print(f"S3: using the server already at {s3_endpoint(env)}")
+        return None
+    if parsed.hostname not in {"127.0.0.1", "localhost"}:
+        raise SystemExit(f"S3_ENDPOINT_URL={s3_endpoint(env)} does not answer")
+    server = start_s3_server(
+        data_dir=var_dir(env) / "s3",
+        access_key=env.get("S3_ACCESS_KEY_ID", "platform-dev-access-key"),
+        secret_key=env.get("S3_SECRET_ACCESS_KEY", "platform-dev-secret-key"),
+        s3_port=parsed.port or 8333,
+    )
+    print(f"S3: started SeaweedFS at {server.endpoint_url} (pid {server.pid})")
+    return server
+
+
+def manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
+    result = subprocess.run(  # noqa: S603
+        [PYTHON, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, check=True, text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )
+    return result.stdout or ""
+
+
+def prepare(env: dict[str, str]) -> None:
+    manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "init_storage")
+
+
+def start_api(env: dict[str, str]) -> subprocess.Popen:
+    process = subprocess.Popen(  # noqa: S603
+        [PYTHON, str(ROOT / "manage.py"), "runserver", API, "--noreload"], env=env, cwd=ROOT
+    )
+    wait_http(f"http://{API}/healthz", process)
+    return process
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(  # noqa: S603
+        [str(BIN / "celery"), "-A", "config", "worker", "-Q", "default,cpu,gpu", "-c", "1",
+         "-n", f"embedded-{os.getpid()}@%h", "--loglevel=WARNING"],
+        env=env, cwd=ROOT,
+    )
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"process for {url} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)  # noqa: S310
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.3)
+    raise SystemExit(f"{url} did not answer within {timeout}s")
+
+
+def api_call(method: str, path: str, key: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(  # noqa: S310
+        f"http://{API}{path}", method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.loads(response.read() or b"{}")
+
+
+def create_demo_tenant(env: dict[str, str], name: str) -> dict:
+    out = manage(env, "create_tenant", "--name", name, "--owner-email", "demo@example.com", "--json", capture=True)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def probe_worker(env: dict[str, str], timeout: float = 90) -> dict:
+    """Send the runtime probe to the worker and wait for its report in S3."""
+    probe_id = uuid.uuid4().hex
+    out = manage(env, "probe_worker", "--probe-id", probe_id, "--timeout", str(timeout), capture=True)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def stop_all(processes: list[subprocess.Popen], s3: S3Server | None) -> None:
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    if s3 is not None:
+        s3.stop()
+
+
+def cmd_up(args) -> int:
+    env = base_env()
+    s3 = ensure_s3(env)
+    processes: list[subprocess.Popen] = []
+    try:
+        prepare(env)
+        tenant = create_demo_tenant(env, "Demo")
+        processes.append(start_api(env))
+        processes.append(start_worker(env))
+        print()
+        print(f"API:        http://{API}/api/v1/   (OpenAPI docs: http://{API}/api/docs/)")
+        print(f"Admin:      http://{API}/admin/    (create a login: python manage.py createsuperuser)")
+        print(f"S3:         {s3_endpoint(env)}")
+        print(f"Demo tenant {tenant['slug']}, API key: {tenant['api_key']}")
+        print("Press Ctrl+C to stop.")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while all(p.poll() is None for p in processes):
+            time.sleep(1)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all(processes, s3)
+
+
+def cmd_demo(args) -> int:
+    env = base_env()
+    s3 = ensure_s3(env)
+    processes: list[subprocess.Popen] = []
+    try:
+        prepare(env)
+        tenant = create_demo_tenant(env, f"Demo {time.strftime('%Y%m%d-%H%M%S')}")
+        print(f"1. created tenant {tenant['slug']} ({tenant['tenant_id']})")
+        print(f"   API key (shown once): {tenant['api_key']}")
+        processes.append(start_api(env))
+        processes.append(start_worker(env))
+        me = api_call("GET", "/api/v1/tenant", tenant["api_key"])
+        print(f"2. GET /api/v1/tenant -> tenant {me['tenant']['slug']}, caller role {me['caller']['role']}, "
+              f"scopes {','.join(me['caller']['scopes'])}")
+        report = probe_worker(env)
+        print(f"3. Celery worker answered on queue 'default': {report['hostname']} "
+              f"(platform.system()={report['platform_system']}, tensorflow loaded={report['tensorflow_loaded']})")
+        print("demo finished: the platform is up on the embedded defaults.")
+        return 0
+    finally:
+        stop_all(processes, s3)
+
+
+def cmd_s3(args) -> int:
+    env = base_env()
+    pid_file = var_dir(env) / "s3" / "weed.pid"
+    if args.action == "start":
+        ensure_s3(env)
+        return 0
+    if pid_file.exists():
+        stop_pid(int(pid_file.read_text()))
+        pid_file.unlink()
+        print("S3: stopped")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up").set_defaults(func=cmd_up)
+    sub.add_parser("demo").set_defaults(func=cmd_demo)
+    s3 = sub.add_parser("s3")
+    s3.add_argument("action", choices=["start", "stop"])
+    s3.set_defaults(func=cmd_s3)
+    args = parser.parse_args()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

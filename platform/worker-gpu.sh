@@ -1,0 +1,20 @@
+#!/bin/sh
+# One Celery training worker per GPU, each seeing only its own device.
+# TensorFlow is imported only inside the training task, in the worker's child
+# process, so no process forks after TensorFlow is loaded.
+# GPU_COUNT defaults to the number of GPUs nvidia-smi lists (0 = one CPU worker).
+set -eu
+count="${GPU_COUNT:-$(nvidia-smi -L 2>/dev/null | wc -l || echo 0)}"
+if [ "$count" -eq 0 ]; then
+  exec celery -A config worker -Q gpu -c 1 -n "gpu-cpu@%h" --prefetch-multiplier=1 --loglevel=INFO
+fi
+i=0
+pids=""
+while [ "$i" -lt "$count" ]; do
+  CUDA_VISIBLE_DEVICES="$i" celery -A config worker -Q gpu -c 1 -n "gpu$i@%h" \
+    --prefetch-multiplier=1 --loglevel=INFO &
+  pids="$pids $!"
+  i=$((i + 1))
+done
+trap 'kill $pids' TERM INT
+wait

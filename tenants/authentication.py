@@ -1,0 +1,53 @@
+"""``Authorization: Bearer <key>`` authentication for the REST API."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+
+from tenants import selectors, services
+from tenants.models import ApiKey
+
+
+class ApiKeyPrincipal:
+    """``request.user`` for a request authenticated by an API key (not a person)."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    pk = None
+
+    def __init__(self, api_key: ApiKey) -> None:
+        self.api_key = api_key
+
+    def __str__(self) -> str:
+        return f"api-key:{self.api_key.prefix}"
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    keyword = b"bearer"
+
+    def authenticate(self, request):
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword:
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Send the header as 'Authorization: Bearer <key>'.", code="invalid_api_key")
+        try:
+            raw_key = header[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key") from None
+        api_key = selectors.api_key_for_secret(raw_key=raw_key)
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+        if api_key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
+        if not api_key.is_usable():
+            raise exceptions.AuthenticationFailed("This API key has expired.", code="api_key_expired")
+        services.touch_api_key(api_key=api_key)
+        return ApiKeyPrincipal(api_key), api_key
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="api"'
