@@ -71,8 +71,12 @@ def ensure_s3(env: dict[str, str]) -> S3Server | None:
 
 
 def manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
-    result = subprocess.run(  # noqa: S603
-        [PYTHON, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, check=True, text=True,
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        text=True,
         stdout=subprocess.PIPE if capture else None,
     )
     return result.stdout or ""
@@ -84,7 +88,7 @@ def prepare(env: dict[str, str]) -> None:
 
 
 def start_api(env: dict[str, str]) -> subprocess.Popen:
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [PYTHON, str(ROOT / "manage.py"), "runserver", API, "--noreload"], env=env, cwd=ROOT
     )
     wait_http(f"http://{API}/healthz", process)
@@ -92,10 +96,22 @@ def start_api(env: dict[str, str]) -> subprocess.Popen:
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(  # noqa: S603
-        [str(BIN / "celery"), "-A", "config", "worker", "-Q", "default,cpu,gpu", "-c", "1",
-         "-n", f"embedded-{os.getpid()}@%h", "--loglevel=WARNING"],
-        env=env, cwd=ROOT,
+    return subprocess.Popen(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default,cpu,gpu",
+            "-c",
+            "1",
+            "-n",
+            f"embedded-{os.getpid()}@%h",
+            "--loglevel=WARNING",
+        ],
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -105,7 +121,7 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
         if process.poll() is not None:
             raise SystemExit(f"process for {url} exited with {process.returncode}")
         try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310
+            urllib.request.urlopen(url, timeout=2)
             return
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.3)
@@ -113,12 +129,13 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
 
 
 def api_call(method: str, path: str, key: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(  # noqa: S310
-        f"http://{API}{path}", method=method,
+    request = urllib.request.Request(
+        f"http://{API}{path}",
+        method=method,
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read() or b"{}")
 
 
@@ -184,11 +201,15 @@ def cmd_demo(args) -> int:
         processes.append(start_api(env))
         processes.append(start_worker(env))
         me = api_call("GET", "/api/v1/tenant", tenant["api_key"])
-        print(f"2. GET /api/v1/tenant -> tenant {me['tenant']['slug']}, caller role {me['caller']['role']}, "
-              f"scopes {','.join(me['caller']['scopes'])}")
+        print(
+            f"2. GET /api/v1/tenant -> tenant {me['tenant']['slug']}, caller role {me['caller']['role']}, "
+            f"scopes {','.join(me['caller']['scopes'])}"
+        )
         report = probe_worker(env)
-        print(f"3. Celery worker answered on queue 'default': {report['hostname']} "
-              f"(platform.system()={report['platform_system']}, tensorflow loaded={report['tensorflow_loaded']})")
+        print(
+            f"3. Celery worker answered on queue 'default': {report['hostname']} "
+            f"(platform.system()={report['platform_system']}, tensorflow loaded={report['tensorflow_loaded']})"
+        )
         print("demo finished: the platform is up on the embedded defaults.")
         return 0
     finally:

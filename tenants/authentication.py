@@ -34,7 +34,9 @@ class ApiKeyAuthentication(BaseAuthentication):
         if not header or header[0].lower() != self.keyword:
             return None
         if len(header) != 2:
-            raise exceptions.AuthenticationFailed("Send the header as 'Authorization: Bearer <key>'.", code="invalid_api_key")
+            raise exceptions.AuthenticationFailed(
+                "Send the header as 'Authorization: Bearer <key>'.", code="invalid_api_key"
+            )
         try:
             raw_key = header[1].decode("ascii")
         except UnicodeDecodeError:

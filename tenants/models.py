@@ -100,7 +100,9 @@ class TenantOwnedModel(models.Model):
     scoped base view does so for every endpoint.
     """
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, db_index=True, related_name="+")
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, db_index=True, related_name="%(app_label)s_%(class)s_set"
+    )
 
     objects = TenantScopedQuerySet.as_manager()
 

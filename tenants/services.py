@@ -98,7 +98,9 @@ def create_api_key(
     unknown = sorted(set(scopes) - set(Scope.values))
     if unknown or not scopes:
         raise ServiceError(
-            "Scopes must be a non-empty list of read, write, predict.", code="invalid_scopes", details={"unknown": unknown}
+            "Scopes must be a non-empty list of read, write, predict.",
+            code="invalid_scopes",
+            details={"unknown": unknown},
         )
     if acting_scopes is not None and not set(scopes) <= acting_scopes:
         raise ForbiddenError("A key cannot be given scopes its creator lacks.", code="scope_too_wide")

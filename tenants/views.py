@@ -93,4 +93,3 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         self.get_object()
         services.revoke_api_key(tenant=self.caller.tenant, key_id=pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
-

@@ -1,7 +1,7 @@
 """Production settings: the base settings with nothing insecure left to chance."""
 
-from config.settings.base import *  # noqa: F403
 from config.env import env_bool, env_int, env_str
+from config.settings.base import *  # noqa: F403
 
 if DEBUG:  # noqa: F405
     from django.core.exceptions import ImproperlyConfigured

@@ -30,7 +30,9 @@ class Command(BaseCommand):
         except ServiceError as exc:
             raise CommandError(exc.message) from None
         if options["json"]:
-            self.stdout.write(json.dumps({"tenant_id": str(tenant.id), "slug": tenant.slug, "api_key": created.raw_key}))
+            self.stdout.write(
+                json.dumps({"tenant_id": str(tenant.id), "slug": tenant.slug, "api_key": created.raw_key})
+            )
             return
         self.stdout.write(f"tenant {tenant.slug} ({tenant.id}) created")
         self.stdout.write(f"API key (shown once): {created.raw_key}")

@@ -1,0 +1,52 @@
+"""Test data built through the real services.
+
+``OBJECT_FACTORIES`` maps every tenant-owned model to a function making one
+row for a tenant. The isolation harness uses it to create tenant A's object
+for each API route, and fails for a model that has no entry, so a new
+endpoint cannot slip past it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import models
+
+from tenants import services
+from tenants.models import ApiKey, Membership, Role, Tenant, User
+
+_counter = itertools.count(1)
+
+
+@dataclass
+class TenantWithKey:
+    tenant: Tenant
+    owner: User
+    raw_key: str
+    api_key: ApiKey
+
+
+def make_tenant(name: str = "Tenant") -> TenantWithKey:
+    n = next(_counter)
+    tenant, created = services.create_tenant(name=f"{name} {n}", owner_email=f"owner{n}-{name.split()[-1]}@example.com")
+    owner = Membership.objects.get(tenant=tenant, role=Role.OWNER).user
+    return TenantWithKey(tenant=tenant, owner=owner, raw_key=created.raw_key, api_key=created.api_key)
+
+
+def make_key(tenant: Tenant, *, scopes=("read", "write", "predict"), role=Role.OWNER, **extra) -> services.CreatedKey:
+    return services.create_api_key(
+        tenant=tenant, name="test key", scopes=list(scopes), role=role, acting_role=Role.OWNER, **extra
+    )
+
+
+def make_member(tenant: Tenant, *, role: str = Role.MEMBER, email: str | None = None) -> Membership:
+    email = email or f"person{next(_counter)}@example.com"
+    return services.add_member(tenant=tenant, email=email, role=role, acting_role=Role.OWNER)
+
+
+OBJECT_FACTORIES: dict[type[models.Model], Callable[[Tenant], models.Model]] = {
+    Membership: lambda tenant: make_member(tenant),
+    ApiKey: lambda tenant: make_key(tenant, role=Role.MEMBER).api_key,
+}

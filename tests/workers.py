@@ -1,0 +1,87 @@
+"""Real Celery worker processes for tests, started and stopped by process id."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.db import connection
+
+from core import probes
+
+ROOT = Path(__file__).resolve().parent.parent
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+def database_url_for_subprocesses() -> str:
+    """The URL of the database this test process uses (the test database once set up)."""
+    settings = connection.settings_dict
+    if settings["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings['NAME']}"
+    user = settings.get("USER") or ""
+    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{settings.get('HOST') or '127.0.0.1'}:{settings.get('PORT') or 5432}/{settings['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+    env["DATABASE_URL"] = database_url_for_subprocesses()
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def celery_worker(queues: str = "default,cpu,gpu", *, pool: str = "prefork", ready_timeout: float = 60):
+    """A worker process consuming ``queues``; yields once it has answered a probe."""
+    name = f"test-{uuid.uuid4().hex[:8]}@%h"
+    log_path = ROOT / "var" / "test" / f"worker-{name.split('@')[0]}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                CELERY,
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                "1",
+                "-P",
+                pool,
+                "-n",
+                name,
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=INFO",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        probe_id = uuid.uuid4().hex
+        probes.send_probe(probe_id=probe_id, queue=queues.split(",")[0])
+        try:
+            first_report = probes.wait_for_probe(probe_id=probe_id, timeout=ready_timeout)
+        except TimeoutError:
+            raise AssertionError(f"worker did not start; log:\n{log_path.read_text()[-4000:]}") from None
+        yield process, first_report
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
