@@ -24,11 +24,15 @@ demo: venv
 up: venv
 	$(BIN)/python platform/stack.py up
 
+# pytest's exit code 5 (no test collected) is a failure here, never a silent pass.
+RUN_PYTEST = $(BIN)/python -m pytest $(1); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(call RUN_PYTEST,$(PYTEST_ARGS))
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	@$(call RUN_PYTEST,-m "not slow" $(PYTEST_ARGS))
 
 lint: venv
 	$(BIN)/ruff check .
