@@ -9,6 +9,7 @@ a whole object in memory.
 from __future__ import annotations
 
 import functools
+import io
 import re
 import uuid
 from collections.abc import Iterator
@@ -192,3 +193,82 @@ def reachable() -> tuple[bool, str]:
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return False, f"{type(exc).__name__}: {exc}"[:200]
     return True, "ok"
+
+
+class RangeReader(io.RawIOBase):
+    """A seekable, read-only file over one object, fetched by ranged GETs.
+
+    Wrap it in ``io.BufferedReader(reader, buffer_size=…)`` for sequential
+    parsing (CSV, JSON lines) or hand it to pyarrow, which seeks to the
+    Parquet footer and reads row groups: either way only a buffer is in memory.
+    """
+
+    def __init__(self, key: str, size: int | None = None) -> None:
+        super().__init__()
+        self.key = key
+        self.size = size if size is not None else head_or_raise(key)["ContentLength"]
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        if self.position >= self.size or len(buffer) == 0:
+            return 0
+        end = min(self.position + len(buffer), self.size) - 1
+        data = client().get_object(Bucket=bucket(), Key=self.key, Range=f"bytes={self.position}-{end}")["Body"].read()
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+def head_or_raise(key: str) -> dict[str, Any]:
+    meta = head(key)
+    if meta is None:
+        raise FileNotFoundError(key)
+    return meta
+
+
+def open_reader(key: str, *, buffer_size: int = 8 * 1024 * 1024, size: int | None = None) -> io.BufferedReader:
+    """A buffered, seekable reader over an object (constant memory)."""
+    return io.BufferedReader(RangeReader(key, size=size), buffer_size=buffer_size)
+
+
+def create_multipart_upload(key: str) -> str:
+    extra = _put_extra_args()
+    return client().create_multipart_upload(Bucket=bucket(), Key=key, **extra)["UploadId"]
+
+
+def presigned_part_url(key: str, *, upload_id: str, part_number: int, expires_in: int | None = None) -> str:
+    return client().generate_presigned_url(
+        "upload_part",
+        Params={"Bucket": bucket(), "Key": key, "UploadId": upload_id, "PartNumber": part_number},
+        ExpiresIn=expires_in or settings.S3_PRESIGNED_URL_TTL_SECONDS,
+    )
+
+
+def complete_multipart_upload(key: str, *, upload_id: str, parts: list[dict[str, Any]]) -> None:
+    client().complete_multipart_upload(Bucket=bucket(), Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+
+
+def abort_multipart_upload(key: str, *, upload_id: str) -> None:
+    try:
+        client().abort_multipart_upload(Bucket=bucket(), Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in {"NoSuchUpload", "404"}:
+            raise
+
+
+def delete_key(key: str) -> None:
+    client().delete_object(Bucket=bucket(), Key=key)

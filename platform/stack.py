@@ -88,9 +88,7 @@ def prepare(env: dict[str, str]) -> None:
 
 
 def start_api(env: dict[str, str]) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [PYTHON, str(ROOT / "manage.py"), "runserver", API, "--noreload"], env=env, cwd=ROOT
-    )
+    process = subprocess.Popen([PYTHON, str(ROOT / "manage.py"), "runserver", API, "--noreload"], env=env, cwd=ROOT)
     wait_http(f"http://{API}/healthz", process)
     return process
 

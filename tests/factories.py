@@ -16,6 +16,7 @@ from django.db import models
 
 from tenants import services
 from tenants.models import ApiKey, Membership, Role, Tenant, User
+from training.models import Dataset, DatasetUpload
 
 _counter = itertools.count(1)
 
@@ -46,7 +47,36 @@ def make_member(tenant: Tenant, *, role: str = Role.MEMBER, email: str | None = 
     return services.add_member(tenant=tenant, email=email, role=role, acting_role=Role.OWNER)
 
 
+SMALL_CSV = b"text,label\nhello world,pos\nawful day,neg\n"
+
+
+def make_dataset(tenant: Tenant, *, content: bytes = SMALL_CSV, name: str = "reviews", **extra):
+    import hashlib
+    import io
+
+    from training import services as training_services
+
+    return training_services.create_dataset(
+        tenant=tenant,
+        staged=io.BytesIO(content),
+        staged_sha256=hashlib.sha256(content).hexdigest(),
+        staged_size=len(content),
+        name=name,
+        filename="data.csv",
+        **extra,
+    )
+
+
+def make_upload(tenant: Tenant):
+    from training import services as training_services
+
+    upload, _ = training_services.start_multipart_upload(tenant=tenant, name="big", size=1024, filename="big.csv")
+    return upload
+
+
 OBJECT_FACTORIES: dict[type[models.Model], Callable[[Tenant], models.Model]] = {
     Membership: lambda tenant: make_member(tenant),
     ApiKey: lambda tenant: make_key(tenant, role=Role.MEMBER).api_key,
+    Dataset: make_dataset,
+    DatasetUpload: make_upload,
 }

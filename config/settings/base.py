@@ -179,7 +179,9 @@ CELERY_TASK_ROUTES = {
     "core.tasks.*": {"queue": "default", "routing_key": "default"},
 }
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "abort-abandoned-dataset-uploads": {"task": "training.tasks.abort_abandoned_uploads", "schedule": 3600.0},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 
@@ -207,6 +209,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "TenantStatusEnum": "tenants.models.Tenant.Status",
+        "DatasetStatusEnum": "training.models.Dataset.Status",
+        "DatasetUploadStatusEnum": "training.models.DatasetUpload.Status",
+    },
 }
 
 API_KEY_DEFAULT_TTL = timedelta(days=env_int("API_KEY_DEFAULT_TTL_DAYS", 0, minimum=0)) or None
@@ -231,3 +238,14 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# --- Datasets ---------------------------------------------------------------
+# Key for hashing columns tagged `pii` (per tenant, derived from this); keep it secret and stable.
+PII_HASH_KEY = env_str("PII_HASH_KEY", SECRET_KEY)
+# Uploads are staged on local disk (never in memory) while they are checked.
+DATASET_STAGING_DIR = VAR_DIR / "uploads"
+DATASET_STAGING_DIR.mkdir(parents=True, exist_ok=True)
+FILE_UPLOAD_TEMP_DIR = str(DATASET_STAGING_DIR)
+DATASET_PREVIEW_MAX_ROWS = 100
+DATASET_UPLOAD_TTL_HOURS = env_int("DATASET_UPLOAD_TTL_HOURS", 24, minimum=1)
+DATASET_MULTIPART_MAX_PARTS = 10_000

@@ -1,0 +1,475 @@
+"""Writes for datasets: ingestion (direct and multipart), validation, deletion, cleanup."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import tempfile
+import uuid
+from datetime import timedelta
+from itertools import islice
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core import storage
+from core.errors import ConflictError, NotFoundError, PayloadTooLargeError, QuotaExceededError, ServiceError
+from tenants.models import Tenant
+from training import pii, selectors
+from training.models import Dataset, DatasetFormat, DatasetUpload, PiiMode
+from training.profiling import DatasetProfile
+from training.readers import DatasetFormatError, check_text_head, detect_format, open_rows
+
+logger = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[\w][\w .,()+-]{0,99}$")
+MIN_PART_BYTES = 8 * 1024 * 1024
+HEAD_BYTES = 64 * 1024
+HEAD_ROWS = 1000
+
+
+class DatasetRejected(ServiceError):
+    """The upload is unusable; nothing was stored."""
+
+    code = "invalid_dataset"
+
+
+def _rejected(error: DatasetFormatError) -> DatasetRejected:
+    return DatasetRejected(error.message, code=error.code, details=error.details)
+
+
+# --- checks shared by both upload paths -------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ServiceError("A dataset needs a name.", code="invalid_name", details={"name": ["Required."]})
+    if len(name) > 100:
+        raise ServiceError("Dataset names are at most 100 characters.", code="invalid_name")
+    if not NAME_RE.match(name):
+        raise ServiceError(
+            "Dataset names use letters, digits, spaces and . , ( ) + - _ only, starting with a letter or digit.",
+            code="invalid_name",
+        )
+    return name
+
+
+def check_format(fmt: str | None) -> str | None:
+    if fmt in (None, ""):
+        return None
+    if fmt not in DatasetFormat.values:
+        raise ServiceError(f"Unknown format {fmt!r}; use csv, parquet or jsonl.", code="unknown_format")
+    return fmt
+
+
+def check_column_tags(tags: Any) -> dict[str, str]:
+    if tags in (None, ""):
+        return {}
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and v == "pii" for k, v in tags.items()):
+        raise ServiceError('column_tags maps column names to "pii", e.g. {"email": "pii"}.', code="invalid_column_tags")
+    return tags
+
+
+def upload_limit(*, tenant: Tenant) -> tuple[int, int]:
+    """(largest dataset the plan allows, storage bytes left in the quota)."""
+    plan = tenant.plan
+    left = max(0, plan.storage_bytes - selectors.storage_bytes_used(tenant=tenant))
+    return plan.max_dataset_bytes, left
+
+
+def check_size(*, tenant: Tenant, size: int) -> None:
+    max_dataset, left = upload_limit(tenant=tenant)
+    if size > max_dataset:
+        raise PayloadTooLargeError(
+            f"The file is {size} bytes; the plan allows {max_dataset} per dataset.",
+            code="dataset_too_large",
+            details={"limit": max_dataset, "size": size},
+        )
+    if size > left:
+        raise QuotaExceededError(
+            f"The file is {size} bytes; {left} bytes of storage quota are left.",
+            code="storage_quota_exceeded",
+            details={"remaining": left, "size": size},
+        )
+
+
+def inspect_head(stream: IO[bytes], *, fmt: str | None, filename: str, label_column: str, tags: dict[str, str]) -> str:
+    """Detect the format and check the header and first row; the stream must be seekable."""
+    head = stream.read(HEAD_BYTES)
+    stream.seek(0)
+    if not head:
+        raise DatasetRejected("The file is empty.", code="empty_file")
+    fmt = fmt or detect_format(head, filename)
+    try:
+        if fmt != "parquet":
+            check_text_head(head)
+        columns, rows = open_rows(fmt, stream)
+        # The first rows are checked now, so most broken files never get stored.
+        if sum(1 for _ in islice(rows, HEAD_ROWS)) == 0:
+            raise DatasetFormatError("header_only", "The file has a header but no rows.")
+    except DatasetFormatError as exc:
+        raise _rejected(exc) from None
+    finally:
+        stream.seek(0)
+    if label_column and label_column not in columns:
+        raise DatasetRejected(
+            f"label_column {label_column!r} is not a column of the file.",
+            code="unknown_label_column",
+            details={"columns": columns[:50]},
+        )
+    unknown = sorted(set(tags) - set(columns))
+    if unknown:
+        raise DatasetRejected(
+            "column_tags names columns the file lacks.", code="unknown_tagged_column", details={"columns": unknown}
+        )
+    if label_column and label_column in tags:
+        raise DatasetRejected("The label column cannot be tagged pii.", code="pii_label_column")
+    return fmt
+
+
+def object_key(dataset: Dataset) -> str:
+    return storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id), f"data.{dataset.format}")
+
+
+def _insert_with_next_version(dataset: Dataset) -> Dataset:
+    """Give the row the next version of its name; retried if another upload takes it first."""
+    for _ in range(5):
+        dataset.version = selectors.next_version(tenant=dataset.tenant, name=dataset.name)
+        try:
+            with transaction.atomic():
+                dataset.save(force_insert=True)
+            return dataset
+        except IntegrityError:
+            continue
+    raise ConflictError("Too many concurrent uploads of this name; retry.", code="version_conflict")
+
+
+def _enqueue_validation(dataset_id) -> None:
+    from training.tasks import validate_dataset
+
+    transaction.on_commit(lambda: validate_dataset.delay(dataset_id=str(dataset_id)))
+
+
+# --- direct upload ---------------------------------------------------------------------
+
+
+class _HashingWriter:
+    def __init__(self, sink: IO[bytes]) -> None:
+        self.sink, self.hash, self.size = sink, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.sink.write(data)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    # io.TextIOWrapper and pyarrow probe these.
+    closed = False
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.size
+
+
+def create_dataset(
+    *,
+    tenant: Tenant,
+    staged: IO[bytes],
+    staged_sha256: str,
+    staged_size: int,
+    name: str,
+    filename: str = "",
+    fmt: str | None = None,
+    label_column: str = "",
+    column_tags: dict[str, str] | None = None,
+    pii_mode: str = PiiMode.HASH,
+) -> Dataset:
+    """Store a staged upload as a new dataset version (status ``validating``) and queue its validation."""
+    name = check_name(name)
+    fmt = check_format(fmt)
+    tags = check_column_tags(column_tags)
+    if pii_mode not in PiiMode.values:
+        raise ServiceError("pii_mode is hash or drop.", code="invalid_pii_mode")
+    if staged_size == 0:
+        raise DatasetRejected("The file is empty.", code="empty_file")
+    check_size(tenant=tenant, size=staged_size)
+    fmt = inspect_head(staged, fmt=fmt, filename=filename, label_column=label_column, tags=tags)
+
+    dataset = Dataset(
+        tenant=tenant,
+        name=name,
+        format=fmt,
+        status=Dataset.Status.VALIDATING,
+        original_filename=filename[:255],
+        label_column=label_column,
+        column_tags=tags,
+        pii_mode=pii_mode,
+        id=uuid.uuid4(),
+    )
+    dataset.object_key = object_key(dataset)
+    try:
+        if tags:
+            dataset.sha256, dataset.size_bytes = _upload_without_pii(dataset, staged)
+        else:
+            storage.upload_stream(dataset.object_key, staged)
+            dataset.sha256, dataset.size_bytes = staged_sha256, staged_size
+        dataset.duplicate_of = selectors.duplicate_of(tenant=tenant, sha256=dataset.sha256)
+        with transaction.atomic():
+            _insert_with_next_version(dataset)
+            _enqueue_validation(dataset.id)
+    except BaseException:
+        storage.delete_prefix(storage.tenant_key(tenant.id, "datasets", str(dataset.id)) + "/")
+        raise
+    return dataset
+
+
+def _upload_without_pii(dataset: Dataset, staged: IO[bytes]) -> tuple[str, int]:
+    """Rewrite with PII hashed or dropped into a second staged file, then upload that."""
+    key = pii.tenant_pii_key(dataset.tenant_id)
+    with tempfile.TemporaryFile(dir=settings.DATASET_STAGING_DIR) as clean:
+        writer = _HashingWriter(clean)
+        try:
+            pii.rewrite(
+                dataset.format, staged, writer, pii_columns=set(dataset.column_tags), mode=dataset.pii_mode, key=key
+            )
+        except DatasetFormatError as exc:
+            raise _rejected(exc) from None
+        clean.flush()
+        clean.seek(0)
+        storage.upload_stream(dataset.object_key, clean)
+        return writer.hash.hexdigest(), writer.size
+
+
+# --- multipart upload straight to S3 --------------------------------------------------------
+
+
+def start_multipart_upload(
+    *,
+    tenant: Tenant,
+    name: str,
+    size: int,
+    filename: str = "",
+    fmt: str | None = None,
+    label_column: str = "",
+    column_tags: dict[str, str] | None = None,
+) -> tuple[DatasetUpload, list[dict[str, Any]]]:
+    """Reserve a dataset version and return presigned URLs, one per part, for the client to PUT."""
+    name = check_name(name)
+    fmt = check_format(fmt) or detect_format(b"", filename)
+    if check_column_tags(column_tags):
+        raise ServiceError(
+            "Columns tagged pii need the proxied upload (POST /api/v1/datasets): raw values must never reach storage.",
+            code="pii_requires_proxied_upload",
+        )
+    if size <= 0:
+        raise DatasetRejected("The file is empty.", code="empty_file")
+    check_size(tenant=tenant, size=size)
+    part_size = max(MIN_PART_BYTES, math.ceil(size / settings.DATASET_MULTIPART_MAX_PARTS))
+    dataset = Dataset(
+        tenant=tenant,
+        name=name,
+        format=fmt,
+        status=Dataset.Status.UPLOADING,
+        original_filename=filename[:255],
+        label_column=label_column,
+        id=uuid.uuid4(),
+        size_bytes=size,
+    )
+    dataset.object_key = object_key(dataset)
+    s3_upload_id = storage.create_multipart_upload(dataset.object_key)
+    try:
+        with transaction.atomic():
+            _insert_with_next_version(dataset)
+            upload = DatasetUpload.objects.create(
+                tenant=tenant,
+                dataset=dataset,
+                s3_upload_id=s3_upload_id,
+                declared_size=size,
+                part_size=part_size,
+                expires_at=timezone.now() + timedelta(hours=settings.DATASET_UPLOAD_TTL_HOURS),
+            )
+    except BaseException:
+        storage.abort_multipart_upload(dataset.object_key, upload_id=s3_upload_id)
+        raise
+    return upload, part_urls(upload)
+
+
+def part_urls(upload: DatasetUpload) -> list[dict[str, Any]]:
+    count = math.ceil(upload.declared_size / upload.part_size)
+    return [
+        {
+            "part_number": n,
+            "url": storage.presigned_part_url(upload.dataset.object_key, upload_id=upload.s3_upload_id, part_number=n),
+        }
+        for n in range(1, count + 1)
+    ]
+
+
+def complete_multipart_upload(*, tenant: Tenant, upload_id, parts: list[dict[str, Any]]) -> Dataset:
+    upload = DatasetUpload.objects.for_tenant(tenant).select_related("dataset").filter(pk=upload_id).first()
+    if upload is None:
+        raise NotFoundError("No such upload.")
+    if upload.status != DatasetUpload.Status.PENDING:
+        raise ConflictError(f"This upload is {upload.status}.", code="upload_not_pending")
+    if upload.expires_at <= timezone.now():
+        abort_upload(upload=upload)
+        raise ConflictError("This upload expired and was aborted; start a new one.", code="upload_expired")
+    dataset = upload.dataset
+    s3_parts = [{"PartNumber": int(p["part_number"]), "ETag": str(p["etag"])} for p in parts]
+    try:
+        storage.complete_multipart_upload(dataset.object_key, upload_id=upload.s3_upload_id, parts=s3_parts)
+    except storage.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise ServiceError(
+            f"S3 refused to complete the upload ({code}); check part numbers and ETags.", code="invalid_parts"
+        ) from None
+    try:
+        meta = storage.head_or_raise(dataset.object_key)
+        if meta["ContentLength"] != upload.declared_size:
+            raise DatasetRejected(
+                f"Uploaded {meta['ContentLength']} bytes; {upload.declared_size} were declared.", code="size_mismatch"
+            )
+        with storage.open_reader(dataset.object_key, buffer_size=HEAD_BYTES, size=meta["ContentLength"]) as stream:
+            dataset.format = inspect_head(
+                stream, fmt=None, filename=dataset.original_filename, label_column=dataset.label_column, tags={}
+            )
+    except DatasetRejected:
+        _discard(upload)
+        raise
+    with transaction.atomic():
+        dataset.status = Dataset.Status.VALIDATING
+        dataset.save(update_fields=["status", "format"])
+        upload.status = DatasetUpload.Status.COMPLETED
+        upload.save(update_fields=["status"])
+        _enqueue_validation(dataset.id)
+    return dataset
+
+
+def _discard(upload: DatasetUpload) -> None:
+    """Remove a rejected or abandoned upload's object and rows."""
+    storage.abort_multipart_upload(upload.dataset.object_key, upload_id=upload.s3_upload_id)
+    storage.delete_prefix(storage.tenant_key(upload.tenant_id, "datasets", str(upload.dataset_id)) + "/")
+    upload.dataset.delete()
+
+
+def abort_upload(*, upload: DatasetUpload) -> None:
+    _discard(upload)
+
+
+def abort_abandoned_uploads(*, now=None) -> int:
+    """Abort multipart uploads past their expiry (periodic; safe to run twice)."""
+    now = now or timezone.now()
+    stale = DatasetUpload.objects.filter(status=DatasetUpload.Status.PENDING, expires_at__lte=now)
+    count = 0
+    for upload in stale.select_related("dataset"):
+        abort_upload(upload=upload)
+        count += 1
+    return count
+
+
+# --- validation and deletion -------------------------------------------------------------
+
+
+def validate_dataset(*, dataset_id) -> Dataset | None:
+    """Read the stored object once, infer schema and statistics, and mark it ready or invalid.
+
+    Idempotent: a dataset that is no longer ``validating`` is left alone.
+    """
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    if dataset is None or dataset.status != Dataset.Status.VALIDATING:
+        return dataset
+    errors: list[dict[str, Any]] = []
+    profile = None
+    try:
+        with storage.open_reader(dataset.object_key) as stream:
+            columns, rows = open_rows(dataset.format, stream)
+            profile = DatasetProfile(columns, label_column=dataset.label_column)
+            profile.add_all(rows)
+        if not dataset.sha256:
+            dataset.sha256 = _object_sha256(dataset.object_key)
+    except DatasetFormatError as exc:
+        errors.append(exc.as_dict())
+    if profile is not None and not errors:
+        errors.extend(_content_errors(profile, dataset))
+    _finish_validation(dataset, profile, errors)
+    return dataset
+
+
+def _object_sha256(key: str) -> str:
+    digest = hashlib.sha256()
+    for chunk in storage.iter_chunks(key, chunk_size=8 * 1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _content_errors(profile: DatasetProfile, dataset: Dataset) -> list[dict[str, Any]]:
+    errors = []
+    if profile.rows == 0:
+        errors.append({"code": "header_only", "message": "The file has a header but no rows."})
+    if dataset.label_column:
+        classes = len(profile.labels)
+        if classes < 2:
+            errors.append(
+                {
+                    "code": "single_class_label",
+                    "message": f"The label column {dataset.label_column!r} has {classes} distinct value(s); "
+                    "a model needs at least two classes.",
+                }
+            )
+    return errors
+
+
+def _finish_validation(dataset: Dataset, profile: DatasetProfile | None, errors: list[dict[str, Any]]) -> None:
+    dataset.validated_at = timezone.now()
+    if profile is not None:
+        dataset.schema = profile.schema()
+        dataset.stats = profile.stats()
+        dataset.row_count = profile.rows
+    dataset.errors = errors
+    dataset.status = Dataset.Status.INVALID if errors else Dataset.Status.READY
+    if errors:
+        storage.delete_prefix(storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id)) + "/")
+    elif dataset.duplicate_of_id is None:
+        dataset.duplicate_of = selectors.duplicate_of(
+            tenant=dataset.tenant, sha256=dataset.sha256, exclude_id=dataset.id
+        )
+    dataset.save()
+
+
+def delete_dataset(*, tenant: Tenant, dataset_id) -> None:
+    dataset = selectors.datasets_of(tenant=tenant).filter(pk=dataset_id).first()
+    if dataset is None:
+        raise NotFoundError("No such dataset.")
+    if dataset_in_use(dataset=dataset):
+        raise ConflictError("A queued or running job uses this dataset.", code="dataset_in_use")
+    upload = DatasetUpload.objects.filter(dataset=dataset, status=DatasetUpload.Status.PENDING).first()
+    if upload is not None:
+        storage.abort_multipart_upload(dataset.object_key, upload_id=upload.s3_upload_id)
+    storage.delete_prefix(storage.tenant_key(tenant.id, "datasets", str(dataset.id)) + "/")
+    dataset.delete()
+
+
+def dataset_in_use(*, dataset: Dataset) -> bool:
+    """Whether an unfinished training job reads this dataset (jobs arrive with the training issue)."""
+    from django.apps import apps
+
+    try:
+        job_model = apps.get_model("training", "TrainingJob")
+    except LookupError:
+        return False
+    return job_model.objects.filter(dataset=dataset, status__in=["queued", "running", "cancelling"]).exists()
