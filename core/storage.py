@@ -24,10 +24,11 @@ from django.conf import settings
 TENANTS_ROOT = "tenants"
 _DELETE_BATCH = 1000
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,254}$")
+# boto3's own defaults (8 MB parts, 10 threads): at most ~80 MB of part buffers per transfer.
 TRANSFER_CONFIG = TransferConfig(
-    multipart_threshold=16 * 1024 * 1024,
-    multipart_chunksize=16 * 1024 * 1024,
-    max_concurrency=4,
+    multipart_threshold=8 * 1024 * 1024,
+    multipart_chunksize=8 * 1024 * 1024,
+    max_concurrency=10,
     use_threads=True,
 )
 
@@ -103,7 +104,7 @@ def ensure_bucket() -> None:
 
 
 def upload_stream(key: str, fileobj: IO[bytes], *, content_type: str | None = None) -> None:
-    """Stream a file-like object to ``key`` (multipart above 16 MB, constant memory)."""
+    """Stream a file-like object to ``key`` (multipart above 8 MB, constant memory)."""
     client().upload_fileobj(
         fileobj, bucket(), key, ExtraArgs=_put_extra_args(content_type) or None, Config=TRANSFER_CONFIG
     )

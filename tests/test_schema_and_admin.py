@@ -15,7 +15,16 @@ def test_openapi_schema_lists_the_api(client):
     assert response.status_code == 200
     schema = yaml.safe_load(response.content)
     assert schema["openapi"].startswith("3.")
-    for path in ["/api/v1/tenant", "/api/v1/members", "/api/v1/members/{id}", "/api/v1/api-keys"]:
+    for path in [
+        "/api/v1/tenant",
+        "/api/v1/members",
+        "/api/v1/members/{id}",
+        "/api/v1/api-keys",
+        "/api/v1/datasets",
+        "/api/v1/datasets/{id}/preview",
+        "/api/v1/datasets/uploads",
+        "/api/v1/datasets/uploads/{id}/complete",
+    ]:
         assert path in schema["paths"], path
 
 
@@ -33,12 +42,27 @@ def operator(client):
     return client
 
 
-@pytest.mark.parametrize("page", ["tenant", "plan", "membership", "apikey", "user"])
+@pytest.mark.parametrize(
+    "page", ["tenants/tenant", "tenants/plan", "tenants/membership", "tenants/apikey", "tenants/user"]
+)
 def test_admin_pages_load(operator, page):
     make_tenant("Listed")
-    assert operator.get(f"/admin/tenants/{page}/").status_code == 200
-    assert operator.get(f"/admin/tenants/{page}/?q=listed").status_code == 200
-    assert operator.get(f"/admin/tenants/{page}/add/").status_code == 200
+    assert operator.get(f"/admin/{page}/").status_code == 200
+    assert operator.get(f"/admin/{page}/?q=listed").status_code == 200
+    assert operator.get(f"/admin/{page}/add/").status_code == 200
+
+
+@pytest.mark.parametrize("page", ["training/dataset", "training/datasetupload"])
+def test_dataset_admin_pages_load(operator, page):
+    from tests.factories import make_dataset, make_upload
+
+    made = make_tenant("Data")
+    dataset = make_dataset(made.tenant)
+    upload = make_upload(made.tenant)
+    assert operator.get(f"/admin/{page}/").status_code == 200
+    assert operator.get(f"/admin/{page}/?q=reviews").status_code == 200
+    obj = dataset if page.endswith("dataset") else upload
+    assert operator.get(f"/admin/{page}/{obj.pk}/change/").status_code == 200
 
 
 def test_admin_creates_a_tenant(operator):

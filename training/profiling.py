@@ -21,6 +21,7 @@ _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _SEQUENCE = re.compile(r"^\d+( +\d+)+$")
 _BOOL = {"true": True, "false": False}
+_WHITESPACE = re.compile(r"\s")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
@@ -54,6 +55,34 @@ def classify(value: Any) -> tuple[str, Any]:
     return "string", value
 
 
+def _uniform_kind(texts: list[str]) -> tuple[str | None, list]:
+    """(kind, parsed values) when every string in the batch is of one simple kind, else (None, [])."""
+    if all(_INT.match(t) for t in texts):
+        return "integer", [int(t) for t in texts]
+    try:
+        numbers = [float(t) for t in texts]
+    except ValueError:
+        numbers = None
+    if numbers is not None and all(_FLOAT.match(t.strip()) for t in texts) and all(map(math.isfinite, numbers)):
+        return "float", numbers
+    lowered = {t.strip().lower() for t in texts}
+    if lowered <= set(_BOOL):
+        return "boolean", [_BOOL[t.strip().lower()] for t in texts]
+    if _all_id_sequences(texts):
+        return "sequence", []
+    # Anything else makes the column string or text, whatever a few values look like.
+    return "string", []
+
+
+def _all_id_sequences(texts: list[str]) -> bool:
+    """Every text is ASCII digits separated by single spaces (whole-batch string operations)."""
+    joined = " ".join(texts)
+    digits = joined.replace(" ", "")
+    if not (digits.isascii() and digits.isdigit()) or "  " in joined:
+        return False
+    return all(t[0] != " " and t[-1] != " " for t in texts)
+
+
 class LengthHistogram:
     """Exact counts per length (lengths repeat a lot), giving min/max/mean/percentiles."""
 
@@ -62,6 +91,9 @@ class LengthHistogram:
 
     def add(self, length: int) -> None:
         self.counts[length] += 1
+
+    def add_many(self, lengths: Iterable[int]) -> None:
+        self.counts.update(lengths)
 
     def summary(self) -> dict[str, float] | None:
         total = sum(self.counts.values())
@@ -129,12 +161,64 @@ class ColumnProfile:
                 if len(self.vocabulary) > VOCAB_CAP:
                     self.vocab_overflow = True
                     self.vocabulary.clear()
-        if kind != "float":  # distinct values are reported for discrete columns only
+        if kind not in {"float", "sequence"}:  # distinct values are reported for discrete columns only
             text = raw if isinstance(raw, str) else str(raw)
             if kind == "string":
                 self.lengths.add(len(text))
                 self.whitespace += any(c.isspace() for c in text.strip())
                 self.cjk += bool(_CJK.search(text))
+            self._count_value(text)
+
+    def add_batch(self, values: list[Any]) -> None:
+        """Profile many values at once: whole-batch conversions run at C speed.
+
+        CSV values are strings; when a batch is uniformly integers, floats,
+        booleans or id sequences it is handled in a few list operations, else
+        value by value.
+        """
+        present = [v for v in values if v is not None and v != ""]
+        if not present or not all(isinstance(v, str) for v in present) or not self._add_uniform(present):
+            for value in values:
+                self.add(value)
+            return
+        self.count += len(values)
+        self.nulls += len(values) - len(present)
+
+    def _add_uniform(self, present: list[str]) -> bool:
+        kind, parsed = _uniform_kind(present)
+        if kind is None:
+            return False
+        self.kinds[kind] += len(present)
+        if kind in {"integer", "float"}:
+            self.numeric += len(parsed)
+            self.total += sum(parsed)
+            low, high = min(parsed), max(parsed)
+            self.minimum = low if self.minimum is None else min(self.minimum, low)
+            self.maximum = high if self.maximum is None else max(self.maximum, high)
+        elif kind == "boolean":
+            self.true_count += sum(parsed)
+        if kind == "sequence":
+            self.lengths.add_many(text.count(" ") + 1 for text in present)
+            tokens = set(" ".join(present).split())
+            self.max_id = max(self.max_id, max(map(int, tokens)))
+            if not self.vocab_overflow:
+                self.vocabulary.update(map(int, tokens))
+                if len(self.vocabulary) > VOCAB_CAP:
+                    self.vocab_overflow = True
+                    self.vocabulary.clear()
+        elif kind == "string":
+            self.lengths.add_many(map(len, present))
+            self.whitespace += sum(1 for t in present if _WHITESPACE.search(t.strip()))
+            self.cjk += sum(1 for t in present if _CJK.search(t))
+        if kind not in {"float", "sequence"}:
+            self._count_values(present)
+        return True
+
+    def _count_values(self, texts: list[str]) -> None:
+        if len(self.values) + len(texts) <= DISTINCT_CAP:
+            self.values.update(texts)
+            return
+        for text in texts:
             self._count_value(text)
 
     def _count_value(self, text: str) -> None:
@@ -214,15 +298,31 @@ class DatasetProfile:
         if self.label_column:
             value = row.get(self.label_column)
             if value is not None and value != "":
-                key = str(value)
-                if key in self.labels or len(self.labels) < LABEL_CLASSES_CAP:
-                    self.labels[key] += 1
-                else:
-                    self.label_overflow = True
+                self._count_labels([str(value)])
 
-    def add_all(self, rows: Iterable[tuple[int, dict[str, Any]]]) -> None:
+    def add_all(self, rows: Iterable[tuple[int, dict[str, Any]]], *, batch_rows: int = 4096) -> None:
+        batch: list[dict[str, Any]] = []
         for _, row in rows:
-            self.add(row)
+            batch.append(row)
+            if len(batch) == batch_rows:
+                self.add_batch(batch)
+                batch = []
+        if batch:
+            self.add_batch(batch)
+
+    def add_batch(self, rows: list[dict[str, Any]]) -> None:
+        self.rows += len(rows)
+        for name, column in self.columns.items():
+            column.add_batch([row.get(name) for row in rows])
+        if self.label_column:
+            self._count_labels(str(v) for row in rows if (v := row.get(self.label_column)) is not None and v != "")
+
+    def _count_labels(self, labels: Iterable[str]) -> None:
+        for key in labels:
+            if key in self.labels or len(self.labels) < LABEL_CLASSES_CAP:
+                self.labels[key] += 1
+            else:
+                self.label_overflow = True
 
     def schema(self) -> list[dict[str, Any]]:
         return [column.schema() for column in self.columns.values()]

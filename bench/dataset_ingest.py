@@ -1,0 +1,204 @@
+#!/usr/bin/env python
+"""Dataset ingestion benchmark: the API's upload path against plain boto3, in one run.
+
+    .venv/bin/python bench/dataset_ingest.py [--size-mb 1024]
+
+Starts its own SeaweedFS (127.0.0.1:28333) and gunicorn API (127.0.0.1:28000)
+on a fresh SQLite database, generates a click-log CSV of the given size,
+then, on the same file and the same S3 server:
+  1. uploads it through POST /api/v1/datasets (streamed multipart, as a client would);
+  2. uploads it with plain boto3 (upload_file, default transfer settings);
+and prints both throughputs, their ratio (target >= 0.7), the API worker's
+peak resident memory (target < 300 MB), and the validation task's rows/s.
+Everything it starts it stops, by process id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(1, str(ROOT))
+
+from core.s3server import port_is_open, start_s3_server  # noqa: E402
+
+S3_PORT, API_PORT = 28333, 28000
+
+
+def make_csv(path: Path, size_bytes: int) -> int:
+    """A click log: repeat a 1 MB block of realistic rows until the size is reached; returns rows."""
+    rng = random.Random(7)
+    lines = []
+    for i in range(12_000):
+        seq = " ".join(str(rng.randint(1, 1000)) for _ in range(rng.randint(8, 40)))
+        lines.append(f"u{i},{seq},{rng.randint(0, 1)}\n")
+    block = "".join(lines).encode()
+    rows_per_block = len(lines)
+    rows = 0
+    with open(path, "wb") as out:
+        out.write(b"user_id,item_sequence,clicked\n")
+        written = 0
+        while written < size_bytes:
+            out.write(block)
+            written += len(block)
+            rows += rows_per_block
+    return rows
+
+
+def stream_upload(path: Path, key: str, name: str) -> tuple[int, dict]:
+    """POST a multipart form with the file streamed from disk in 1 MB chunks (constant client memory)."""
+    boundary = uuid.uuid4().hex
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\n{name}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="label_column"\r\n\r\nclicked\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+        f"Content-Type: text/csv\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    length = len(head) + path.stat().st_size + len(tail)
+    connection = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=3600)
+    connection.putrequest("POST", "/api/v1/datasets")
+    connection.putheader("Authorization", f"Bearer {key}")
+    connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    connection.putheader("Content-Length", str(length))
+    connection.endheaders()
+    connection.send(head)
+    with open(path, "rb") as source:
+        while chunk := source.read(1024 * 1024):
+            connection.send(chunk)
+    connection.send(tail)
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1024)
+    args = parser.parse_args()
+    for port in (S3_PORT, API_PORT):
+        if port_is_open("127.0.0.1", port):
+            raise SystemExit(f"port {port} is busy")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=ROOT / "var" if (ROOT / "var").exists() else None))
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.base",
+        DEBUG="0",
+        SECRET_KEY="bench-" + uuid.uuid4().hex,
+        PLATFORM_VAR_DIR=str(work / "var"),
+        DATABASE_URL=f"sqlite:///{work / 'db.sqlite3'}",
+        CELERY_BROKER_URL="filesystem://",
+        S3_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}",
+        S3_BUCKET="bench",
+        S3_ACCESS_KEY_ID="bench-access",
+        S3_SECRET_ACCESS_KEY="bench-secret-" + uuid.uuid4().hex[:8],
+        ALLOWED_HOSTS="127.0.0.1",
+    )
+    os.environ.update(env)
+    s3 = start_s3_server(
+        data_dir=work / "s3",
+        access_key=env["S3_ACCESS_KEY_ID"],
+        secret_key=env["S3_SECRET_ACCESS_KEY"],
+        s3_port=S3_PORT,
+    )
+    api = None
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        from core import storage
+        from tenants import services as tenant_services
+        from training import services as training_services
+
+        call_command("migrate", verbosity=0)
+        storage.ensure_bucket()
+        tenant, created = tenant_services.create_tenant(name="Bench", owner_email="bench@example.com")
+        plan = tenant.plan
+        plan.max_dataset_bytes = plan.storage_bytes = 64 * 1024**3
+        plan.save()
+
+        csv_path = work / "clicks.csv"
+        rows = make_csv(csv_path, args.size_mb * 1024 * 1024)
+        size = csv_path.stat().st_size
+        print(f"file: {size / 1e6:.0f} MB, {rows} rows")
+
+        api = subprocess.Popen(
+            [str(Path(sys.executable).with_name("gunicorn")), "-c", "platform/gunicorn.conf.py", "config.wsgi"],
+            cwd=ROOT,
+            env=env | {"GUNICORN_BIND": f"127.0.0.1:{API_PORT}", "GUNICORN_WORKERS": "1", "GUNICORN_TIMEOUT": "3600"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not port_is_open("127.0.0.1", API_PORT):
+            if time.monotonic() > deadline or api.poll() is not None:
+                raise SystemExit("gunicorn did not start")
+            time.sleep(0.2)
+        stream_upload_warmup = stream_upload  # one small request loads the app before timing
+        small = work / "small.csv"
+        small.write_bytes(b"a,clicked\n1,0\n2,1\n")
+        stream_upload_warmup(small, created.raw_key, "warmup")
+
+        started = time.perf_counter()
+        status, body = stream_upload(csv_path, created.raw_key, "bench clicks")
+        api_seconds = time.perf_counter() - started
+        if status != 201:
+            raise SystemExit(f"upload failed: {status} {body}")
+        worker_pids = children(api.pid)
+        api_peak = max(peak_rss_mb(pid) for pid in worker_pids) if worker_pids else float("nan")
+
+        started = time.perf_counter()
+        storage.client().upload_file(str(csv_path), storage.bucket(), "baseline/clicks.csv")
+        boto_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        training_services.validate_dataset(dataset_id=body["id"])
+        validate_seconds = time.perf_counter() - started
+        from training.models import Dataset
+
+        dataset = Dataset.objects.get(pk=body["id"])
+
+        api_mb_s, boto_mb_s = size / 1e6 / api_seconds, size / 1e6 / boto_seconds
+        print(f"API upload (POST /api/v1/datasets): {api_seconds:7.2f} s  {api_mb_s:7.1f} MB/s")
+        print(f"plain boto3 upload_file:            {boto_seconds:7.2f} s  {boto_mb_s:7.1f} MB/s")
+        print(f"ratio API / boto3:                  {api_mb_s / boto_mb_s:7.2f}   (target >= 0.70)")
+        print(f"API worker peak RSS:                {api_peak:7.0f} MB (target < 300 MB)")
+        print(
+            f"validation: {dataset.status}, {dataset.row_count} rows in {validate_seconds:.1f} s = "
+            f"{dataset.row_count / validate_seconds:,.0f} rows/s ({size / 1e6 / validate_seconds:.1f} MB/s)"
+        )
+        return 0
+    finally:
+        if api is not None:
+            api.terminate()
+            api.wait(timeout=30)
+        s3.stop()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
