@@ -16,7 +16,7 @@ from django.db import models
 
 from tenants import services
 from tenants.models import ApiKey, Membership, Role, Tenant, User
-from training.models import Dataset, DatasetUpload
+from training.models import Dataset, DatasetUpload, TrainingJob
 
 _counter = itertools.count(1)
 
@@ -74,9 +74,29 @@ def make_upload(tenant: Tenant):
     return upload
 
 
+CTR_CSV = b"item_sequence,clicked\n" + b"".join(b"%d %d %d,%d\n" % (i, i + 1, i + 2, i % 2) for i in range(40))
+
+
+def make_job(tenant: Tenant):
+    from training import job_services
+    from training import services as training_services
+
+    dataset = make_dataset(tenant, content=CTR_CSV, name="clicks", label_column="clicked")
+    training_services.validate_dataset(dataset_id=dataset.id)
+    return job_services.create_job(
+        tenant=tenant,
+        dataset_id=dataset.id,
+        template="sequence_ctr",
+        model_name="ctr",
+        label_column="clicked",
+        params={"epochs": 1},
+    )
+
+
 OBJECT_FACTORIES: dict[type[models.Model], Callable[[Tenant], models.Model]] = {
     Membership: lambda tenant: make_member(tenant),
     ApiKey: lambda tenant: make_key(tenant, role=Role.MEMBER).api_key,
     Dataset: make_dataset,
     DatasetUpload: make_upload,
+    TrainingJob: make_job,
 }

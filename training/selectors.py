@@ -43,3 +43,17 @@ def preview_rows(*, dataset: Dataset, rows: int) -> dict[str, Any]:
         columns, records = open_rows(dataset.format, stream)
         first = [row for _, row in islice(records, rows)]
     return {"columns": columns, "rows": [[row.get(c) for c in columns] for row in first]}
+
+
+def job_log_tail(*, job, lines: int) -> list[dict[str, Any]]:
+    from training.models import JobLogLine
+
+    tail = JobLogLine.objects.filter(tenant_id=job.tenant_id, job=job).order_by("-id")[:lines]
+    return [{"time": line.created_at, "message": line.message} for line in reversed(list(tail))]
+
+
+def job_metric_series(*, job) -> list[dict[str, Any]]:
+    from training.models import JobMetric
+
+    rows = JobMetric.objects.filter(tenant_id=job.tenant_id, job=job).order_by("epoch")
+    return [{"epoch": row.epoch, **row.values} for row in rows]

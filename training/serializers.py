@@ -37,7 +37,7 @@ class DatasetListSerializer(DatasetSerializer):
         fields = [f for f in DatasetSerializer.Meta.fields if f != "stats"]
 
 
-@extend_schema_field({"type": "object", "additionalProperties": {"type": "string", "enum": ["pii"]}})
+@extend_schema_field({"type": "object", "additionalProperties": True})
 class JsonObjectField(serializers.Field):
     """An object given either as JSON (in a JSON body) or as a JSON string (in a multipart form)."""
 
@@ -55,12 +55,17 @@ class JsonObjectField(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "string", "enum": ["pii"]}})
+class ColumnTagsField(JsonObjectField):
+    """``{"column": "pii"}``, as JSON or as a JSON string in a form."""
+
+
 class DatasetCreateSerializer(StrictInputSerializer):
     file = serializers.FileField(allow_empty_file=True)
     name = serializers.CharField(max_length=100, allow_blank=True)
     format = serializers.ChoiceField(choices=DatasetFormat.choices, required=False, allow_blank=True)
     label_column = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    column_tags = JsonObjectField(required=False, default=dict)
+    column_tags = ColumnTagsField(required=False, default=dict)
     pii_mode = serializers.ChoiceField(choices=PiiMode.choices, required=False, default=PiiMode.HASH)
 
 
@@ -70,7 +75,7 @@ class UploadCreateSerializer(StrictInputSerializer):
     filename = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
     format = serializers.ChoiceField(choices=DatasetFormat.choices, required=False, allow_blank=True)
     label_column = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    column_tags = JsonObjectField(required=False, default=dict)
+    column_tags = ColumnTagsField(required=False, default=dict)
 
 
 class PartSerializer(StrictInputSerializer):
@@ -105,3 +110,49 @@ class DatasetUploadCreatedSerializer(DatasetUploadSerializer):
 class PreviewSerializer(serializers.Serializer):
     columns = serializers.ListField(child=serializers.CharField())
     rows = serializers.ListField(child=serializers.ListField())
+
+
+class TrainingJobSerializer(serializers.ModelSerializer):
+    dataset = serializers.UUIDField(source="dataset_id", read_only=True)
+
+    class Meta:
+        from training.models import TrainingJob
+
+        model = TrainingJob
+        fields = [
+            "id",
+            "status",
+            "dataset",
+            "template",
+            "model_name",
+            "model_version",
+            "params",
+            "label_column",
+            "feature_columns",
+            "validation_split",
+            "seed",
+            "attempts",
+            "progress",
+            "metrics",
+            "error_message",
+            "device",
+            "compute_seconds",
+            "created_at",
+            "dispatched_at",
+            "started_at",
+            "cancel_requested_at",
+            "finished_at",
+        ]
+
+
+class TrainingJobCreateSerializer(StrictInputSerializer):
+    dataset = serializers.UUIDField()
+    template = serializers.CharField(max_length=50)
+    model_name = serializers.CharField(max_length=63)
+    label_column = serializers.CharField(max_length=200)
+    params = JsonObjectField(required=False, default=dict)
+    feature_columns = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, default=list, max_length=500
+    )
+    validation_split = serializers.FloatField(required=False, default=0.2)
+    seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**31 - 1)

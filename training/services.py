@@ -465,11 +465,7 @@ def delete_dataset(*, tenant: Tenant, dataset_id) -> None:
 
 
 def dataset_in_use(*, dataset: Dataset) -> bool:
-    """Whether an unfinished training job reads this dataset (jobs arrive with the training issue)."""
-    from django.apps import apps
+    """Whether an unfinished training job reads this dataset."""
+    from training.models import TrainingJob
 
-    try:
-        job_model = apps.get_model("training", "TrainingJob")
-    except LookupError:
-        return False
-    return job_model.objects.filter(dataset=dataset, status__in=["queued", "running", "cancelling"]).exists()
+    return TrainingJob.objects.filter(dataset=dataset, status__in=TrainingJob.ACTIVE).exists()

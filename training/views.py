@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -12,9 +14,9 @@ from rest_framework.response import Response
 
 from core.errors import ConflictError, PayloadTooLargeError, QuotaExceededError
 from core.serializers import validated_input
-from tenants.scoping import TenantScopedViewSet
-from training import selectors, services
-from training.models import Dataset, DatasetUpload
+from tenants.scoping import TenantScopedAPIView, TenantScopedViewSet
+from training import job_services, selectors, services, templates
+from training.models import Dataset, DatasetUpload, TrainingJob
 from training.serializers import (
     DatasetCreateSerializer,
     DatasetListSerializer,
@@ -22,6 +24,8 @@ from training.serializers import (
     DatasetUploadCreatedSerializer,
     DatasetUploadSerializer,
     PreviewSerializer,
+    TrainingJobCreateSerializer,
+    TrainingJobSerializer,
     UploadCompleteSerializer,
     UploadCreateSerializer,
 )
@@ -176,3 +180,77 @@ class DatasetUploadViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
             raise ConflictError(f"This upload is {upload.status}.", code="upload_not_pending")
         services.abort_upload(upload=upload)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TemplateListView(TenantScopedAPIView):
+    """Model templates with the JSON Schema of their hyperparameters and the columns they read."""
+
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
+    def get(self, request):
+        return Response([templates.describe(t) for t in templates.TEMPLATES.values()])
+
+
+class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Training jobs: submit, follow (status, progress, metrics per epoch, log tail), cancel."""
+
+    scoped_model = TrainingJob
+    serializer_class = TrainingJobSerializer
+    parser_classes = [JSONParser]
+    http_method_names = ["get", "post", "head", "options"]
+    LOG_TAIL_MAX = 500
+
+    def refine_queryset(self, queryset):
+        if self.action != "list":
+            return queryset
+        params = self.request.query_params
+        wanted = params.get("status")
+        if wanted:
+            if wanted not in TrainingJob.Status.values:
+                raise ValidationError({"status": [f"One of {', '.join(TrainingJob.Status.values)}."]})
+            queryset = queryset.filter(status=wanted)
+        if params.get("model_name"):
+            queryset = queryset.filter(model_name=params["model_name"])
+        if params.get("dataset"):
+            try:
+                queryset = queryset.filter(dataset_id=uuid.UUID(params["dataset"]))
+            except ValueError:
+                raise ValidationError({"dataset": ["Must be a dataset id."]}) from None
+        return queryset.order_by("-created_at")
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=TrainingJob.Status.values),
+            OpenApiParameter("model_name", str),
+            OpenApiParameter("dataset", str),
+        ]
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=TrainingJobCreateSerializer, responses={201: TrainingJobSerializer})
+    def create(self, request):
+        data = validated_input(TrainingJobCreateSerializer, request)
+        job = job_services.create_job(tenant=self.caller.tenant, dataset_id=data.pop("dataset"), **data)
+        return Response(TrainingJobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=TrainingJobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        self.get_object()
+        job = job_services.cancel_job(tenant=self.caller.tenant, job_id=pk)
+        return Response(TrainingJobSerializer(job).data)
+
+    @extend_schema(responses={200: {"type": "object"}})
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, pk=None):
+        job = self.get_object()
+        return Response({"job": str(job.id), "epochs": selectors.job_metric_series(job=job), "final": job.metrics})
+
+    @extend_schema(parameters=[OpenApiParameter("lines", int)], responses={200: {"type": "object"}})
+    @action(detail=True, methods=["get"])
+    def logs(self, request, pk=None):
+        job = self.get_object()
+        raw = request.query_params.get("lines") or "100"
+        if not raw.isdigit() or not 1 <= int(raw) <= self.LOG_TAIL_MAX:
+            raise ValidationError({"lines": [f"Must be between 1 and {self.LOG_TAIL_MAX}."]})
+        return Response({"job": str(job.id), "lines": selectors.job_log_tail(job=job, lines=int(raw))})

@@ -249,3 +249,13 @@ FILE_UPLOAD_TEMP_DIR = str(DATASET_STAGING_DIR)
 DATASET_PREVIEW_MAX_ROWS = 100
 DATASET_UPLOAD_TTL_HOURS = env_int("DATASET_UPLOAD_TTL_HOURS", 24, minimum=1)
 DATASET_MULTIPART_MAX_PARTS = 10_000
+
+# --- Training ---------------------------------------------------------------
+TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
+# A running job whose worker has not reported for this long is requeued (resuming from its checkpoint).
+TRAINING_HEARTBEAT_TIMEOUT_SECONDS = env_int("TRAINING_HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=5)
+TRAINING_DISPATCH_BATCH = 1000
+CELERY_BEAT_SCHEDULE |= {
+    "dispatch-training-jobs": {"task": "training.tasks.dispatch_jobs", "schedule": 30.0},
+    "requeue-stale-training-jobs": {"task": "training.tasks.requeue_stale_jobs", "schedule": 60.0},
+}

@@ -1,0 +1,52 @@
+"""The model registry: a tenant's named models and their immutable, published versions."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from tenants.models import TenantOwnedModel
+
+
+class RegisteredModel(TenantOwnedModel):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=63)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="one_model_name_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(TenantOwnedModel):
+    """A published version. It is ``ready`` (visible) only once every file and the manifest are stored."""
+
+    class Status(models.TextChoices):
+        PUBLISHING = "publishing", "Publishing"
+        READY = "ready", "Ready"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PUBLISHING, db_index=True)
+    job = models.OneToOneField("training.TrainingJob", null=True, on_delete=models.SET_NULL, related_name="+")
+    dataset = models.ForeignKey("training.Dataset", null=True, on_delete=models.SET_NULL, related_name="+")
+    template = models.CharField(max_length=50)
+    object_prefix = models.CharField(max_length=512)
+    manifest = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["model", "-version"]
+        constraints = [models.UniqueConstraint(fields=["model", "version"], name="one_row_per_model_version")]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} v{self.version}"

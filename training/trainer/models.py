@@ -1,0 +1,130 @@
+"""Keras models for each template, preprocessing inside, so the exported model takes raw values.
+
+This module imports TensorFlow; only the training worker (inside the task) imports it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+@keras.saving.register_keras_serializable(package="mlplatform")
+class IdSequence(keras.layers.Layer):
+    """``"12 85 3 9"`` -> the last ``max_len`` ids, shifted by one (0 pads), ids past the vocabulary bucketed."""
+
+    def __init__(self, max_len: int, vocab_size: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.max_len = max_len
+        self.vocab_size = vocab_size
+
+    def call(self, inputs):
+        text = tf.reshape(tf.convert_to_tensor(inputs, dtype=tf.string), [-1])
+        tokens = tf.strings.split(tf.strings.strip(text))
+        ids = tf.strings.to_number(tokens, out_type=tf.int64)
+        ids = tf.clip_by_value(ids, 0, self.vocab_size - 2) + 1
+        recent = ids[:, -self.max_len :]
+        return recent.to_tensor(default_value=0, shape=[None, self.max_len])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.max_len)
+
+    def get_config(self) -> dict[str, Any]:
+        return super().get_config() | {"max_len": self.max_len, "vocab_size": self.vocab_size}
+
+
+@keras.saving.register_keras_serializable(package="mlplatform")
+def split_characters(text):
+    """Split CJK text into characters (it has no spaces between words), keeping Latin words whole."""
+    spaced = tf.strings.regex_replace(
+        text, r"([\x{3040}-\x{30ff}\x{3400}-\x{4dbf}\x{4e00}-\x{9fff}\x{ac00}-\x{d7af}])", r" \1 "
+    )
+    return tf.strings.split(spaced)
+
+
+def _compile(model: keras.Model, *, learning_rate: float, binary: bool) -> keras.Model:
+    if binary:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss="binary_crossentropy",
+            metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+        )
+    else:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    return model
+
+
+def sequence_ctr(*, column: str, params: dict[str, Any], vocab_size: int) -> keras.Model:
+    vocab = params["vocab_size"] or vocab_size
+    raw = keras.Input(shape=(), dtype="string", name=column)
+    ids = IdSequence(params["max_len"], vocab + 2, name="id_sequence")(raw)
+    x = keras.layers.Embedding(vocab + 2, params["embedding_dim"], name="embedding")(ids)
+    x = keras.layers.Conv1D(params["conv_filters"], params["conv_kernel"], activation="relu", padding="same")(x)
+    x = keras.layers.MaxPooling1D(params["pool_size"])(x)
+    x = keras.layers.LSTM(params["lstm_units"])(x)
+    output = keras.layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)
+    return _compile(keras.Model(raw, output, name="sequence_ctr"), learning_rate=params["learning_rate"], binary=True)
+
+
+def text_classifier(*, column: str, params: dict[str, Any], texts: np.ndarray, classes: int) -> keras.Model:
+    tokenize = params["tokenize"]
+    if tokenize == "auto":
+        sample = texts[:2000]
+        cjk = sum(bool(_CJK.search(t)) for t in sample)
+        tokenize = "characters" if cjk >= len(sample) / 2 else "words"
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=params["max_tokens"],
+        output_sequence_length=params["sequence_length"],
+        split=split_characters if tokenize == "characters" else "whitespace",
+        name="vectorizer",
+    )
+    vectorizer.adapt(tf.constant(list(texts)))
+    raw = keras.Input(shape=(), dtype="string", name=column)
+    tokens = vectorizer(raw)
+    x = keras.layers.Embedding(params["max_tokens"] + 1, params["embedding_dim"], mask_zero=True)(tokens)
+    if params["encoder"] == "bilstm":
+        x = keras.layers.Bidirectional(keras.layers.LSTM(params["lstm_units"]))(x)
+    else:
+        x = keras.layers.GlobalAveragePooling1D()(x)
+        x = keras.layers.Dense(params["embedding_dim"], activation="relu")(x)
+    output = keras.layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
+    return _compile(
+        keras.Model(raw, output, name="text_classifier"), learning_rate=params["learning_rate"], binary=False
+    )
+
+
+def tabular_classifier(
+    *, columns: dict[str, str], params: dict[str, Any], features: dict[str, np.ndarray], classes: int
+) -> keras.Model:
+    inputs, encoded = [], []
+    for name, column_type in columns.items():
+        if column_type == "string":
+            raw = keras.Input(shape=(1,), dtype="string", name=name)
+            lookup = keras.layers.StringLookup(output_mode="one_hot", name=f"{name}_lookup")
+            lookup.adapt(features[name].astype(str))
+            encoded.append(lookup(raw))
+        else:
+            raw = keras.Input(shape=(1,), dtype="float32", name=name)
+            norm = keras.layers.Normalization(name=f"{name}_norm")
+            values = np.nan_to_num(features[name].astype("float32")).reshape(-1, 1)
+            norm.adapt(values)
+            encoded.append(norm(raw))
+        inputs.append(raw)
+    x = keras.layers.Concatenate()(encoded) if len(encoded) > 1 else encoded[0]
+    for units in params["hidden_units"]:
+        x = keras.layers.Dense(units, activation="relu")(x)
+        x = keras.layers.Dropout(params["dropout"])(x)
+    output = keras.layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
+    return _compile(
+        keras.Model(inputs, output, name="tabular_classifier"), learning_rate=params["learning_rate"], binary=False
+    )

@@ -1,0 +1,318 @@
+"""One training attempt: claim, load, build or resume, fit with live progress, evaluate, publish.
+
+Runs inside the Celery task on the ``gpu`` queue. TensorFlow is imported
+here, inside functions, so importing the task module never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.db import OperationalError
+
+from core import storage
+from serving import publishing
+from training import job_services
+from training.evaluation import binary_metrics, multiclass_metrics
+from training.models import TrainingJob
+from training.trainer.data import TrainingData, load
+
+logger = logging.getLogger(__name__)
+HEARTBEAT_EVERY_SECONDS = 2.0
+Status = TrainingJob.Status
+
+
+class Cancelled(Exception):
+    """The tenant cancelled the job while it ran."""
+
+
+def checkpoint_prefix(job: TrainingJob) -> str:
+    return storage.tenant_key(job.tenant_id, "jobs", str(job.id), "checkpoints") + "/"
+
+
+def transient(exc: BaseException) -> bool:
+    """Errors worth another attempt from the last checkpoint (storage or database unreachable)."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import EndpointConnectionError
+
+    return isinstance(exc, OperationalError | EndpointConnectionError | BotoConnectionError | ConnectionError)
+
+
+def run_job(*, job_id: str, worker: str) -> None:
+    job = job_services.claim_job(job_id=job_id, worker=worker)
+    if job is None:
+        return
+    started = time.monotonic()
+    device = "cpu"
+    try:
+        device = configure_devices(mixed_precision=job.params.get("mixed_precision", False))
+        job_services.log(job, f"training on {device}")
+        metrics, version = train_and_publish(job)
+    except Cancelled:
+        job_services.finish_job(
+            job=job, status=Status.CANCELLED, compute_seconds=time.monotonic() - started, device=device
+        )
+    except Exception as exc:  # every failure ends the attempt with a recorded reason
+        seconds = time.monotonic() - started
+        if transient(exc) and job.attempts < job.max_attempts:
+            logger.warning("job %s: transient error, requeued: %s", job.id, exc)
+            job_services.add_compute_seconds(job=job, seconds=seconds)
+            job_services.requeue_after_error(job=job, reason=f"{type(exc).__name__}: {exc}")
+            return
+        logger.exception("job %s failed", job.id)
+        job_services.finish_job(
+            job=job,
+            status=Status.FAILED,
+            compute_seconds=seconds,
+            device=device,
+            error=user_message(exc),
+            traceback_text=traceback.format_exc(),
+        )
+    else:
+        job_services.finish_job(
+            job=job,
+            status=Status.SUCCEEDED,
+            compute_seconds=time.monotonic() - started,
+            device=device,
+            metrics=metrics,
+            model_version=version,
+        )
+
+
+def user_message(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"Training failed: {type(exc).__name__}" + (f": {text[:300]}" if text else "")
+
+
+def configure_devices(*, mixed_precision: bool) -> str:
+    """Use the GPU when there is one (memory growth on), else the CPU; mixed precision only on GPUs."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        # RuntimeError: already initialised in this process, where the first job set growth.
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    keras.mixed_precision.set_global_policy("mixed_float16" if gpus and mixed_precision else "float32")
+    return "gpu" if gpus else "cpu"
+
+
+def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
+    import keras
+
+    keras.utils.set_random_seed(job.seed)
+    dataset = job.dataset
+    data = load(
+        object_key=dataset.object_key,
+        fmt=dataset.format,
+        schema=dataset.schema,
+        feature_columns=job.feature_columns,
+        label_column=job.label_column,
+        validation_split=job.validation_split,
+        seed=job.seed,
+    )
+    job_services.log(
+        job,
+        f"loaded {len(data.labels)} rows: {len(data.train_index)} train, "
+        f"{len(data.val_index)} validation; labels {data.label_names}",
+    )
+    model, initial_epoch = restore_or_build(job, data)
+    params = job.params
+    binary = job.template == "sequence_ctr"
+    train = to_dataset(job, data, data.train_index, binary=binary, shuffle=True)
+    validation = to_dataset(job, data, data.val_index, binary=binary, shuffle=False)
+    steps = math.ceil(len(data.train_index) / params["batch_size"])
+    if initial_epoch < params["epochs"]:
+        if initial_epoch:
+            job_services.log(job, f"resuming from the checkpoint after epoch {initial_epoch}")
+        model.fit(
+            train,
+            validation_data=validation,
+            epochs=params["epochs"],
+            initial_epoch=initial_epoch,
+            verbose=0,
+            callbacks=[job_callback(job, epochs=params["epochs"], steps=steps)],
+        )
+    if (
+        job_services.heartbeat(job_id=job.id, progress=_progress(params["epochs"], params["epochs"], steps, steps))
+        == Status.CANCELLING
+    ):
+        raise Cancelled
+    metrics = evaluate(model, validation, data, binary=binary)
+    job_services.log(job, "evaluated: " + ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float)))
+    version = publishing.reserve_version(job=job)
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        export_dir = Path(tmp) / "model"
+        model.export(str(export_dir), format="tf_saved_model", verbose=False)
+        publishing.publish(
+            version=version, export_dir=export_dir, metrics=metrics, manifest_fields=manifest_fields(job, model, data)
+        )
+    job_services.log(job, f"published {job.model_name} v{version.version} at {version.object_prefix}")
+    return metrics, version.version
+
+
+def _progress(epoch: int, epochs: int, step: int, steps: int) -> dict[str, int]:
+    return {"epoch": epoch, "epochs": epochs, "step": step, "steps": steps}
+
+
+def feature_tensors(job: TrainingJob, data: TrainingData, index: np.ndarray):
+    import tensorflow as tf
+
+    features, _ = data.split(index)
+    if job.template == "tabular_classifier":
+        return {
+            name: tf.constant(values.reshape(-1, 1) if values.dtype != object else values.astype(str).reshape(-1, 1))
+            for name, values in features.items()
+        }
+    (column,) = job.feature_columns
+    return tf.constant(features[column].astype(str))
+
+
+def to_dataset(job: TrainingJob, data: TrainingData, index: np.ndarray, *, binary: bool, shuffle: bool):
+    import tensorflow as tf
+
+    labels = data.labels[index].astype("float32" if binary else "int64")
+    ds = tf.data.Dataset.from_tensor_slices((feature_tensors(job, data, index), labels))
+    if shuffle:
+        ds = ds.shuffle(len(index), seed=job.seed, reshuffle_each_iteration=True)
+    return ds.batch(job.params["batch_size"]).prefetch(2)
+
+
+def build(job: TrainingJob, data: TrainingData):
+    from training.trainer import models
+
+    params = job.params
+    types = {c["name"]: c["type"] for c in job.dataset.schema}
+    if job.template == "sequence_ctr":
+        (column,) = job.feature_columns
+        max_id = (job.dataset.stats.get("columns", {}).get(column, {}) or {}).get("max_id") or 1000
+        return models.sequence_ctr(column=column, params=params, vocab_size=int(max_id) + 1)
+    if job.template == "text_classifier":
+        (column,) = job.feature_columns
+        texts = data.features[column][data.train_index].astype(str)
+        return models.text_classifier(column=column, params=params, texts=texts, classes=len(data.label_names))
+    train_features, _ = data.split(data.train_index)
+    return models.tabular_classifier(
+        columns={c: types[c] for c in job.feature_columns},
+        params=params,
+        features=train_features,
+        classes=len(data.label_names),
+    )
+
+
+def restore_or_build(job: TrainingJob, data: TrainingData):
+    """The model from the last checkpoint (and the epochs it completed), or a new one."""
+    import keras
+
+    meta_key = checkpoint_prefix(job) + "latest.json"
+    if storage.head(meta_key) is not None:
+        meta = json.loads(storage.get_bytes(meta_key))
+        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+            local = Path(tmp) / "model.keras"
+            with open(local, "wb") as handle:
+                storage.download_stream(checkpoint_prefix(job) + meta["file"], handle)
+            return keras.models.load_model(local), int(meta["epoch"])
+    return build(job, data), 0
+
+
+def save_checkpoint(job: TrainingJob, model, epoch: int) -> None:
+    """Model (with optimizer state) first, then the pointer to it: a crash never points at half a file."""
+    with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+        local = Path(tmp) / "model.keras"
+        model.save(local)
+        name = f"epoch-{epoch:04d}.keras"
+        with open(local, "rb") as handle:
+            storage.upload_stream(checkpoint_prefix(job) + name, handle)
+    storage.put_bytes(checkpoint_prefix(job) + "latest.json", json.dumps({"epoch": epoch, "file": name}).encode())
+    previous = checkpoint_prefix(job) + f"epoch-{epoch - 1:04d}.keras"
+    if epoch > 1 and storage.head(previous) is not None:
+        storage.delete_key(previous)
+
+
+def evaluate(model, validation, data: TrainingData, *, binary: bool) -> dict[str, Any]:
+    predictions = model.predict(validation, verbose=0)
+    truth = data.labels[data.val_index]
+    if binary:
+        return binary_metrics(truth, predictions.reshape(-1).astype("float64"))
+    return multiclass_metrics(truth, predictions.astype("float64"), data.label_names)
+
+
+def manifest_fields(job: TrainingJob, model, data: TrainingData) -> dict[str, Any]:
+    import tensorflow as tf
+
+    def spec(tensor) -> dict[str, Any]:
+        return {"dtype": str(tensor.dtype), "shape": [d if d is None else int(d) for d in tensor.shape]}
+
+    outputs = (
+        {"probability": f"P(label = {data.label_names[-1]})"}
+        if job.template == "sequence_ctr"
+        else {"probabilities": f"one per label, in the order of label_names ({len(data.label_names)})"}
+    )
+    return {
+        "template": job.template,
+        "params": job.params,
+        "job_id": str(job.id),
+        "dataset": {
+            "id": str(job.dataset_id),
+            "sha256": job.dataset.sha256,
+            "name": job.dataset.name,
+            "version": job.dataset.version,
+        },
+        "feature_columns": job.feature_columns,
+        "label_column": job.label_column,
+        "label_names": data.label_names,
+        "signature": {
+            "name": "serving_default",
+            "inputs": {t.name.split(":")[0]: spec(t) for t in model.inputs},
+            "outputs": outputs,
+        },
+        "tensorflow_version": tf.__version__,
+        "format": "tf_saved_model",
+    }
+
+
+def job_callback(job: TrainingJob, *, epochs: int, steps: int):
+    """A Keras callback bound to the job (defined here so that Keras is imported only when training)."""
+    import keras
+
+    class JobCallback(keras.callbacks.Callback):
+        """Per batch: heartbeat and cancel check (throttled). Per epoch: metrics and checkpoint."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = 0
+            self.last_beat = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.monotonic()
+            if now - self.last_beat < HEARTBEAT_EVERY_SECONDS:
+                return
+            self.last_beat = now
+            state = job_services.heartbeat(job_id=job.id, progress=_progress(self.epoch + 1, epochs, batch + 1, steps))
+            if state == Status.CANCELLING:
+                self.model.stop_training = True
+                raise Cancelled
+
+        def on_epoch_end(self, epoch, logs=None):
+            values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float | np.floating)}
+            job_services.record_epoch(job=job, epoch=epoch + 1, values=values)
+            save_checkpoint(job, self.model, epoch + 1)
+            job_services.heartbeat(job_id=job.id, progress=_progress(epoch + 1, epochs, steps, steps))
+            job_services.log(
+                job, f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items())
+            )
+
+    return JobCallback()
