@@ -43,8 +43,12 @@ def reserve_version(*, job) -> ModelVersion:
             latest = ModelVersion.objects.filter(model=registered).aggregate(v=Max("version"))["v"] or 0
             try:
                 return ModelVersion.objects.create(
-                    tenant_id=job.tenant_id, model=registered, version=latest + 1, job=job,
-                    dataset_id=job.dataset_id, template=job.template,
+                    tenant_id=job.tenant_id,
+                    model=registered,
+                    version=latest + 1,
+                    job=job,
+                    dataset_id=job.dataset_id,
+                    template=job.template,
                     object_prefix=version_prefix(job.tenant_id, job.model_name, latest + 1),
                 )
             except IntegrityError:
@@ -76,8 +80,11 @@ def publish(*, version: ModelVersion, export_dir: Path, manifest_fields: dict[st
         "metrics": metrics,
         **manifest_fields,
     }
-    storage.put_bytes(version.object_prefix + MANIFEST, json.dumps(manifest, indent=2, default=str).encode(),
-                      content_type="application/json")
+    storage.put_bytes(
+        version.object_prefix + MANIFEST,
+        json.dumps(manifest, indent=2, default=str).encode(),
+        content_type="application/json",
+    )
     version.manifest = manifest
     version.metrics = metrics
     version.size_bytes = sum(f["size"] for f in files.values())
