@@ -91,10 +91,14 @@ def create_api_key(
     role: str,
     acting_role: str,
     acting_scopes: set[str] | None = None,
+    acting_expires_at: datetime | None = None,
     created_by: User | None = None,
     expires_at: datetime | None = None,
 ) -> CreatedKey:
-    """Make a key for ``tenant``; the secret is returned once and never stored."""
+    """Make a key for ``tenant``; the secret is returned once and never stored.
+
+    A key made by another key lives no longer than its maker.
+    """
     unknown = sorted(set(scopes) - set(Scope.values))
     if unknown or not scopes:
         raise ServiceError(
@@ -107,6 +111,10 @@ def create_api_key(
     _require_can_grant(acting_role=acting_role, role=role)
     if expires_at is not None and expires_at <= timezone.now():
         raise ServiceError("expires_at must be in the future.", code="invalid_expiry")
+    if acting_expires_at is not None:
+        if expires_at is not None and expires_at > acting_expires_at:
+            raise ForbiddenError("A key cannot outlive the key that creates it.", code="expiry_too_late")
+        expires_at = expires_at or acting_expires_at
     new = keys.generate_key()
     api_key = ApiKey.objects.create(
         tenant=tenant,
@@ -121,10 +129,12 @@ def create_api_key(
     return CreatedKey(api_key=api_key, raw_key=new.raw)
 
 
-def revoke_api_key(*, tenant: Tenant, key_id) -> ApiKey:
+def revoke_api_key(*, tenant: Tenant, key_id, acting_role: str = Role.OWNER) -> ApiKey:
     api_key = ApiKey.objects.for_tenant(tenant).filter(pk=key_id).first()
     if api_key is None:
         raise NotFoundError("No such API key.")
+    if ROLE_RANK[Role(api_key.role)] > ROLE_RANK[Role(acting_role)]:
+        raise ForbiddenError(f"A {acting_role} cannot revoke an {api_key.role}'s key.", code="role_too_high")
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])

@@ -82,6 +82,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
             tenant=self.caller.tenant,
             acting_role=self.caller.role,
             acting_scopes=set(self.caller.scopes),
+            acting_expires_at=self.caller.api_key.expires_at if self.caller.api_key else None,
             created_by=self.caller.user,
             **data,
         )
@@ -91,5 +92,5 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
         self.get_object()
-        services.revoke_api_key(tenant=self.caller.tenant, key_id=pk)
+        services.revoke_api_key(tenant=self.caller.tenant, key_id=pk, acting_role=self.caller.role)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -143,10 +143,11 @@ def test_versions_and_duplicates(api_a, api_b):
     assert api_a.get("/api/v1/datasets?status=bogus").status_code == 400
 
 
-def test_delete_removes_objects(api_a, tenant_a):
+def test_delete_removes_objects(api_a, tenant_a, django_capture_on_commit_callbacks):
     body = upload(api_a, CSV).json()
     assert tenant_objects(tenant_a.tenant)
-    assert api_a.delete(f"/api/v1/datasets/{body['id']}").status_code == 204
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api_a.delete(f"/api/v1/datasets/{body['id']}").status_code == 204
     assert tenant_objects(tenant_a.tenant) == []
     assert api_a.get(f"/api/v1/datasets/{body['id']}").status_code == 404
 

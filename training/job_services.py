@@ -8,6 +8,7 @@ through one place.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import defaultdict
 from datetime import timedelta
@@ -265,7 +266,8 @@ def claim_job(*, job_id, worker: str) -> TrainingJob | None:
         if job is None:
             return None
         runnable = job.status == Status.QUEUED or (
-            job.status == Status.RUNNING and (job.heartbeat_at is None or job.heartbeat_at < stale)
+            job.status == Status.RUNNING
+            and (job.heartbeat_at is None or job.heartbeat_at < stale or _died_on_this_host(job.worker, worker))
         )
         if not runnable:
             return None
@@ -283,6 +285,29 @@ def claim_job(*, job_id, worker: str) -> TrainingJob | None:
     return job
 
 
+def worker_identity(hostname: str) -> str:
+    """``hostname:pid`` of the process running an attempt."""
+    return f"{hostname}:{os.getpid()}"
+
+
+def _died_on_this_host(previous: str, current: str) -> bool:
+    """The previous attempt ran on this host in a process that no longer exists (e.g. SIGKILLed).
+
+    Celery redelivers such a task at once (acks_late + reject_on_worker_lost);
+    waiting for the heartbeat timeout would only delay the resume.
+    """
+    host, _, pid = previous.rpartition(":")
+    if not pid.isdigit() or host != current.rpartition(":")[0]:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def heartbeat(*, job_id, progress: dict[str, Any]) -> str:
     """Record progress and liveness; returns the job's status (so the trainer sees a cancel)."""
     now = timezone.now()
@@ -295,6 +320,10 @@ def heartbeat(*, job_id, progress: dict[str, Any]) -> str:
 def record_epoch(*, job: TrainingJob, epoch: int, values: dict[str, float]) -> None:
     """Idempotent per epoch: a resumed attempt rewrites the row of an epoch it repeats."""
     JobMetric.objects.update_or_create(tenant_id=job.tenant_id, job=job, epoch=epoch, defaults={"values": values})
+
+
+def record_timings(*, job: TrainingJob, timings: dict[str, float]) -> None:
+    TrainingJob.objects.filter(pk=job.pk).update(timings=timings)
 
 
 def log(job: TrainingJob, message: str) -> None:

@@ -107,7 +107,8 @@ class TrainingJob(TenantOwnedModel):
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="jobs")
+    # Finished jobs keep their lineage (id and sha256 are in the published manifest) when a dataset is deleted.
+    dataset = models.ForeignKey(Dataset, null=True, on_delete=models.SET_NULL, related_name="jobs")
     template = models.CharField(max_length=50)
     model_name = models.CharField(max_length=100)
     params = models.JSONField(default=dict)
@@ -126,6 +127,7 @@ class TrainingJob(TenantOwnedModel):
     worker = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=16, blank=True)
     compute_seconds = models.FloatField(default=0.0)
+    timings = models.JSONField(default=dict, blank=True)  # seconds per phase of the last attempt
     model_version = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)

@@ -17,7 +17,7 @@ DISTINCT_CAP = 50_000
 VOCAB_CAP = 2_000_000
 LABEL_CLASSES_CAP = 1_000
 TOP_VALUES = 10
-_INT = re.compile(r"^[+-]?\d+$")
+_INT = re.compile(r"^[+-]?\d{1,18}$")  # longer digit strings are identifiers, kept as strings
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _SEQUENCE = re.compile(r"^\d+( +\d+)+$")
 _BOOL = {"true": True, "false": False}
@@ -32,9 +32,9 @@ def classify(value: Any) -> tuple[str, Any]:
     if isinstance(value, bool):
         return "boolean", value
     if isinstance(value, int):
-        return "integer", value
+        return ("integer", value) if abs(value) < 10**18 else ("string", str(value))
     if isinstance(value, float):
-        return ("null", None) if math.isnan(value) else ("float", value)
+        return ("float", value) if math.isfinite(value) else ("null", None)
     if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return "sequence", value
     if not isinstance(value, str):
@@ -57,6 +57,7 @@ def classify(value: Any) -> tuple[str, Any]:
 
 def _uniform_kind(texts: list[str]) -> tuple[str | None, list]:
     """(kind, parsed values) when every string in the batch is of one simple kind, else (None, [])."""
+    texts = [t.strip() for t in texts]
     if all(_INT.match(t) for t in texts):
         return "integer", [int(t) for t in texts]
     try:
@@ -80,7 +81,20 @@ def _all_id_sequences(texts: list[str]) -> bool:
     digits = joined.replace(" ", "")
     if not (digits.isascii() and digits.isdigit()) or "  " in joined:
         return False
+    if max(map(len, set(joined.split()))) > 18:  # ids this long are not vocabulary indices
+        return False
     return all(t[0] != " " and t[-1] != " " for t in texts)
+
+
+def finite(value: Any) -> Any:
+    """JSON-safe statistics: non-finite floats (an overflowing mean, say) become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
 
 
 class LengthHistogram:
@@ -253,6 +267,9 @@ class ColumnProfile:
         return {"name": self.name, "type": self.dtype(), "nullable": self.nulls > 0}
 
     def stats(self) -> dict[str, Any]:
+        return finite(self._stats())
+
+    def _stats(self) -> dict[str, Any]:
         dtype = self.dtype()
         result: dict[str, Any] = {"type": dtype, "count": self.count, "nulls": self.nulls}
         if dtype in {"integer", "float"}:

@@ -18,6 +18,7 @@ from typing import IO, Any
 MAX_COLUMNS = 1000
 MAX_COLUMN_NAME = 200
 MAX_FIELD_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = 32 * 1024 * 1024
 csv.field_size_limit(MAX_FIELD_BYTES)
 
 PARQUET_MAGIC = b"PAR1"
@@ -86,11 +87,27 @@ def check_columns(columns: list[str]) -> list[str]:
 
 
 class KeepOpen(io.BufferedIOBase):
-    """A view of a binary stream that the readers may close without closing the caller's stream."""
+    """A view of a binary stream that the readers may close without closing the caller's stream.
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    With ``max_line`` it also refuses a line longer than that many bytes, so a
+    file without line breaks cannot make a text reader buffer all of it.
+    """
+
+    def __init__(self, stream: IO[bytes], *, max_line: int | None = None) -> None:
         super().__init__()
         self._stream = stream
+        self._max_line = max_line
+        self._since_newline = 0
+
+    def _checked(self, chunk: bytes) -> bytes:
+        if self._max_line is not None and chunk:
+            newline = chunk.rfind(b"\n")
+            self._since_newline = len(chunk) - newline - 1 if newline >= 0 else self._since_newline + len(chunk)
+            if self._since_newline > self._max_line:
+                raise DatasetFormatError(
+                    "line_too_long", f"A line is longer than {self._max_line} bytes.", limit=self._max_line
+                )
+        return chunk
 
     def readable(self) -> bool:
         return True
@@ -99,10 +116,10 @@ class KeepOpen(io.BufferedIOBase):
         return self._stream.seekable()
 
     def read(self, size: int | None = -1) -> bytes:
-        return self._stream.read(-1 if size is None else size)
+        return self._checked(self._stream.read(-1 if size is None else size))
 
     def read1(self, size: int = -1) -> bytes:
-        return self._stream.read(size if size and size > 0 else io.DEFAULT_BUFFER_SIZE)
+        return self._checked(self._stream.read(size if size and size > 0 else io.DEFAULT_BUFFER_SIZE))
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         return self._stream.seek(offset, whence)
@@ -112,7 +129,9 @@ class KeepOpen(io.BufferedIOBase):
 
 
 def _text(stream: IO[bytes]) -> io.TextIOWrapper:
-    return io.TextIOWrapper(KeepOpen(stream), encoding="utf-8-sig", errors="strict", newline="")
+    return io.TextIOWrapper(
+        KeepOpen(stream, max_line=MAX_LINE_BYTES), encoding="utf-8-sig", errors="strict", newline=""
+    )
 
 
 def read_csv(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
@@ -151,6 +170,23 @@ def read_csv(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str
     return columns, rows()
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def check_raw_names(columns: list[str]) -> list[str]:
+    """Keyed formats (JSON lines, Parquet) keep names as they are: refuse ones that stripping would change."""
+    cleaned = check_columns(columns)
+    padded = [raw for raw, clean in zip(columns, cleaned, strict=True) if raw != clean]
+    if padded:
+        raise DatasetFormatError(
+            "column_name_whitespace",
+            f"Column names must not start or end with spaces: {padded[:5]!r}.",
+            columns=padded[:50],
+        )
+    return cleaned
+
+
 def read_jsonl(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
     """JSON lines: one object per line; columns are the first object's keys (later keys are refused)."""
     text = _text(stream)
@@ -160,10 +196,14 @@ def read_jsonl(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[s
         if not line.strip():
             return None
         try:
-            value = json.loads(line)
+            value = json.loads(line, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             raise DatasetFormatError(
                 "malformed_json", f"Line {number} is not valid JSON: {exc.msg}.", line=number
+            ) from None
+        except (RecursionError, ValueError):
+            raise DatasetFormatError(
+                "malformed_json", f"Line {number} is nested too deeply or holds NaN/Infinity.", line=number
             ) from None
         if not isinstance(value, dict):
             raise DatasetFormatError("json_not_object", f"Line {number} is not a JSON object.", line=number)
@@ -179,7 +219,7 @@ def read_jsonl(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[s
         raise DatasetFormatError("bad_encoding", "The file is not valid UTF-8.") from None
     if first is None:
         raise DatasetFormatError("empty_file", "The file has no JSON objects.")
-    columns = check_columns(list(first))
+    columns = check_raw_names(list(first))
     known = set(columns)
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
@@ -212,7 +252,7 @@ def read_parquet(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict
         parquet = pq.ParquetFile(KeepOpen(stream))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DatasetFormatError("corrupt_parquet", f"The Parquet file cannot be read: {exc}.") from None
-    columns = check_columns(parquet.schema_arrow.names)
+    columns = check_raw_names(parquet.schema_arrow.names)
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
         line = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from itertools import islice
 from typing import Any
 
@@ -42,7 +43,22 @@ def preview_rows(*, dataset: Dataset, rows: int) -> dict[str, Any]:
     with storage.open_reader(dataset.object_key, buffer_size=1024 * 1024) as stream:
         columns, records = open_rows(dataset.format, stream)
         first = [row for _, row in islice(records, rows)]
-    return {"columns": columns, "rows": [[row.get(c) for c in columns] for row in first]}
+    return {"columns": columns, "rows": [[json_safe(row.get(c)) for c in columns] for row in first]}
+
+
+def json_safe(value: Any) -> Any:
+    """A preview cell as JSON can carry it: no NaN/Infinity, bytes as text, other objects as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 def job_log_tail(*, job, lines: int) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ class JsonObjectField(serializers.Field):
         if isinstance(data, str):
             try:
                 data = json.loads(data) if data.strip() else {}
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise serializers.ValidationError("Must be a JSON object.") from None
         if not isinstance(data, dict):
             raise serializers.ValidationError("Must be a JSON object.")
@@ -137,6 +137,7 @@ class TrainingJobSerializer(serializers.ModelSerializer):
             "error_message",
             "device",
             "compute_seconds",
+            "timings",
             "created_at",
             "dispatched_at",
             "started_at",

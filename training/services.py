@@ -152,7 +152,8 @@ def _insert_with_next_version(dataset: Dataset) -> Dataset:
 def _enqueue_validation(dataset_id) -> None:
     from training.tasks import validate_dataset
 
-    transaction.on_commit(lambda: validate_dataset.delay(dataset_id=str(dataset_id)))
+    # robust: a broker hiccup must not fail the upload; the sweeper re-sends stuck validations.
+    transaction.on_commit(lambda: validate_dataset.delay(dataset_id=str(dataset_id)), robust=True)
 
 
 # --- direct upload ---------------------------------------------------------------------
@@ -311,10 +312,13 @@ def start_multipart_upload(
 
 def part_urls(upload: DatasetUpload) -> list[dict[str, Any]]:
     count = math.ceil(upload.declared_size / upload.part_size)
+    ttl = min(settings.DATASET_UPLOAD_TTL_HOURS * 3600, 7 * 24 * 3600)  # URLs live as long as the upload (SigV4 max)
     return [
         {
             "part_number": n,
-            "url": storage.presigned_part_url(upload.dataset.object_key, upload_id=upload.s3_upload_id, part_number=n),
+            "url": storage.presigned_part_url(
+                upload.dataset.object_key, upload_id=upload.s3_upload_id, part_number=n, expires_in=ttl
+            ),
         }
         for n in range(1, count + 1)
     ]
@@ -335,9 +339,11 @@ def complete_multipart_upload(*, tenant: Tenant, upload_id, parts: list[dict[str
         storage.complete_multipart_upload(dataset.object_key, upload_id=upload.s3_upload_id, parts=s3_parts)
     except storage.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        raise ServiceError(
-            f"S3 refused to complete the upload ({code}); check part numbers and ETags.", code="invalid_parts"
-        ) from None
+        # NoSuchUpload with the object present: an earlier call completed it and its answer was lost.
+        if code != "NoSuchUpload" or storage.head(dataset.object_key) is None:
+            raise ServiceError(
+                f"S3 refused to complete the upload ({code}); check part numbers and ETags.", code="invalid_parts"
+            ) from None
     try:
         meta = storage.head_or_raise(dataset.object_key)
         if meta["ContentLength"] != upload.declared_size:
@@ -404,6 +410,12 @@ def validate_dataset(*, dataset_id) -> Dataset | None:
             dataset.sha256 = _object_sha256(dataset.object_key)
     except DatasetFormatError as exc:
         errors.append(exc.as_dict())
+    except (storage.ClientError, ConnectionError, TimeoutError):
+        raise  # transient: the task retries with backoff
+    except Exception:  # any other surprise marks the dataset invalid rather than leaving it validating
+        logger.exception("validation of dataset %s failed", dataset.id)
+        profile = None
+        errors.append({"code": "unreadable", "message": "The file could not be read; check its format."})
     if profile is not None and not errors:
         errors.extend(_content_errors(profile, dataset))
     _finish_validation(dataset, profile, errors)
@@ -435,33 +447,52 @@ def _content_errors(profile: DatasetProfile, dataset: Dataset) -> list[dict[str,
 
 
 def _finish_validation(dataset: Dataset, profile: DatasetProfile | None, errors: list[dict[str, Any]]) -> None:
-    dataset.validated_at = timezone.now()
+    """Write the outcome only if the row is still validating (a dataset deleted meanwhile stays deleted)."""
+    fields: dict[str, Any] = {"validated_at": timezone.now(), "errors": errors, "sha256": dataset.sha256}
     if profile is not None:
-        dataset.schema = profile.schema()
-        dataset.stats = profile.stats()
-        dataset.row_count = profile.rows
-    dataset.errors = errors
-    dataset.status = Dataset.Status.INVALID if errors else Dataset.Status.READY
-    if errors:
-        storage.delete_prefix(storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id)) + "/")
-    elif dataset.duplicate_of_id is None:
-        dataset.duplicate_of = selectors.duplicate_of(
+        fields |= {"schema": profile.schema(), "stats": profile.stats(), "row_count": profile.rows}
+    fields["status"] = Dataset.Status.INVALID if errors else Dataset.Status.READY
+    if not errors and dataset.duplicate_of_id is None:
+        fields["duplicate_of"] = selectors.duplicate_of(
             tenant=dataset.tenant, sha256=dataset.sha256, exclude_id=dataset.id
         )
-    dataset.save()
+    updated = Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.VALIDATING).update(**fields)
+    if updated and errors:
+        storage.delete_prefix(storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id)) + "/")
+    for name, value in fields.items():
+        setattr(dataset, name, value)
+
+
+def requeue_stuck_validations(*, older_than: timedelta = timedelta(minutes=30)) -> int:
+    """Re-send validation for datasets left ``validating`` (a lost message); validation is idempotent."""
+    from training.tasks import validate_dataset
+
+    stuck = Dataset.objects.filter(status=Dataset.Status.VALIDATING, created_at__lt=timezone.now() - older_than)
+    ids = [str(pk) for pk in stuck.values_list("pk", flat=True)[:1000]]
+    for dataset_id in ids:
+        validate_dataset.delay(dataset_id=dataset_id)
+    return len(ids)
 
 
 def delete_dataset(*, tenant: Tenant, dataset_id) -> None:
-    dataset = selectors.datasets_of(tenant=tenant).filter(pk=dataset_id).first()
-    if dataset is None:
-        raise NotFoundError("No such dataset.")
-    if dataset_in_use(dataset=dataset):
-        raise ConflictError("A queued or running job uses this dataset.", code="dataset_in_use")
-    upload = DatasetUpload.objects.filter(dataset=dataset, status=DatasetUpload.Status.PENDING).first()
-    if upload is not None:
-        storage.abort_multipart_upload(dataset.object_key, upload_id=upload.s3_upload_id)
-    storage.delete_prefix(storage.tenant_key(tenant.id, "datasets", str(dataset.id)) + "/")
-    dataset.delete()
+    """Delete the row, then its objects once that is committed (a failure never leaves a row without data)."""
+    with transaction.atomic():
+        dataset = selectors.datasets_of(tenant=tenant).select_for_update().filter(pk=dataset_id).first()
+        if dataset is None:
+            raise NotFoundError("No such dataset.")
+        if dataset_in_use(dataset=dataset):
+            raise ConflictError("A queued or running job uses this dataset.", code="dataset_in_use")
+        upload = DatasetUpload.objects.filter(dataset=dataset, status=DatasetUpload.Status.PENDING).first()
+        folder = storage.tenant_key(tenant.id, "datasets", str(dataset.id)) + "/"
+        object_key, s3_upload_id = dataset.object_key, upload.s3_upload_id if upload else None
+        dataset.delete()
+
+    def remove_objects() -> None:
+        if s3_upload_id:
+            storage.abort_multipart_upload(object_key, upload_id=s3_upload_id)
+        storage.delete_prefix(folder)
+
+    transaction.on_commit(remove_objects)
 
 
 def dataset_in_use(*, dataset: Dataset) -> bool:

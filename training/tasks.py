@@ -55,3 +55,8 @@ def train_model(self, *, job_id: str) -> None:
     from training.trainer.run import run_job
 
     run_job(job_id=job_id, worker=self.request.hostname or "worker")
+
+
+@shared_task(name="training.tasks.requeue_stuck_validations", acks_late=True)
+def requeue_stuck_validations() -> int:
+    return services.requeue_stuck_validations()

@@ -9,10 +9,11 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from core.errors import ConflictError, PayloadTooLargeError, QuotaExceededError
+from core.parsers import SafeJSONParser
 from core.serializers import validated_input
 from tenants.scoping import TenantScopedAPIView, TenantScopedViewSet
 from training import job_services, selectors, services, templates
@@ -52,7 +53,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
             if wanted not in Dataset.Status.values:
                 raise ValidationError({"status": [f"One of {', '.join(Dataset.Status.values)}."]})
             queryset = queryset.filter(status=wanted)
-        name = self.request.query_params.get("name")
+        name = _text_param(self.request, "name")
         if name:
             queryset = queryset.filter(name=name)
         return queryset.order_by("-created_at")
@@ -78,7 +79,10 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         tenant = self.caller.tenant
         max_dataset, left = services.upload_limit(tenant=tenant)
         self.staging.limit_bytes = min(max_dataset, left)
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise ValidationError({"Content-Length": ["Must be an integer."]}) from None
         if declared > self.staging.limit_bytes + MULTIPART_OVERHEAD:
             services.check_size(tenant=tenant, size=declared - MULTIPART_OVERHEAD)
         request.data  # noqa: B018 - parse now, through the staging handler
@@ -119,13 +123,19 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         return Response(selectors.preview_rows(dataset=dataset, rows=rows))
 
 
+def _text_param(request, name: str) -> str:
+    value = request.query_params.get(name, "")
+    if "\x00" in value or len(value) > 200:
+        raise ValidationError({name: ["Invalid value."]})
+    return value
+
+
 def _rows_param(raw: str | None) -> int:
     if raw in (None, ""):
         return 10
-    try:
-        rows = int(raw)
-    except ValueError:
-        raise ValidationError({"rows": ["Must be an integer."]}) from None
+    if not (raw.isascii() and raw.lstrip("-").isdigit()):
+        raise ValidationError({"rows": ["Must be an integer."]})
+    rows = int(raw)
     if not 1 <= rows <= settings.DATASET_PREVIEW_MAX_ROWS:
         raise ValidationError({"rows": [f"Must be between 1 and {settings.DATASET_PREVIEW_MAX_ROWS}."]})
     return rows
@@ -150,7 +160,7 @@ class DatasetUploadViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
 
     scoped_model = DatasetUpload
     serializer_class = DatasetUploadSerializer
-    parser_classes = [JSONParser]
+    parser_classes = [SafeJSONParser]
     http_method_names = ["get", "post", "delete", "head", "options"]
 
     def refine_queryset(self, queryset):
@@ -195,7 +205,7 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
 
     scoped_model = TrainingJob
     serializer_class = TrainingJobSerializer
-    parser_classes = [JSONParser]
+    parser_classes = [SafeJSONParser]
     http_method_names = ["get", "post", "head", "options"]
     LOG_TAIL_MAX = 500
 
@@ -208,8 +218,9 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
             if wanted not in TrainingJob.Status.values:
                 raise ValidationError({"status": [f"One of {', '.join(TrainingJob.Status.values)}."]})
             queryset = queryset.filter(status=wanted)
-        if params.get("model_name"):
-            queryset = queryset.filter(model_name=params["model_name"])
+        model_name = _text_param(self.request, "model_name")
+        if model_name:
+            queryset = queryset.filter(model_name=model_name)
         if params.get("dataset"):
             try:
                 queryset = queryset.filter(dataset_id=uuid.UUID(params["dataset"]))
@@ -251,6 +262,6 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
     def logs(self, request, pk=None):
         job = self.get_object()
         raw = request.query_params.get("lines") or "100"
-        if not raw.isdigit() or not 1 <= int(raw) <= self.LOG_TAIL_MAX:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.LOG_TAIL_MAX:
             raise ValidationError({"lines": [f"Must be between 1 and {self.LOG_TAIL_MAX}."]})
         return Response({"job": str(job.id), "lines": selectors.job_log_tail(job=job, lines=int(raw))})

@@ -7,7 +7,6 @@ server. Every variable is documented in README.md and ``.env.example``.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -192,7 +191,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.SafeJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "core.pagination.DefaultPagination",
     "PAGE_SIZE": 50,
@@ -216,7 +215,6 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-API_KEY_DEFAULT_TTL = timedelta(days=env_int("API_KEY_DEFAULT_TTL_DAYS", 0, minimum=0)) or None
 # Request bodies for JSON endpoints; dataset uploads stream separately.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
@@ -258,4 +256,5 @@ TRAINING_DISPATCH_BATCH = 1000
 CELERY_BEAT_SCHEDULE |= {
     "dispatch-training-jobs": {"task": "training.tasks.dispatch_jobs", "schedule": 30.0},
     "requeue-stale-training-jobs": {"task": "training.tasks.requeue_stale_jobs", "schedule": 60.0},
+    "requeue-stuck-dataset-validations": {"task": "training.tasks.requeue_stuck_validations", "schedule": 600.0},
 }

@@ -48,7 +48,7 @@ def transient(exc: BaseException) -> bool:
 
 
 def run_job(*, job_id: str, worker: str) -> None:
-    job = job_services.claim_job(job_id=job_id, worker=worker)
+    job = job_services.claim_job(job_id=job_id, worker=job_services.worker_identity(worker))
     if job is None:
         return
     started = time.monotonic()
@@ -107,10 +107,75 @@ def configure_devices(*, mixed_precision: bool) -> str:
     return "gpu" if gpus else "cpu"
 
 
+class Phases:
+    """Wall-clock seconds per phase, saved on the job (where a run's time went)."""
+
+    def __init__(self, job: TrainingJob) -> None:
+        self.job, self.seconds, self.started = job, {}, time.monotonic()
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.monotonic() - start, 4)
+            job_services.record_timings(job=self.job, timings=self.seconds)
+
+
 def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     import keras
 
+    phases = Phases(job)
+    if job.dispatched_at:
+        phases.seconds["queue_wait"] = round((job.started_at - job.created_at).total_seconds(), 4)
     keras.utils.set_random_seed(job.seed)
+    with phases.phase("load"):
+        data, model, initial_epoch = _load_and_build(job)
+    params = job.params
+    binary = job.template == "sequence_ctr"
+    train = to_dataset(job, data, data.train_index, binary=binary, shuffle=True)
+    validation = to_dataset(job, data, data.val_index, binary=binary, shuffle=False)
+    steps = math.ceil(len(data.train_index) / params["batch_size"])
+    if initial_epoch < params["epochs"]:
+        if initial_epoch:
+            job_services.log(job, f"resuming from the checkpoint after epoch {initial_epoch}")
+        callback = job_callback(job, epochs=params["epochs"], steps=steps)
+        with phases.phase("fit"):
+            model.fit(
+                train,
+                validation_data=validation,
+                epochs=params["epochs"],
+                initial_epoch=initial_epoch,
+                verbose=0,
+                callbacks=[callback],
+            )
+        phases.seconds["fit"] = round(phases.seconds["fit"] - callback.checkpoint_seconds, 4)
+        phases.seconds["checkpoint"] = round(callback.checkpoint_seconds, 4)
+        phases.seconds["train_examples_per_epoch"] = len(data.train_index)
+        phases.seconds["epochs_fitted"] = params["epochs"] - initial_epoch
+    final = _progress(params["epochs"], params["epochs"], steps, steps)
+    if job_services.heartbeat(job_id=job.id, progress=final) == Status.CANCELLING:
+        raise Cancelled
+    with phases.phase("evaluate"):
+        metrics = evaluate(model, validation, data, binary=binary)
+    job_services.log(job, "evaluated: " + ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float)))
+    with phases.phase("export_upload_register"):
+        version = publishing.reserve_version(job=job)
+        with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+            export_dir = Path(tmp) / "model"
+            model.export(str(export_dir), format="tf_saved_model", verbose=False)
+            publishing.publish(
+                version=version,
+                export_dir=export_dir,
+                metrics=metrics,
+                manifest_fields=manifest_fields(job, model, data),
+            )
+    job_services.log(job, f"published {job.model_name} v{version.version} at {version.object_prefix}")
+    return metrics, version.version
+
+
+def _load_and_build(job: TrainingJob):
     dataset = job.dataset
     data = load(
         object_key=dataset.object_key,
@@ -127,38 +192,7 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         f"{len(data.val_index)} validation; labels {data.label_names}",
     )
     model, initial_epoch = restore_or_build(job, data)
-    params = job.params
-    binary = job.template == "sequence_ctr"
-    train = to_dataset(job, data, data.train_index, binary=binary, shuffle=True)
-    validation = to_dataset(job, data, data.val_index, binary=binary, shuffle=False)
-    steps = math.ceil(len(data.train_index) / params["batch_size"])
-    if initial_epoch < params["epochs"]:
-        if initial_epoch:
-            job_services.log(job, f"resuming from the checkpoint after epoch {initial_epoch}")
-        model.fit(
-            train,
-            validation_data=validation,
-            epochs=params["epochs"],
-            initial_epoch=initial_epoch,
-            verbose=0,
-            callbacks=[job_callback(job, epochs=params["epochs"], steps=steps)],
-        )
-    if (
-        job_services.heartbeat(job_id=job.id, progress=_progress(params["epochs"], params["epochs"], steps, steps))
-        == Status.CANCELLING
-    ):
-        raise Cancelled
-    metrics = evaluate(model, validation, data, binary=binary)
-    job_services.log(job, "evaluated: " + ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float)))
-    version = publishing.reserve_version(job=job)
-    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-        export_dir = Path(tmp) / "model"
-        model.export(str(export_dir), format="tf_saved_model", verbose=False)
-        publishing.publish(
-            version=version, export_dir=export_dir, metrics=metrics, manifest_fields=manifest_fields(job, model, data)
-        )
-    job_services.log(job, f"published {job.model_name} v{version.version} at {version.object_prefix}")
-    return metrics, version.version
+    return data, model, initial_epoch
 
 
 def _progress(epoch: int, epochs: int, step: int, steps: int) -> dict[str, int]:
@@ -213,6 +247,8 @@ def build(job: TrainingJob, data: TrainingData):
 def restore_or_build(job: TrainingJob, data: TrainingData):
     """The model from the last checkpoint (and the epochs it completed), or a new one."""
     import keras
+
+    from training.trainer import models  # noqa: F401 - registers the custom layers load_model needs
 
     meta_key = checkpoint_prefix(job) + "latest.json"
     if storage.head(meta_key) is not None:
@@ -292,6 +328,7 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
             super().__init__()
             self.epoch = 0
             self.last_beat = 0.0
+            self.checkpoint_seconds = 0.0
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
@@ -309,7 +346,9 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
         def on_epoch_end(self, epoch, logs=None):
             values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float | np.floating)}
             job_services.record_epoch(job=job, epoch=epoch + 1, values=values)
+            started = time.monotonic()
             save_checkpoint(job, self.model, epoch + 1)
+            self.checkpoint_seconds += time.monotonic() - started
             job_services.heartbeat(job_id=job.id, progress=_progress(epoch + 1, epochs, steps, steps))
             job_services.log(
                 job, f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items())
