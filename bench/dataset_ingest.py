@@ -18,19 +18,16 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(1, str(ROOT))
+from _stack import ROOT, bench_tenant, embedded_stack
 
-from core.s3server import port_is_open, start_s3_server  # noqa: E402
+from core.s3server import port_is_open
 
 S3_PORT, API_PORT = 28333, 28000
 
@@ -101,46 +98,19 @@ def main() -> int:
         if port_is_open("127.0.0.1", port):
             raise SystemExit(f"port {port} is busy")
 
-    work = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=ROOT / "var" if (ROOT / "var").exists() else None))
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.base",
-        DEBUG="0",
-        SECRET_KEY="bench-" + uuid.uuid4().hex,
-        PLATFORM_VAR_DIR=str(work / "var"),
-        DATABASE_URL=f"sqlite:///{work / 'db.sqlite3'}",
-        CELERY_BROKER_URL="filesystem://",
-        S3_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}",
-        S3_BUCKET="bench",
-        S3_ACCESS_KEY_ID="bench-access",
-        S3_SECRET_ACCESS_KEY="bench-secret-" + uuid.uuid4().hex[:8],
-        ALLOWED_HOSTS="127.0.0.1",
-    )
-    os.environ.update(env)
-    s3 = start_s3_server(
-        data_dir=work / "s3",
-        access_key=env["S3_ACCESS_KEY_ID"],
-        secret_key=env["S3_SECRET_ACCESS_KEY"],
-        s3_port=S3_PORT,
-    )
+    with embedded_stack(s3_port=S3_PORT, name="ingest") as env:
+        return run(env, args)
+
+
+def run(env: dict[str, str], args) -> int:
+    from core import storage
+    from training import services as training_services
+    from training.models import Dataset
+
+    work = Path(env["BENCH_WORK_DIR"])
+    _, api_key = bench_tenant()
     api = None
     try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        from core import storage
-        from tenants import services as tenant_services
-        from training import services as training_services
-
-        call_command("migrate", verbosity=0)
-        storage.ensure_bucket()
-        tenant, created = tenant_services.create_tenant(name="Bench", owner_email="bench@example.com")
-        plan = tenant.plan
-        plan.max_dataset_bytes = plan.storage_bytes = 64 * 1024**3
-        plan.save()
-
         csv_path = work / "clicks.csv"
         rows = make_csv(csv_path, args.size_mb * 1024 * 1024)
         size = csv_path.stat().st_size
@@ -158,13 +128,12 @@ def main() -> int:
             if time.monotonic() > deadline or api.poll() is not None:
                 raise SystemExit("gunicorn did not start")
             time.sleep(0.2)
-        stream_upload_warmup = stream_upload  # one small request loads the app before timing
-        small = work / "small.csv"
+        small = work / "small.csv"  # one small request loads the app before timing
         small.write_bytes(b"a,clicked\n1,0\n2,1\n")
-        stream_upload_warmup(small, created.raw_key, "warmup")
+        stream_upload(small, api_key, "warmup")
 
         started = time.perf_counter()
-        status, body = stream_upload(csv_path, created.raw_key, "bench clicks")
+        status, body = stream_upload(csv_path, api_key, "bench clicks")
         api_seconds = time.perf_counter() - started
         if status != 201:
             raise SystemExit(f"upload failed: {status} {body}")
@@ -178,8 +147,6 @@ def main() -> int:
         started = time.perf_counter()
         training_services.validate_dataset(dataset_id=body["id"])
         validate_seconds = time.perf_counter() - started
-        from training.models import Dataset
-
         dataset = Dataset.objects.get(pk=body["id"])
 
         api_mb_s, boto_mb_s = size / 1e6 / api_seconds, size / 1e6 / boto_seconds
@@ -196,8 +163,6 @@ def main() -> int:
         if api is not None:
             api.terminate()
             api.wait(timeout=30)
-        s3.stop()
-        subprocess.run(["rm", "-rf", str(work)], check=False)
 
 
 if __name__ == "__main__":

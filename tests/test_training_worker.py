@@ -13,7 +13,7 @@ from core import storage
 from tests.test_datasets import upload
 from tests.test_training_jobs import submit
 from tests.workers import celery_worker
-from training.models import JobMetric, TrainingJob
+from training.models import JobLogLine, JobMetric, TrainingJob
 from training.sample_data import write_csv
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
@@ -47,8 +47,12 @@ def test_worker_trains_publishes_and_a_killed_worker_resumes(api_a, tenant_a):
     with celery_worker("gpu,cpu,default") as (worker, _):
         dataset_id = ctr_dataset(api_a, 600)
         job = submit(api_a, dataset_id, params=SLOW_CTR).json()
-        # Kill the process running the job once two epochs are checkpointed.
-        wait_for(lambda: JobMetric.objects.filter(job_id=job["id"], epoch=2).exists(), 180, "no second epoch")
+        # Kill the process running the job once two epochs are checkpointed (logged after the checkpoint).
+        wait_for(
+            lambda: JobLogLine.objects.filter(job_id=job["id"], message__startswith="epoch 2/").exists(),
+            180,
+            "no second epoch",
+        )
         victim = int(job_state(job["id"]).worker.rpartition(":")[2])
         assert victim != worker.pid
         os.kill(victim, signal.SIGKILL)

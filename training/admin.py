@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from training.models import Dataset, DatasetUpload
+from training.models import Dataset, DatasetUpload, TrainingJob
 
 
 @admin.register(Dataset)
@@ -25,3 +25,39 @@ class DatasetUploadAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(admin.ModelAdmin):
+    """Operators see everything, including the full failure traceback tenants never get."""
+
+    list_display = ["id", "tenant", "template", "model_name", "status", "attempts", "device", "created_at"]
+    list_filter = ["status", "template", "tenant", "device"]
+    search_fields = ["id", "model_name", "tenant__slug"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in TrainingJob._meta.fields]
+    actions = ["cancel", "retry"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel(self, request, queryset):
+        from core.errors import ServiceError
+        from training import job_services
+
+        done = 0
+        for job in queryset.select_related("tenant"):
+            try:
+                job_services.cancel_job(tenant=job.tenant, job_id=job.pk)
+                done += 1
+            except ServiceError:
+                continue
+        self.message_user(request, f"Cancelled {done} job(s).")
+
+    @admin.action(description="Retry the selected failed or cancelled jobs (resumes from the last checkpoint)")
+    def retry(self, request, queryset):
+        from training import job_services
+
+        count = job_services.retry_jobs(job_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Requeued {count} job(s).")

@@ -400,3 +400,19 @@ def requeue_after_error(*, job: TrainingJob, reason: str) -> None:
     TrainingJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(status=Status.QUEUED, dispatched_at=None)
     log(job, f"transient error, will resume: {reason}")
     transaction.on_commit(request_dispatch)
+
+
+def retry_jobs(*, job_ids: list) -> int:
+    """Operators' retry: failed or cancelled jobs go back to the queue with a fresh attempt budget."""
+    count = TrainingJob.objects.filter(pk__in=job_ids, status__in=[Status.FAILED, Status.CANCELLED]).update(
+        status=Status.QUEUED,
+        dispatched_at=None,
+        finished_at=None,
+        cancel_requested_at=None,
+        attempts=0,
+        error_message="",
+        error_traceback="",
+    )
+    if count:
+        transaction.on_commit(request_dispatch)
+    return count

@@ -1,8 +1,8 @@
 """Synthetic datasets with a learnable signal, for demos, tests and benchmarks.
 
-- ``ctr``: e-commerce behaviour: a user's item-id history (space separated)
-  ending in a candidate item; ``clicked`` is 1 mostly when the candidate's
-  category matches the category the user browses most (the seed's model).
+- ``ctr``: e-commerce behaviour: a user's item-id history (space separated);
+  ``clicked`` (on a promotion) is 1 mostly for users whose history keeps
+  returning to the promoted items (the seed's model learns it from the ids).
 - ``sentiment``: Chinese finance headlines with positive/negative/neutral labels.
 - ``intent``: customer-service utterances (Chinese and English) with intents.
 - ``tabular``: a credit-risk table with numeric and categorical columns and a default flag.
@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import IO
 
 KINDS = ("ctr", "sentiment", "intent", "tabular")
-CATEGORIES = 20
-ITEMS_PER_CATEGORY = 50
+CATEGORIES = 10
+ITEMS_PER_CATEGORY = 30
 
 
 def _category_items(category: int) -> range:
@@ -27,19 +27,22 @@ def _category_items(category: int) -> range:
 
 
 def ctr_rows(n: int, rng: random.Random) -> Iterator[list]:
+    """Users who keep browsing the promoted items (category 0) click the promotion; 5% label noise."""
     yield ["user_id", "item_sequence", "clicked"]
+    promoted = _category_items(0)
     for i in range(n):
-        favourite = rng.randrange(CATEGORIES)
-        length = rng.randint(8, 40)
-        history = [
-            rng.choice(_category_items(favourite if rng.random() < 0.7 else rng.randrange(CATEGORIES)))
-            for _ in range(length)
-        ]
-        match = rng.random() < 0.5
-        candidate_category = favourite if match else (favourite + rng.randrange(1, CATEGORIES)) % CATEGORIES
-        candidate = rng.choice(_category_items(candidate_category))
-        clicked = int(match) if rng.random() > 0.05 else int(not match)
-        yield [f"u{i}", " ".join(map(str, [*history, candidate])), clicked]
+        engaged = rng.random() < 0.5
+        favourite = rng.randrange(1, CATEGORIES)
+        share = 0.4 if engaged else 0.08
+        history = []
+        for _ in range(rng.randint(8, 40)):
+            if rng.random() < share:
+                history.append(rng.choice(promoted))
+            else:
+                category = favourite if rng.random() < 0.6 else rng.randrange(1, CATEGORIES)
+                history.append(rng.choice(_category_items(category)))
+        clicked = int(engaged) if rng.random() > 0.05 else int(not engaged)
+        yield [f"u{i}", " ".join(map(str, history)), clicked]
 
 
 _COMPANIES = ["阿里巴巴", "腾讯", "茅台", "比亚迪", "宁德时代", "招商银行", "中国平安", "京东", "美团", "小米"]

@@ -17,7 +17,10 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 @keras.saving.register_keras_serializable(package="mlplatform")
 class IdSequence(keras.layers.Layer):
-    """``"12 85 3 9"`` -> the last ``max_len`` ids, shifted by one (0 pads), ids past the vocabulary bucketed."""
+    """``"12 85 3 9"`` -> the last ``max_len`` ids, shifted by one (0 pads in front).
+
+    Ids past the vocabulary share its last bucket.
+    """
 
     def __init__(self, max_len: int, vocab_size: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -30,7 +33,9 @@ class IdSequence(keras.layers.Layer):
         ids = tf.strings.to_number(tokens, out_type=tf.int64)
         ids = tf.clip_by_value(ids, 0, self.vocab_size - 2) + 1
         recent = ids[:, -self.max_len :]
-        return recent.to_tensor(default_value=0, shape=[None, self.max_len])
+        # Pad in front (as keras pad_sequences does), so the most recent ids sit at the last time steps.
+        reversed_rows = tf.reverse(recent, axis=[1]).to_tensor(default_value=0, shape=[None, self.max_len])
+        return tf.reverse(reversed_rows, axis=[1])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.max_len)

@@ -150,6 +150,8 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
                 verbose=0,
                 callbacks=[callback],
             )
+        if callback.cancelled:
+            raise Cancelled
         phases.seconds["fit"] = round(phases.seconds["fit"] - callback.checkpoint_seconds, 4)
         phases.seconds["checkpoint"] = round(callback.checkpoint_seconds, 4)
         phases.seconds["train_examples_per_epoch"] = len(data.train_index)
@@ -318,32 +320,61 @@ def manifest_fields(job: TrainingJob, model, data: TrainingData) -> dict[str, An
 
 
 def job_callback(job: TrainingJob, *, epochs: int, steps: int):
-    """A Keras callback bound to the job (defined here so that Keras is imported only when training)."""
+    """A Keras callback bound to the job (defined here so that Keras is imported only when training).
+
+    It has no per-batch hook: Keras would then wait for every batch's logs and
+    lose its asynchronous dispatch. A monitor thread beats, reports the step
+    (from the optimizer's iteration counter) and, on a cancel, sets
+    ``stop_training``, which Keras checks after every batch.
+    """
+    import threading
+
     import keras
+    from django.db import connection
 
     class JobCallback(keras.callbacks.Callback):
-        """Per batch: heartbeat and cancel check (throttled). Per epoch: metrics and checkpoint."""
-
         def __init__(self) -> None:
             super().__init__()
             self.epoch = 0
-            self.last_beat = 0.0
+            self.epoch_start_iteration = 0
             self.checkpoint_seconds = 0.0
+            self.cancelled = False
+            self._stop = threading.Event()
+            self._thread: threading.Thread | None = None
+
+        def _iteration(self) -> int:
+            return int(self.model.optimizer.iterations.numpy())
+
+        def _monitor(self) -> None:
+            try:
+                while not self._stop.wait(HEARTBEAT_EVERY_SECONDS):
+                    step = max(0, min(steps, self._iteration() - self.epoch_start_iteration))
+                    state = job_services.heartbeat(
+                        job_id=job.id, progress=_progress(self.epoch + 1, epochs, step, steps)
+                    )
+                    if state == Status.CANCELLING:
+                        self.cancelled = True
+                        self.model.stop_training = True
+                        return
+            finally:
+                connection.close()  # this thread's own database connection
+
+        def on_train_begin(self, logs=None):
+            self._thread = threading.Thread(target=self._monitor, name=f"job-{job.id}-monitor", daemon=True)
+            self._thread.start()
+
+        def on_train_end(self, logs=None):
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=30)
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            now = time.monotonic()
-            if now - self.last_beat < HEARTBEAT_EVERY_SECONDS:
-                return
-            self.last_beat = now
-            state = job_services.heartbeat(job_id=job.id, progress=_progress(self.epoch + 1, epochs, batch + 1, steps))
-            if state == Status.CANCELLING:
-                self.model.stop_training = True
-                raise Cancelled
+            self.epoch_start_iteration = self._iteration()
 
         def on_epoch_end(self, epoch, logs=None):
+            if self.cancelled:
+                return
             values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float | np.floating)}
             job_services.record_epoch(job=job, epoch=epoch + 1, values=values)
             started = time.monotonic()

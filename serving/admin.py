@@ -1,0 +1,26 @@
+from django.contrib import admin
+
+from serving.models import ModelVersion, RegisteredModel
+
+
+@admin.register(RegisteredModel)
+class RegisteredModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "tenant", "created_at"]
+    list_filter = ["tenant"]
+    search_fields = ["name", "tenant__slug"]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    """Published versions with their manifests (immutable: read-only here)."""
+
+    list_display = ["model", "version", "tenant", "status", "template", "size_bytes", "published_at"]
+    list_filter = ["status", "template", "tenant"]
+    search_fields = ["model__name", "tenant__slug", "object_prefix"]
+    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
