@@ -175,3 +175,33 @@ def test_isolation_of_job_routes_covered():
 
     names = {route.name for route in api_routes()}
     assert {"job-list", "job-detail", "job-cancel", "job-metrics", "job-logs", "templates"} <= names
+
+
+@pytest.mark.parametrize(
+    "kind, template, label, params",
+    [
+        ("sentiment", "text_classifier", "sentiment", {"epochs": 1, "embedding_dim": 8, "max_tokens": 500}),
+        ("intent", "text_classifier", "intent", {"epochs": 1, "encoder": "bilstm", "lstm_units": 4}),
+        ("tabular", "tabular_classifier", "defaulted", {"epochs": 1, "hidden_units": [8]}),
+    ],
+)
+def test_other_templates_train_and_publish(api_a, tenant_a, kind, template, label, params):
+    dataset_id = ready_dataset(api_a, kind, 200, label)
+    features = (
+        {"feature_columns": ["age", "income", "debt_ratio", "employment", "late_payments"]}
+        if template == "tabular_classifier"
+        else {}
+    )
+    response = submit(
+        api_a, dataset_id, template=template, model_name=kind, label_column=label, params=params, **features
+    )
+    assert response.status_code == 201, response.json()
+    run_job(job_id=response.json()["id"], worker="test-worker")
+    job = TrainingJob.objects.get(pk=response.json()["id"])
+    assert job.status == "succeeded", job.error_traceback[-3000:]
+    assert job.metrics["task"] == ("binary" if kind == "tabular" else "multiclass")
+    if kind == "tabular":
+        assert 0 <= job.metrics["auc"] <= 1
+    manifest = ModelVersion.objects.get(job=job).manifest
+    assert len(manifest["label_names"]) == len(job.metrics["confusion_matrix"])
+    assert set(manifest["signature"]["inputs"]) == set(job.feature_columns)

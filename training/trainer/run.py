@@ -282,7 +282,10 @@ def evaluate(model, validation, data: TrainingData, *, binary: bool) -> dict[str
     truth = data.labels[data.val_index]
     if binary:
         return binary_metrics(truth, predictions.reshape(-1).astype("float64"))
-    return multiclass_metrics(truth, predictions.astype("float64"), data.label_names)
+    metrics = multiclass_metrics(truth, predictions.astype("float64"), data.label_names)
+    if len(data.label_names) == 2:  # two classes: also the binary view (AUC, ROC) of the second label
+        metrics |= binary_metrics(truth, predictions[:, 1].astype("float64"))
+    return metrics
 
 
 def manifest_fields(job: TrainingJob, model, data: TrainingData) -> dict[str, Any]:
