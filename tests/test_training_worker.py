@@ -59,10 +59,10 @@ def test_worker_trains_publishes_and_a_killed_worker_resumes(api_a, tenant_a):
         done = wait_for(
             lambda: (j := job_state(job["id"])).status in TrainingJob.TERMINAL and j, 240, "job did not finish"
         )
-    assert done.status == "succeeded", done.error_message + done.error_traceback[-2000:]
-    assert done.attempts == 2
-    assert list(JobMetric.objects.filter(job=done).values_list("epoch", flat=True)) == [1, 2, 3, 4, 5, 6]
     messages = [line["message"] for line in api_a.get(f"/api/v1/jobs/{done.id}/logs").json()["lines"]]
+    assert done.status == "succeeded", done.error_message + done.error_traceback[-2000:]
+    assert done.attempts == 2, messages
+    assert list(JobMetric.objects.filter(job=done).values_list("epoch", flat=True)) == [1, 2, 3, 4, 5, 6]
     resumed = [m for m in messages if m.startswith("resuming from the checkpoint after epoch")]
     assert resumed and int(resumed[0].split()[-1]) >= 2, messages
     assert done.model_version == 1
