@@ -205,3 +205,28 @@ def test_other_templates_train_and_publish(api_a, tenant_a, kind, template, labe
     manifest = ModelVersion.objects.get(job=job).manifest
     assert len(manifest["label_names"]) == len(job.metrics["confusion_matrix"])
     assert set(manifest["signature"]["inputs"]) == set(job.feature_columns)
+
+
+def test_stale_jobs_are_requeued_then_failed(api_a, settings, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    monkeypatch.setattr("training.tasks.dispatch_jobs.delay", lambda: None)
+    dataset_id = ready_dataset(api_a, "ctr", 60, "clicked")
+    job_id = submit(api_a, dataset_id).json()["id"]
+    long_ago = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_SECONDS + 5)
+    TrainingJob.objects.filter(pk=job_id).update(status="running", attempts=1, heartbeat_at=long_ago)
+    assert job_services.requeue_stale_jobs() == [job_id]
+    job = TrainingJob.objects.get(pk=job_id)
+    assert job.status == "queued" and job.dispatched_at is None
+
+    TrainingJob.objects.filter(pk=job_id).update(status="running", attempts=3, heartbeat_at=long_ago)
+    assert job_services.requeue_stale_jobs() == []
+    job = TrainingJob.objects.get(pk=job_id)
+    assert job.status == "failed" and "stopped responding" in job.error_message
+
+    # A fresh heartbeat is left alone, and a message for a healthy running job does not start it twice.
+    TrainingJob.objects.filter(pk=job_id).update(status="running", attempts=1, heartbeat_at=timezone.now())
+    assert job_services.requeue_stale_jobs() == []
+    assert job_services.claim_job(job_id=job_id, worker="elsewhere:1") is None

@@ -149,6 +149,7 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
                 initial_epoch=initial_epoch,
                 verbose=0,
                 callbacks=[callback],
+                shuffle=False,  # tf.data already reshuffles each epoch with the job's seed
             )
         if callback.cancelled:
             raise Cancelled
