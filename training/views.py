@@ -48,11 +48,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
     def refine_queryset(self, queryset):
         if self.action != "list":
             return queryset
-        wanted = self.request.query_params.get("status")
-        if wanted:
-            if wanted not in Dataset.Status.values:
-                raise ValidationError({"status": [f"One of {', '.join(Dataset.Status.values)}."]})
-            queryset = queryset.filter(status=wanted)
+        queryset = _filter_status(queryset, self.request, Dataset.Status.values)
         name = _text_param(self.request, "name")
         if name:
             queryset = queryset.filter(name=name)
@@ -121,6 +117,15 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         if dataset.status not in {Dataset.Status.READY, Dataset.Status.VALIDATING}:
             raise ConflictError(f"A dataset that is {dataset.status} has no preview.", code="dataset_not_stored")
         return Response(selectors.preview_rows(dataset=dataset, rows=rows))
+
+
+def _filter_status(queryset, request, allowed: list[str]):
+    wanted = request.query_params.get("status")
+    if not wanted:
+        return queryset
+    if wanted not in allowed:
+        raise ValidationError({"status": [f"One of {', '.join(allowed)}."]})
+    return queryset.filter(status=wanted)
 
 
 def _text_param(request, name: str) -> str:
@@ -213,11 +218,7 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
         if self.action != "list":
             return queryset
         params = self.request.query_params
-        wanted = params.get("status")
-        if wanted:
-            if wanted not in TrainingJob.Status.values:
-                raise ValidationError({"status": [f"One of {', '.join(TrainingJob.Status.values)}."]})
-            queryset = queryset.filter(status=wanted)
+        queryset = _filter_status(queryset, self.request, TrainingJob.Status.values)
         model_name = _text_param(self.request, "model_name")
         if model_name:
             queryset = queryset.filter(model_name=model_name)
