@@ -11,8 +11,11 @@ from tenants.models import TenantOwnedModel
 
 
 class RegisteredModel(TenantOwnedModel):
+    """A tenant's named model. ``traffic`` splits unpinned requests between versions (weights sum to 100)."""
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=63)
+    traffic = models.JSONField(default=dict, blank=True)  # {"1": 90, "2": 10}; empty = no split
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -29,6 +32,7 @@ class ModelVersion(TenantOwnedModel):
     class Status(models.TextChoices):
         PUBLISHING = "publishing", "Publishing"
         READY = "ready", "Ready"
+        ARCHIVED = "archived", "Archived"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="versions")
@@ -41,6 +45,8 @@ class ModelVersion(TenantOwnedModel):
     manifest = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
+    request_count = models.PositiveBigIntegerField(default=0)  # counted by the serving process
+    error_count = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     published_at = models.DateTimeField(null=True, blank=True)
 
@@ -50,3 +56,29 @@ class ModelVersion(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.model.name} v{self.version}"
+
+
+class ModelAlias(TenantOwnedModel):
+    """A movable name for one version (``production``, ``staging``, …): promotion and rollback move it."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="aliases")
+    name = models.CharField(max_length=63)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["model", "name"], name="one_alias_name_per_model")]
+
+
+class RegistryEvent(TenantOwnedModel):
+    """The registry's own history: every alias move, traffic change, archive and delete, and who did it."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=32)
+    details = models.JSONField(default=dict)
+    actor = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from django.db import models
 
+from serving.models import ModelVersion, RegisteredModel
 from tenants import services
 from tenants.models import ApiKey, Membership, Role, Tenant, User
 from training.models import Dataset, DatasetUpload, TrainingJob
@@ -93,10 +94,27 @@ def make_job(tenant: Tenant):
     )
 
 
+def make_model_version(tenant: Tenant, *, name: str | None = None, version: int = 1):
+    from serving.models import ModelVersion, RegisteredModel
+
+    model, _ = RegisteredModel.objects.get_or_create(tenant=tenant, name=name or f"model-{next(_counter)}")
+    return ModelVersion.objects.create(
+        tenant=tenant,
+        model=model,
+        version=version,
+        status="ready",
+        template="sequence_ctr",
+        object_prefix=f"tenants/{tenant.id}/models/{model.name}/{version}/",
+        metrics={"auc": 0.9},
+    )
+
+
 OBJECT_FACTORIES: dict[type[models.Model], Callable[[Tenant], models.Model]] = {
     Membership: lambda tenant: make_member(tenant),
     ApiKey: lambda tenant: make_key(tenant, role=Role.MEMBER).api_key,
     Dataset: make_dataset,
     DatasetUpload: make_upload,
     TrainingJob: make_job,
+    RegisteredModel: lambda tenant: make_model_version(tenant).model,
+    ModelVersion: make_model_version,
 }

@@ -51,9 +51,11 @@ def object_for(route, tenant):
 
 
 def url_for(route, obj) -> str:
+    """The route's URL for ``obj``: views with nested URLs say how (``url_kwargs_for``), others use lookup_field."""
     view = route.view_class
-    lookup_field = getattr(view, "lookup_field", "pk")
-    kwargs = {name: str(getattr(obj, lookup_field)) for name in route.kwargs}
+    known = view.url_kwargs_for(obj) if hasattr(view, "url_kwargs_for") else {}
+    lookup = str(getattr(obj, getattr(view, "lookup_field", "pk")))
+    kwargs = {name: known.get(name, lookup) for name in route.kwargs}
     return reverse(route.name, kwargs=kwargs)
 
 

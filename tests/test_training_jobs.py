@@ -80,6 +80,9 @@ def test_sequence_ctr_trains_and_publishes(api_a, tenant_a):
     assert manifest["signature"]["inputs"]["item_sequence"]["dtype"] == "string"
     for relative, meta in manifest["files"].items():
         assert storage.head(prefix + relative)["ContentLength"] == meta["size"]
+    registered = api_a.get("/api/v1/models/ctr/versions/1").json()
+    assert registered["lineage"]["dataset"] == dataset_id and registered["lineage"]["job"] == job["id"]
+    assert registered["lineage"]["params"]["epochs"] == 2
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,72 @@
+from rest_framework import serializers
+
+from core.serializers import StrictInputSerializer
+from serving.models import ModelVersion, RegisteredModel
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name")
+    lineage = serializers.SerializerMethodField()
+    aliases = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "model",
+            "version",
+            "status",
+            "template",
+            "metrics",
+            "manifest",
+            "lineage",
+            "aliases",
+            "object_prefix",
+            "size_bytes",
+            "request_count",
+            "error_count",
+            "created_at",
+            "published_at",
+        ]
+
+    def get_lineage(self, version: ModelVersion) -> dict:
+        job = version.job
+        return {
+            "dataset": str(version.dataset_id) if version.dataset_id else version.manifest.get("dataset", {}).get("id"),
+            "dataset_sha256": version.manifest.get("dataset", {}).get("sha256"),
+            "job": str(version.job_id) if version.job_id else version.manifest.get("job_id"),
+            "params": job.params if job else version.manifest.get("params"),
+        }
+
+    def get_aliases(self, version: ModelVersion) -> list[str]:
+        return sorted(alias.name for alias in version.aliases.all())
+
+
+class ModelVersionListSerializer(ModelVersionSerializer):
+    class Meta(ModelVersionSerializer.Meta):
+        fields = [f for f in ModelVersionSerializer.Meta.fields if f not in {"manifest", "lineage"}]
+
+
+class RegisteredModelSerializer(serializers.ModelSerializer):
+    aliases = serializers.SerializerMethodField()
+    latest_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["name", "aliases", "traffic", "latest_version", "created_at"]
+
+    def get_aliases(self, model: RegisteredModel) -> dict[str, int]:
+        return {alias.name: alias.version.version for alias in model.aliases.all()}
+
+    def get_latest_version(self, model: RegisteredModel) -> int | None:
+        from serving.selectors import latest_version
+
+        latest = latest_version(model=model)
+        return latest.version if latest else None
+
+
+class AliasInputSerializer(StrictInputSerializer):
+    version = serializers.IntegerField(min_value=1)
+
+
+class TrafficInputSerializer(StrictInputSerializer):
+    weights = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=100), allow_empty=True)

@@ -1,0 +1,124 @@
+"""Writes to the model registry: alias moves, traffic splits, archiving and deleting versions.
+
+Each change is one transaction with the model row locked, and leaves a
+``RegistryEvent`` saying who did what, so promotions and rollbacks are atomic
+and audited.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from core import storage
+from core.errors import ConflictError, NotFoundError, ServiceError
+from serving.models import ModelAlias, ModelVersion, RegisteredModel, RegistryEvent
+from tenants.models import Tenant
+
+ALIAS_MAX = 63
+
+
+def _locked_model(tenant: Tenant, name: str) -> RegisteredModel:
+    model = RegisteredModel.objects.for_tenant(tenant).select_for_update().filter(name=name).first()
+    if model is None:
+        raise NotFoundError("No such model.")
+    return model
+
+
+def _ready_version(model: RegisteredModel, version: int) -> ModelVersion:
+    found = model.versions.filter(version=version).first()
+    if found is None or found.status == ModelVersion.Status.PUBLISHING:
+        raise NotFoundError(f"{model.name} has no version {version}.", details={"version": version})
+    if found.status != ModelVersion.Status.READY:
+        raise ConflictError(f"Version {version} is {found.status}.", code="version_not_ready")
+    return found
+
+
+def _event(model: RegisteredModel, action: str, actor: str, **details) -> None:
+    RegistryEvent.objects.create(tenant_id=model.tenant_id, model=model, action=action, actor=actor, details=details)
+
+
+@transaction.atomic
+def set_alias(*, tenant: Tenant, model_name: str, alias: str, version: int, actor: str) -> ModelAlias:
+    model = _locked_model(tenant, model_name)
+    target = _ready_version(model, version)
+    existing = ModelAlias.objects.filter(model=model, name=alias).select_related("version").first()
+    previous = existing.version.version if existing else None
+    if existing is None:
+        existing = ModelAlias.objects.create(tenant_id=model.tenant_id, model=model, name=alias, version=target)
+    else:
+        existing.version, existing.updated_at = target, timezone.now()
+        existing.save(update_fields=["version", "updated_at"])
+    _event(model, "alias_set", actor, alias=alias, version=version, previous=previous)
+    return existing
+
+
+@transaction.atomic
+def delete_alias(*, tenant: Tenant, model_name: str, alias: str, actor: str) -> None:
+    model = _locked_model(tenant, model_name)
+    existing = ModelAlias.objects.filter(model=model, name=alias).select_related("version").first()
+    if existing is None:
+        raise NotFoundError(f"{model_name} has no alias {alias!r}.")
+    existing.delete()
+    _event(model, "alias_deleted", actor, alias=alias, previous=existing.version.version)
+
+
+@transaction.atomic
+def set_traffic(*, tenant: Tenant, model_name: str, weights: dict[str, int], actor: str) -> RegisteredModel:
+    """Weights per version summing to 100; an empty mapping removes the split."""
+    model = _locked_model(tenant, model_name)
+    cleaned: dict[str, int] = {}
+    for key, weight in weights.items():
+        if not str(key).isdigit() or not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+            raise ServiceError("Weights map version numbers to whole percentages.", code="invalid_traffic")
+        _ready_version(model, int(key))
+        if weight:
+            cleaned[str(int(key))] = weight
+    if cleaned and sum(cleaned.values()) != 100:
+        raise ServiceError(
+            "Traffic weights must sum to 100.", code="invalid_traffic", details={"sum": sum(cleaned.values())}
+        )
+    previous = model.traffic
+    model.traffic = cleaned
+    model.save(update_fields=["traffic"])
+    _event(model, "traffic_set", actor, weights=cleaned, previous=previous)
+    return model
+
+
+def _require_unreferenced(model: RegisteredModel, version: ModelVersion, action: str) -> None:
+    aliases = sorted(version.aliases.values_list("name", flat=True))
+    if aliases:
+        raise ConflictError(
+            f"Cannot {action} version {version.version}: aliases {', '.join(aliases)} point to it.",
+            code="version_in_use",
+            details={"aliases": aliases},
+        )
+    if str(version.version) in (model.traffic or {}):
+        raise ConflictError(
+            f"Cannot {action} version {version.version}: the traffic split sends requests to it.", code="version_in_use"
+        )
+
+
+@transaction.atomic
+def archive_version(*, tenant: Tenant, model_name: str, version: int, actor: str) -> ModelVersion:
+    model = _locked_model(tenant, model_name)
+    target = _ready_version(model, version)
+    _require_unreferenced(model, target, "archive")
+    target.status = ModelVersion.Status.ARCHIVED
+    target.save(update_fields=["status"])
+    _event(model, "version_archived", actor, version=version)
+    return target
+
+
+def delete_version(*, tenant: Tenant, model_name: str, version: int, actor: str) -> None:
+    """Remove a version's row, then its files once that is committed."""
+    with transaction.atomic():
+        model = _locked_model(tenant, model_name)
+        target = model.versions.filter(version=version).exclude(status=ModelVersion.Status.PUBLISHING).first()
+        if target is None:
+            raise NotFoundError(f"{model_name} has no version {version}.")
+        _require_unreferenced(model, target, "delete")
+        prefix = target.object_prefix
+        target.delete()
+        _event(model, "version_deleted", actor, version=version)
+        transaction.on_commit(lambda: storage.delete_prefix(prefix))
