@@ -29,6 +29,11 @@ def test_openapi_schema_lists_the_api(client):
         "/api/v1/jobs/{id}/cancel",
         "/api/v1/jobs/{id}/metrics",
         "/api/v1/jobs/{id}/logs",
+        "/api/v1/models",
+        "/api/v1/models/{name}/aliases/{alias}",
+        "/api/v1/models/{name}/traffic",
+        "/api/v1/models/{model_name}/versions/{version}",
+        "/api/v1/models/{model_name}/versions/{version}/archive",
     ]:
         assert path in schema["paths"], path
 

@@ -213,6 +213,8 @@ SPECTACULAR_SETTINGS = {
         "TenantStatusEnum": "tenants.models.Tenant.Status",
         "DatasetStatusEnum": "training.models.Dataset.Status",
         "DatasetUploadStatusEnum": "training.models.DatasetUpload.Status",
+        "TrainingJobStatusEnum": "training.models.TrainingJob.Status",
+        "ModelVersionStatusEnum": "serving.models.ModelVersion.Status",
     },
 }
 
