@@ -16,6 +16,7 @@ class RegisteredModel(TenantOwnedModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=63)
     traffic = models.JSONField(default=dict, blank=True)  # {"1": 90, "2": 10}; empty = no split
+    last_version = models.PositiveIntegerField(default=0)  # numbers are never reused, even after a delete
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

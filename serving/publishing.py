@@ -39,8 +39,11 @@ def reserve_version(*, job) -> ModelVersion:
     registered, _ = RegisteredModel.objects.get_or_create(tenant_id=job.tenant_id, name=job.model_name)
     for _ in range(5):
         with transaction.atomic():
-            RegisteredModel.objects.select_for_update().filter(pk=registered.pk).first()
-            latest = ModelVersion.objects.filter(model=registered).aggregate(v=Max("version"))["v"] or 0
+            locked = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+            in_use = ModelVersion.objects.filter(model=registered).aggregate(v=Max("version"))["v"] or 0
+            latest = max(locked.last_version, in_use)
+            locked.last_version = latest + 1
+            locked.save(update_fields=["last_version"])
             try:
                 return ModelVersion.objects.create(
                     tenant_id=job.tenant_id,

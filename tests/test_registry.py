@@ -104,3 +104,16 @@ def test_viewers_and_read_keys_cannot_move_aliases(tenant_a, versions):
 @pytest.mark.parametrize("alias", ["Prod", "a" * 64, "bad alias", "-x"])
 def test_bad_alias_names_are_404(api_a, versions, alias):
     assert api_a.put(f"/api/v1/models/ctr/aliases/{alias}", {"version": 1}, format="json").status_code == 404
+
+
+def test_version_numbers_are_never_reused(tenant_a, django_capture_on_commit_callbacks):
+    from serving import publishing, services
+    from tests.factories import make_job
+
+    job = make_job(tenant_a.tenant)
+    first = publishing.reserve_version(job=job)
+    ModelVersion.objects.filter(pk=first.pk).update(status="ready")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delete_version(tenant=tenant_a.tenant, model_name="ctr", version=first.version, actor="test")
+    second_job = make_job(tenant_a.tenant)
+    assert publishing.reserve_version(job=second_job).version == first.version + 1
