@@ -16,7 +16,7 @@ from tests.workers import celery_worker
 from training.models import JobLogLine, JobMetric, TrainingJob
 from training.sample_data import write_csv
 
-pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 SLOW_CTR = {"epochs": 6, "batch_size": 8, "max_len": 30, "embedding_dim": 16, "conv_filters": 16, "lstm_units": 16}
 
