@@ -204,11 +204,15 @@ class RangeReader(io.RawIOBase):
     Parquet footer and reads row groups: either way only a buffer is in memory.
     """
 
-    def __init__(self, key: str, size: int | None = None) -> None:
+    def __init__(self, key: str, size: int | None = None, digest=None) -> None:
         super().__init__()
         self.key = key
         self.size = size if size is not None else head_or_raise(key)["ContentLength"]
         self.position = 0
+        # With ``digest`` (a hashlib object), bytes read in order are hashed as they pass,
+        # so a sequential parse also yields the object's checksum without a second download.
+        self.digest = digest
+        self.hashed = 0
 
     def readable(self) -> bool:
         return True
@@ -230,6 +234,9 @@ class RangeReader(io.RawIOBase):
         end = min(self.position + len(buffer), self.size) - 1
         data = client().get_object(Bucket=bucket(), Key=self.key, Range=f"bytes={self.position}-{end}")["Body"].read()
         data = data[: end - self.position + 1]  # a server that ignores Range sends more than asked
+        if self.digest is not None and self.position == self.hashed:
+            self.digest.update(data)
+            self.hashed += len(data)
         buffer[: len(data)] = data
         self.position += len(data)
         return len(data)
@@ -242,9 +249,11 @@ def head_or_raise(key: str) -> dict[str, Any]:
     return meta
 
 
-def open_reader(key: str, *, buffer_size: int = 8 * 1024 * 1024, size: int | None = None) -> io.BufferedReader:
-    """A buffered, seekable reader over an object (constant memory)."""
-    return io.BufferedReader(RangeReader(key, size=size), buffer_size=buffer_size)
+def open_reader(
+    key: str, *, buffer_size: int = 8 * 1024 * 1024, size: int | None = None, digest=None
+) -> io.BufferedReader:
+    """A buffered, seekable reader over an object (constant memory); see RangeReader for ``digest``."""
+    return io.BufferedReader(RangeReader(key, size=size, digest=digest), buffer_size=buffer_size)
 
 
 def create_multipart_upload(key: str) -> str:

@@ -64,8 +64,11 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
         return latest.version if latest else None
 
 
+MAX_VERSION = 2**31 - 1  # the largest number the version column holds
+
+
 class AliasInputSerializer(StrictInputSerializer):
-    version = serializers.IntegerField(min_value=1)
+    version = serializers.IntegerField(min_value=1, max_value=MAX_VERSION)
 
 
 class TrafficInputSerializer(StrictInputSerializer):

@@ -69,7 +69,9 @@ def set_traffic(*, tenant: Tenant, model_name: str, weights: dict[str, int], act
     model = _locked_model(tenant, model_name)
     cleaned: dict[str, int] = {}
     for key, weight in weights.items():
-        if not str(key).isdigit() or not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+        key = str(key)
+        valid_key = key.isascii() and key.isdigit() and len(key) <= 9
+        if not valid_key or not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
             raise ServiceError("Weights map version numbers to whole percentages.", code="invalid_traffic")
         _ready_version(model, int(key))
         if weight:

@@ -117,3 +117,11 @@ def test_version_numbers_are_never_reused(tenant_a, django_capture_on_commit_cal
         services.delete_version(tenant=tenant_a.tenant, model_name="ctr", version=first.version, actor="test")
     second_job = make_job(tenant_a.tenant)
     assert publishing.reserve_version(job=second_job).version == first.version + 1
+
+
+def test_version_numbers_past_the_column_are_4xx_not_500(api_a, versions):
+    response = api_a.put("/api/v1/models/ctr/aliases/production", {"version": 10**20}, format="json")
+    assert response.status_code == 400
+    response = api_a.put("/api/v1/models/ctr/traffic", {"weights": {"9" * 30: 100}}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_traffic"

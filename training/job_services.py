@@ -311,9 +311,9 @@ def _died_on_this_host(previous: str, current: str) -> bool:
 def heartbeat(*, job_id, progress: dict[str, Any]) -> str:
     """Record progress and liveness; returns the job's status (so the trainer sees a cancel)."""
     now = timezone.now()
-    TrainingJob.objects.filter(pk=job_id, status__in=[Status.RUNNING, Status.CANCELLING]).update(
-        heartbeat_at=now, progress=progress
-    )
+    if TrainingJob.objects.filter(pk=job_id, status=Status.RUNNING).update(heartbeat_at=now, progress=progress):
+        return Status.RUNNING  # the common case: one query
+    TrainingJob.objects.filter(pk=job_id, status=Status.CANCELLING).update(heartbeat_at=now, progress=progress)
     return TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or Status.FAILED
 
 

@@ -86,15 +86,22 @@ def _all_id_sequences(texts: list[str]) -> bool:
     return all(t[0] != " " and t[-1] != " " for t in texts)
 
 
-def finite(value: Any) -> Any:
-    """JSON-safe statistics: non-finite floats (an overflowing mean, say) become None."""
+def json_safe(value: Any) -> Any:
+    """A value as JSON can carry it: no NaN/Infinity, bytes as text, other objects as strings.
+
+    Used for statistics (an overflowing mean) and for preview cells (Parquet and JSON values).
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
     if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
 
 
 class LengthHistogram:
@@ -267,7 +274,7 @@ class ColumnProfile:
         return {"name": self.name, "type": self.dtype(), "nullable": self.nulls > 0}
 
     def stats(self) -> dict[str, Any]:
-        return finite(self._stats())
+        return json_safe(self._stats())
 
     def _stats(self) -> dict[str, Any]:
         dtype = self.dtype()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from itertools import islice
 from typing import Any
 
@@ -11,6 +10,7 @@ from django.db.models import Max, QuerySet, Sum
 from core import storage
 from tenants.models import Tenant
 from training.models import Dataset
+from training.profiling import json_safe
 from training.readers import open_rows
 
 # Datasets whose objects occupy storage (invalid ones have theirs removed).
@@ -44,21 +44,6 @@ def preview_rows(*, dataset: Dataset, rows: int) -> dict[str, Any]:
         columns, records = open_rows(dataset.format, stream)
         first = [row for _, row in islice(records, rows)]
     return {"columns": columns, "rows": [[json_safe(row.get(c)) for c in columns] for row in first]}
-
-
-def json_safe(value: Any) -> Any:
-    """A preview cell as JSON can carry it: no NaN/Infinity, bytes as text, other objects as strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
 
 
 def job_log_tail(*, job, lines: int) -> list[dict[str, Any]]:

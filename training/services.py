@@ -136,6 +136,26 @@ def object_key(dataset: Dataset) -> str:
     return storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id), f"data.{dataset.format}")
 
 
+def dataset_folder(tenant_id, dataset_id) -> str:
+    """The prefix holding every object of one dataset (what deletion removes)."""
+    return storage.tenant_key(tenant_id, "datasets", str(dataset_id)) + "/"
+
+
+def _new_dataset(*, tenant: Tenant, name: str, fmt: str, filename: str, label_column: str, **fields) -> Dataset:
+    """An unsaved dataset row with its id and object key decided (the version is given on insert)."""
+    dataset = Dataset(
+        tenant=tenant,
+        id=uuid.uuid4(),
+        name=name,
+        format=fmt,
+        original_filename=filename[:255],
+        label_column=label_column,
+        **fields,
+    )
+    dataset.object_key = object_key(dataset)
+    return dataset
+
+
 def _insert_with_next_version(dataset: Dataset) -> Dataset:
     """Give the row the next version of its name; retried if another upload takes it first."""
     for _ in range(5):
@@ -211,18 +231,16 @@ def create_dataset(
     check_size(tenant=tenant, size=staged_size)
     fmt = inspect_head(staged, fmt=fmt, filename=filename, label_column=label_column, tags=tags)
 
-    dataset = Dataset(
+    dataset = _new_dataset(
         tenant=tenant,
         name=name,
-        format=fmt,
-        status=Dataset.Status.VALIDATING,
-        original_filename=filename[:255],
+        fmt=fmt,
+        filename=filename,
         label_column=label_column,
+        status=Dataset.Status.VALIDATING,
         column_tags=tags,
         pii_mode=pii_mode,
-        id=uuid.uuid4(),
     )
-    dataset.object_key = object_key(dataset)
     try:
         if tags:
             dataset.sha256, dataset.size_bytes = _upload_without_pii(dataset, staged)
@@ -234,7 +252,7 @@ def create_dataset(
             _insert_with_next_version(dataset)
             _enqueue_validation(dataset.id)
     except BaseException:
-        storage.delete_prefix(storage.tenant_key(tenant.id, "datasets", str(dataset.id)) + "/")
+        storage.delete_prefix(dataset_folder(tenant.id, dataset.id))
         raise
     return dataset
 
@@ -281,17 +299,15 @@ def start_multipart_upload(
         raise DatasetRejected("The file is empty.", code="empty_file")
     check_size(tenant=tenant, size=size)
     part_size = max(MIN_PART_BYTES, math.ceil(size / settings.DATASET_MULTIPART_MAX_PARTS))
-    dataset = Dataset(
+    dataset = _new_dataset(
         tenant=tenant,
         name=name,
-        format=fmt,
-        status=Dataset.Status.UPLOADING,
-        original_filename=filename[:255],
+        fmt=fmt,
+        filename=filename,
         label_column=label_column,
-        id=uuid.uuid4(),
+        status=Dataset.Status.UPLOADING,
         size_bytes=size,
     )
-    dataset.object_key = object_key(dataset)
     s3_upload_id = storage.create_multipart_upload(dataset.object_key)
     try:
         with transaction.atomic():
@@ -369,7 +385,7 @@ def complete_multipart_upload(*, tenant: Tenant, upload_id, parts: list[dict[str
 def _discard(upload: DatasetUpload) -> None:
     """Remove a rejected or abandoned upload's object and rows."""
     storage.abort_multipart_upload(upload.dataset.object_key, upload_id=upload.s3_upload_id)
-    storage.delete_prefix(storage.tenant_key(upload.tenant_id, "datasets", str(upload.dataset_id)) + "/")
+    storage.delete_prefix(dataset_folder(upload.tenant_id, upload.dataset_id))
     upload.dataset.delete()
 
 
@@ -402,12 +418,15 @@ def validate_dataset(*, dataset_id) -> Dataset | None:
     errors: list[dict[str, Any]] = []
     profile = None
     try:
-        with storage.open_reader(dataset.object_key) as stream:
+        digest = hashlib.sha256()
+        with storage.open_reader(dataset.object_key, digest=digest) as stream:
             columns, rows = open_rows(dataset.format, stream)
             profile = DatasetProfile(columns, label_column=dataset.label_column)
             profile.add_all(rows)
+            hashed_whole_object = stream.raw.hashed == stream.raw.size
         if not dataset.sha256:
-            dataset.sha256 = _object_sha256(dataset.object_key)
+            # CSV and JSON lines were hashed during the parse; Parquet is read out of order, so read it again.
+            dataset.sha256 = digest.hexdigest() if hashed_whole_object else _object_sha256(dataset.object_key)
     except DatasetFormatError as exc:
         errors.append(exc.as_dict())
     except (storage.ClientError, ConnectionError, TimeoutError):
@@ -458,7 +477,7 @@ def _finish_validation(dataset: Dataset, profile: DatasetProfile | None, errors:
         )
     updated = Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.VALIDATING).update(**fields)
     if updated and errors:
-        storage.delete_prefix(storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id)) + "/")
+        storage.delete_prefix(dataset_folder(dataset.tenant_id, dataset.id))
     for name, value in fields.items():
         setattr(dataset, name, value)
 
@@ -483,7 +502,7 @@ def delete_dataset(*, tenant: Tenant, dataset_id) -> None:
         if dataset_in_use(dataset=dataset):
             raise ConflictError("A queued or running job uses this dataset.", code="dataset_in_use")
         upload = DatasetUpload.objects.filter(dataset=dataset, status=DatasetUpload.Status.PENDING).first()
-        folder = storage.tenant_key(tenant.id, "datasets", str(dataset.id)) + "/"
+        folder = dataset_folder(tenant.id, dataset.id)
         object_key, s3_upload_id = dataset.object_key, upload.s3_upload_id if upload else None
         dataset.delete()
 
