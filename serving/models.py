@@ -83,3 +83,22 @@ class RegistryEvent(TenantOwnedModel):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class PredictionUsage(TenantOwnedModel):
+    """Predictions metered per tenant, model, version and hour (written by the serving process)."""
+
+    model_name = models.CharField(max_length=63)
+    version = models.PositiveIntegerField()
+    period_start = models.DateTimeField()  # the hour, UTC
+    requests = models.PositiveBigIntegerField(default=0)
+    predictions = models.PositiveBigIntegerField(default=0)  # instances answered
+    errors = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-period_start", "model_name", "version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "model_name", "version", "period_start"], name="one_usage_row_per_version_hour"
+            )
+        ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db.models import Prefetch, QuerySet
 
 from serving.models import ModelAlias, ModelVersion, RegisteredModel
+from tenants import selectors as tenant_selectors
+from tenants import services as tenant_services
 from tenants.models import Tenant
 
 
@@ -26,3 +30,90 @@ def visible_versions(*, tenant: Tenant, model_name: str) -> QuerySet[ModelVersio
 
 def latest_version(*, model: RegisteredModel) -> ModelVersion | None:
     return model.versions.filter(status=ModelVersion.Status.READY).order_by("-version").first()
+
+
+# --- Reads for the serving process (plain data, cached there for a few seconds) ---
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What an API key lets the serving process do, read in one query."""
+
+    key_id: str
+    tenant_id: str
+    tenant_slug: str
+    tenant_active: bool
+    scopes: frozenset[str]
+    revoked: bool
+    expired: bool
+    predictions_per_minute: int
+
+
+def key_grant(*, raw_key: str) -> KeyGrant | None:
+    key = tenant_selectors.api_key_for_secret(raw_key=raw_key)
+    if key is None:
+        return None
+    if key.is_usable():
+        tenant_services.touch_api_key(api_key=key)
+    return KeyGrant(
+        key_id=str(key.pk),
+        tenant_id=str(key.tenant_id),
+        tenant_slug=key.tenant.slug,
+        tenant_active=key.tenant.is_active,
+        scopes=frozenset(key.scopes),
+        revoked=key.revoked_at is not None,
+        expired=key.revoked_at is None and not key.is_usable(),
+        predictions_per_minute=key.tenant.plan.predictions_per_minute,
+    )
+
+
+@dataclass(frozen=True)
+class VersionRoute:
+    id: str
+    version: int
+    status: str
+    object_prefix: str
+
+
+@dataclass(frozen=True)
+class ModelRoutes:
+    """One model's versions, aliases and traffic split: everything needed to pick a version."""
+
+    model_name: str
+    versions: dict[int, VersionRoute]
+    aliases: dict[str, int]
+    traffic: dict[int, int]
+
+    @property
+    def latest(self) -> int | None:
+        ready = [v for v, row in self.versions.items() if row.status == ModelVersion.Status.READY]
+        return max(ready) if ready else None
+
+    def referenced(self) -> set[int]:
+        """Versions a request without a version number can reach, or that an alias names."""
+        return set(self.traffic) | set(self.aliases.values()) | ({self.latest} if self.latest else set())
+
+
+def model_routes(*, tenant_id: str, model_name: str) -> ModelRoutes | None:
+    model = RegisteredModel.objects.filter(tenant_id=tenant_id, name=model_name).first()
+    if model is None:
+        return None
+    versions = {
+        row["version"]: VersionRoute(id=str(row["id"]), **{k: row[k] for k in ("version", "status", "object_prefix")})
+        for row in model.versions.values("id", "version", "status", "object_prefix")
+    }
+    aliases = dict(model.aliases.values_list("name", "version__version"))
+    return ModelRoutes(
+        model_name=model.name,
+        versions=versions,
+        aliases=aliases,
+        traffic={int(v): int(w) for v, w in (model.traffic or {}).items()},
+    )
+
+
+def version_manifest(*, tenant_id: str, version_id: str) -> dict | None:
+    return (
+        ModelVersion.objects.filter(tenant_id=tenant_id, pk=version_id, status=ModelVersion.Status.READY)
+        .values_list("manifest", flat=True)
+        .first()
+    )

@@ -7,12 +7,16 @@ and audited.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from core import storage
 from core.errors import ConflictError, NotFoundError, ServiceError
-from serving.models import ModelAlias, ModelVersion, RegisteredModel, RegistryEvent
+from serving.models import ModelAlias, ModelVersion, PredictionUsage, RegisteredModel, RegistryEvent
 from tenants.models import Tenant
 
 ALIAS_MAX = 63
@@ -124,3 +128,31 @@ def delete_version(*, tenant: Tenant, model_name: str, version: int, actor: str)
         target.delete()
         _event(model, "version_deleted", actor, version=version)
         transaction.on_commit(lambda: storage.delete_prefix(prefix))
+
+
+# --- Metering (written by the serving process) ------------------------------
+
+
+@dataclass(frozen=True)
+class UsageKey:
+    tenant_id: str
+    model_name: str
+    version: int
+    period_start: datetime  # the hour, UTC
+
+
+def record_prediction_usage(*, counts: dict[UsageKey, tuple[int, int, int]]) -> None:
+    """Add (requests, predictions, errors) per tenant, model, version and hour; one transaction."""
+    with transaction.atomic():
+        for key, (requests, predictions, errors) in counts.items():
+            usage, _ = PredictionUsage.objects.get_or_create(
+                tenant_id=key.tenant_id, model_name=key.model_name, version=key.version, period_start=key.period_start
+            )
+            PredictionUsage.objects.filter(pk=usage.pk).update(
+                requests=F("requests") + requests,
+                predictions=F("predictions") + predictions,
+                errors=F("errors") + errors,
+            )
+            ModelVersion.objects.filter(
+                tenant_id=key.tenant_id, model__name=key.model_name, version=key.version
+            ).update(request_count=F("request_count") + requests, error_count=F("error_count") + errors)

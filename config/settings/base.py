@@ -262,3 +262,21 @@ CELERY_BEAT_SCHEDULE |= {
     "requeue-stale-training-jobs": {"task": "training.tasks.requeue_stale_jobs", "schedule": 60.0},
     "requeue-stuck-dataset-validations": {"task": "training.tasks.requeue_stuck_validations", "schedule": 600.0},
 }
+
+# --- Serving (the separate prediction process, `manage.py serve_models`) ----
+# Models are downloaded here once and verified against their manifest before loading.
+SERVING_CACHE_DIR = Path(env_str("SERVING_CACHE_DIR", str(VAR_DIR / "model-cache")))
+# Loaded models may use this much memory in all; idle ones are evicted, least recently used first.
+SERVING_MEMORY_BUDGET_BYTES = env_int("SERVING_MEMORY_BUDGET_BYTES", 2 * 1024**3, minimum=1)
+# Versions never evicted: "<tenant slug>/<model>/<version>", comma-separated.
+SERVING_PINNED_MODELS = env_list("SERVING_PINNED_MODELS", [])
+# Adaptive batching: concurrent requests for one version are joined into one model call.
+SERVING_MAX_BATCH_SIZE = env_int("SERVING_MAX_BATCH_SIZE", 64, minimum=1)
+SERVING_BATCH_WAIT_MICROSECONDS = env_int("SERVING_BATCH_WAIT_MICROSECONDS", 2000, minimum=0)
+SERVING_MAX_INSTANCES = env_int("SERVING_MAX_INSTANCES", 1000, minimum=1)
+SERVING_MAX_BODY_BYTES = env_int("SERVING_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+# How long keys, tenants and alias/traffic routes are cached; an alias move is live within this.
+SERVING_ROUTE_TTL_SECONDS = env_int("SERVING_ROUTE_TTL_SECONDS", 2, minimum=0)
+SERVING_METERING_FLUSH_SECONDS = env_int("SERVING_METERING_FLUSH_SECONDS", 5, minimum=1)
+# When set, GET /metrics on the serving process needs "Authorization: Bearer <this>".
+SERVING_METRICS_TOKEN = env_str("SERVING_METRICS_TOKEN", "")

@@ -1,0 +1,292 @@
+"""The serving process's ASGI application: TensorFlow Serving REST and KServe v2 over the registry.
+
+Run it with ``manage.py serve_models`` (uvicorn). Every prediction path
+is: the caller's key (``predict`` scope, tenant active) -> the model name
+inside that tenant only -> a version (named, labelled, traffic split,
+``production`` or latest) -> the request checked against the version's
+signature -> the tenant's rate limit -> a lease on the loaded model -> the
+batcher -> the answer, metered. Errors are ``{"error": "..."}`` with a 4xx
+(or 503 for capacity); the process keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.conf import settings
+
+from serving import services
+from serving.runtime import loader, protocols
+from serving.runtime.batcher import Batcher
+from serving.runtime.cache import CapacityError, ModelCache
+from serving.runtime.http import HTTPError, header, parse_json, read_body, send_json, send_text
+from serving.runtime.limits import Meter, RateLimiter
+from serving.runtime.metrics import Metrics
+from serving.runtime.routing import Router, choose_version
+from serving.runtime.signatures import InputError, Signature
+from serving.selectors import KeyGrant, ModelRoutes
+
+logger = logging.getLogger(__name__)
+
+_V1 = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?P<action>:[a-z]+|/metadata)?$"
+)
+_V2 = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready)?$")
+SERVER_NAME = "mlplatform-serving"
+
+
+def _version_number(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise HTTPError(404, f"No version '{raw[:40]}'; versions are whole numbers.")
+    return int(raw)
+
+
+class ServingApp:
+    def __init__(self) -> None:
+        self.max_instances = settings.SERVING_MAX_INSTANCES
+        self.max_body = settings.SERVING_MAX_BODY_BYTES
+        self._db = ThreadPoolExecutor(4, thread_name_prefix="serving-db")
+        self._infer = ThreadPoolExecutor(2, thread_name_prefix="serving-infer")
+        self._loads = ThreadPoolExecutor(1, thread_name_prefix="serving-load")
+        self.cache = ModelCache(
+            budget_bytes=settings.SERVING_MEMORY_BUDGET_BYTES,
+            pinned=set(settings.SERVING_PINNED_MODELS),
+            load=loader.load,
+            load_executor=self._loads,
+        )
+        self.router = Router(
+            ttl=settings.SERVING_ROUTE_TTL_SECONDS, db_executor=self._db, on_routes_changed=self._routes_changed
+        )
+        self.limiter = RateLimiter()
+        self.meter = Meter()
+        self.metrics = Metrics()
+        self._referenced: dict[tuple[str, str], set[int]] = {}
+        self._batchers: dict[tuple[str, str, int], Batcher] = {}
+        self._signatures: dict[tuple[str, str, int], Signature] = {}
+        self._flusher: asyncio.Task | None = None
+        self.ready = False
+
+    # --- ASGI ---------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        protocol = "v2" if scope["path"].startswith("/v2") else "v1"
+        status = 500
+        try:
+            status = await self._dispatch(scope, receive, send)
+        except HTTPError as exc:
+            status = exc.status
+            await send_json(send, exc.status, {"error": exc.message}, exc.headers)
+        except Exception:
+            logger.exception("serving error on %s %s", scope["method"], scope["path"])
+            await send_json(send, 500, {"error": "Internal error; it has been logged."})
+        finally:
+            self.metrics.request(protocol=protocol, status=status, seconds=time.perf_counter() - started)
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._loads, loader.warm_up)
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self.flush_usage()
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Callable, send: Callable) -> int:
+        path = scope["path"]
+        if path in {"/healthz", "/v2/health/live"}:
+            return await self._reply(send, 200, {"live": True} if path.startswith("/v2") else {"status": "ok"})
+        if path == "/v2/health/ready":
+            return await self._reply(send, 200 if self.ready else 503, {"ready": self.ready})
+        if path == "/metrics":
+            return await self._metrics(scope, send)
+        if path == "/v2":
+            return await self._reply(send, 200, {"name": SERVER_NAME, "version": "1", "extensions": []})
+        if match := _V1.match(path):
+            return await self._v1(scope, receive, send, **match.groupdict())
+        if match := _V2.match(path):
+            return await self._v2(scope, receive, send, **match.groupdict())
+        raise HTTPError(404, f"No endpoint {path[:200]}.")
+
+    async def _reply(self, send: Callable, status: int, body: Any, headers: dict[str, str] | None = None) -> int:
+        await send_json(send, status, body, headers)
+        return status
+
+    async def _metrics(self, scope: dict[str, Any], send: Callable) -> int:
+        token = settings.SERVING_METRICS_TOKEN
+        if token and header(scope, b"authorization") != f"Bearer {token}".encode():
+            raise HTTPError(401, "Send the metrics token as 'Authorization: Bearer <token>'.")
+        await send_text(send, 200, self.metrics.render(self.cache), "text/plain; version=0.0.4")
+        return 200
+
+    # --- TensorFlow Serving REST --------------------------------------------
+
+    async def _v1(self, scope, receive, send, *, name: str, version: str | None, label: str | None, action) -> int:
+        if action == ":predict":
+            _require(scope, "POST")
+            return await self._predict(scope, receive, send, "v1", name, _version_number(version), label)
+        if action is not None and action != "/metadata":
+            raise HTTPError(400, f"Unsupported method '{action[1:]}'; this server answers :predict.")
+        _require(scope, "GET")
+        grant = await self.router.caller(header(scope, b"authorization"))
+        routes = await self.router.routes(grant, name)
+        if action == "/metadata":
+            number = choose_version(routes, version=_version_number(version), label=label)
+            spec = await self.router.spec(grant, routes, number)
+            return await self._reply(
+                send, 200, protocols.tfserving_metadata(self._signature(spec), model_name=name, version=number)
+            )
+        if version is not None or label is not None:
+            numbers = [choose_version(routes, version=_version_number(version), label=label)]
+        else:
+            numbers = sorted((v for v, row in routes.versions.items() if row.status == "ready"), reverse=True)
+        states = [
+            {"version": str(n), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for n in numbers
+        ]
+        return await self._reply(send, 200, {"model_version_status": states})
+
+    # --- KServe Open Inference Protocol v2 ----------------------------------
+
+    async def _v2(self, scope, receive, send, *, name: str, version: str | None, action: str | None) -> int:
+        if action == "/infer":
+            _require(scope, "POST")
+            return await self._predict(scope, receive, send, "v2", name, _version_number(version), None)
+        _require(scope, "GET")
+        grant = await self.router.caller(header(scope, b"authorization"))
+        routes = await self.router.routes(grant, name)
+        number = choose_version(routes, version=_version_number(version))
+        if action == "/ready":
+            return await self._reply(send, 200, {"name": name, "ready": True})
+        spec = await self.router.spec(grant, routes, number)
+        ready = sorted(v for v, row in routes.versions.items() if row.status == "ready")
+        return await self._reply(
+            send, 200, protocols.v2_metadata(self._signature(spec), model_name=name, versions=ready)
+        )
+
+    # --- Predictions --------------------------------------------------------
+
+    async def _predict(self, scope, receive, send, protocol: str, name: str, version, label) -> int:
+        grant = await self.router.caller(header(scope, b"authorization"))
+        body = await read_body(scope, receive, limit=self.max_body)
+        routes = await self.router.routes(grant, name)
+        number = choose_version(routes, version=version, label=label)
+        spec = await self.router.spec(grant, routes, number)
+        signature = self._signature(spec)
+        rows, failed = 0, True
+        try:
+            async with self._batcher(spec.key).caller() as submit:
+                payload = parse_json(body)
+                if protocol == "v1":
+                    parsed = protocols.parse_tfserving(payload, signature, max_instances=self.max_instances)
+                else:
+                    parsed = protocols.parse_v2(payload, signature, max_instances=self.max_instances)
+                self.limiter.take(grant.tenant_id, per_minute=grant.predictions_per_minute, count=parsed.rows)
+                async with self.cache.lease(spec):
+                    outputs = await submit(parsed.columns, parsed.rows)
+            if protocol == "v1":
+                answer = protocols.tfserving_response(outputs, parsed)
+            else:
+                answer = protocols.v2_response(outputs, parsed, signature, model_name=name, version=number)
+            rows, failed = parsed.rows, False
+        except InputError as exc:
+            raise HTTPError(400, str(exc)) from None
+        except CapacityError as exc:
+            raise HTTPError(503, f"Not enough serving memory now: {exc}", headers={"Retry-After": "5"}) from None
+        except loader.IntegrityError:
+            raise HTTPError(503, f"Version {number} of {name} failed verification and is not served.") from None
+        except HTTPError as exc:
+            failed = exc.status != 429  # a rate-limited request is the tenant's, not the version's, failure
+            raise
+        finally:
+            self.meter.record(
+                tenant_id=grant.tenant_id, model_name=name, version=number, predictions=rows, error=failed
+            )
+            self.metrics.predictions[spec.label] += rows
+        return await self._reply(send, 200, answer, {"X-Model-Version": str(number)})
+
+    def _signature(self, spec: loader.VersionSpec) -> Signature:
+        signature = self._signatures.get(spec.key)
+        if signature is None:
+            try:
+                signature = Signature.from_manifest(spec.manifest)
+            except ValueError as exc:
+                raise HTTPError(503, f"Version {spec.version} of {spec.model_name} cannot be served: {exc}") from None
+            self._signatures[spec.key] = signature
+        return signature
+
+    def _batcher(self, key: tuple[str, str, int]) -> Batcher:
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = Batcher(
+                lambda columns: self.cache.model(key).predict(columns),
+                max_batch=settings.SERVING_MAX_BATCH_SIZE,
+                max_wait=settings.SERVING_BATCH_WAIT_MICROSECONDS / 1e6,
+                executor=self._infer,
+                on_batch=self.metrics.batch_rows.observe,
+            )
+            self._batchers[key] = batcher
+        return batcher
+
+    # --- Hot swap and metering ----------------------------------------------
+
+    def _routes_changed(self, tenant_id: str, routes: ModelRoutes) -> None:
+        """Unload versions that aliases, the split and 'latest' stopped pointing at (after in-flight requests)."""
+        now = routes.referenced()
+        before = self._referenced.get((tenant_id, routes.model_name), now)
+        self._referenced[(tenant_id, routes.model_name)] = now
+        for version in before - now:
+            self.cache.retire((tenant_id, routes.model_name, version))
+
+    async def flush_usage(self) -> None:
+        counts = self.meter.take()
+        if not counts:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._db, lambda: services.record_prediction_usage(counts=counts)
+            )
+        except Exception:
+            logger.exception("could not write prediction usage; keeping it for the next flush")
+            self.meter.give_back(counts)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(settings.SERVING_METERING_FLUSH_SECONDS)
+            await self.flush_usage()
+
+
+def _require(scope: dict[str, Any], method: str) -> None:
+    if scope["method"] != method:
+        raise HTTPError(405, f"Use {method} here.", headers={"Allow": method})
+
+
+def grant_label(grant: KeyGrant) -> str:
+    return grant.tenant_slug

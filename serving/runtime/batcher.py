@@ -1,0 +1,151 @@
+"""Adaptive batching: concurrent requests for one model version become one model call.
+
+A batch is sent as soon as every caller known to be on its way has joined,
+the batch is full, or the oldest row has waited ``max_wait`` seconds. One
+caller alone is never held back, so batching costs a lone client nothing;
+under load, rows that arrive while a batch runs form the next one. Each
+caller gets exactly its own rows back, by offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Columns = dict[str, np.ndarray]
+
+
+@dataclass
+class _Item:
+    columns: Columns
+    rows: int
+    future: asyncio.Future
+    settled: list[bool] = field(default_factory=lambda: [False])
+
+
+class Batcher:
+    def __init__(
+        self,
+        predict: Callable[[Columns], Columns],
+        *,
+        max_batch: int,
+        max_wait: float,
+        executor: Executor,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._predict = predict
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self._executor = executor
+        self._on_batch = on_batch
+        self._pending: list[_Item] = []
+        self._pending_rows = 0
+        self._running = 0  # callers whose rows are in the batch being computed
+        self._expected = 0  # callers that have joined and not yet had their answer
+        self._timer: asyncio.TimerHandle | None = None
+        self._first_at = 0.0
+
+    @contextlib.asynccontextmanager
+    async def caller(self) -> AsyncIterator[Callable[[Columns, int], asyncio.Future]]:
+        """Join before parsing the request, so a batch can wait for this caller's rows."""
+        self._expected += 1
+        settled = [False]
+
+        def submit(columns: Columns, rows: int) -> asyncio.Future:
+            future = asyncio.get_running_loop().create_future()
+            if not self._pending:
+                self._first_at = asyncio.get_running_loop().time()
+            self._pending.append(_Item(columns, rows, future, settled))
+            self._pending_rows += rows
+            self._maybe_send()
+            return future
+
+        try:
+            yield submit
+        finally:
+            if not settled[0]:  # left without an answer (bad input or cancelled): stop waiting for it
+                settled[0] = True
+                self._expected -= 1
+                self._maybe_send()
+
+    def _maybe_send(self) -> None:
+        if self._running or not self._pending:
+            return
+        still_coming = self._expected - len(self._pending)
+        if self._pending_rows >= self.max_batch or still_coming <= 0 or self.max_wait <= 0:
+            self._send()
+            return
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._first_at + self.max_wait - loop.time())
+            self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._running and self._pending:
+            self._send()
+
+    def _send(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, rows = [], 0
+        while self._pending and (not batch or rows + self._pending[0].rows <= self.max_batch):
+            item = self._pending.pop(0)
+            if item.future.done():  # the caller went away while waiting
+                self._pending_rows -= item.rows
+                continue
+            batch.append(item)
+            rows += item.rows
+        self._pending_rows -= rows
+        if not batch:
+            return
+        if self._pending:
+            self._first_at = asyncio.get_running_loop().time()
+        self._running = len(batch)
+        asyncio.get_running_loop().create_task(self._run(batch, rows))
+
+    async def _run(self, batch: list[_Item], rows: int) -> None:
+        try:
+            await self._compute(batch, rows)
+        finally:
+            self._running = 0
+            self._maybe_send()
+
+    async def _compute(self, batch: list[_Item], rows: int) -> None:
+        columns = (
+            batch[0].columns
+            if len(batch) == 1
+            else {name: np.concatenate([item.columns[name] for item in batch]) for name in batch[0].columns}
+        )
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, columns)
+        except Exception as exc:  # noqa: BLE001 - handed to the callers, who answer it
+            if len(batch) == 1:
+                self._settle(batch[0], error=exc)
+                return
+            # One caller's rows may be what failed: each caller alone, so only that one hears the error.
+            for item in batch:
+                await self._compute([item], item.rows)
+            return
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        offset = 0
+        for item in batch:
+            self._settle(item, result={name: values[offset : offset + item.rows] for name, values in outputs.items()})
+            offset += item.rows
+
+    def _settle(self, item: _Item, *, result: Columns | None = None, error: BaseException | None = None) -> None:
+        if not item.settled[0]:
+            item.settled[0] = True
+            self._expected -= 1
+        if not item.future.done():
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(result)

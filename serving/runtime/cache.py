@@ -1,0 +1,163 @@
+"""Loaded models in memory: lazy, single-flight loads, an LRU within a memory budget, pins and leases.
+
+Everything here runs on the serving process's event loop thread; only the
+load itself (download, verify, TensorFlow) runs in a worker thread. A
+request holds a lease while it uses a model, so eviction and hot-swap
+retirement never pull a model out from under an in-flight request: a
+retired version is unloaded when its last lease ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from serving.runtime.loader import LoadedModel, VersionSpec
+
+logger = logging.getLogger(__name__)
+Key = tuple[str, str, int]
+
+
+class CapacityError(Exception):
+    """The model does not fit in the memory budget beside the models in use or pinned (answered 503)."""
+
+
+@dataclass
+class Counters:
+    loads: int = 0
+    load_failures: int = 0
+    load_seconds: float = 0.0
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+
+
+@dataclass
+class Entry:
+    model: LoadedModel
+    leases: int = 0
+    retired: bool = False
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class ModelCache:
+    def __init__(
+        self,
+        *,
+        budget_bytes: int,
+        pinned: set[str],
+        load: Callable[[VersionSpec], LoadedModel],
+        load_executor: Executor,
+    ) -> None:
+        self.budget_bytes = budget_bytes
+        self.pinned = pinned  # "<tenant slug>/<model>/<version>"
+        self._load = load
+        self._load_executor = load_executor
+        self._entries: OrderedDict[Key, Entry] = OrderedDict()
+        self._loading: dict[Key, asyncio.Future] = {}
+        self.counters: dict[str, Counters] = {}
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(entry.model.memory_bytes for entry in self._entries.values())
+
+    def loaded(self) -> list[LoadedModel]:
+        return [entry.model for entry in self._entries.values()]
+
+    def is_loaded(self, key: Key) -> bool:
+        return key in self._entries
+
+    def model(self, key: Key) -> LoadedModel:
+        """A loaded model (callers hold a lease on it, so it is there)."""
+        return self._entries[key].model
+
+    def _counters(self, spec: VersionSpec) -> Counters:
+        return self.counters.setdefault(spec.label, Counters())
+
+    @contextlib.asynccontextmanager
+    async def lease(self, spec: VersionSpec) -> AsyncIterator[Entry]:
+        """The loaded version for the duration of one request (loaded first if needed)."""
+        entry = await self._get(spec)
+        entry.leases += 1
+        try:
+            yield entry
+        finally:
+            entry.leases -= 1
+            entry.last_used = time.monotonic()
+            if entry.retired and entry.leases == 0:
+                self._unload(spec.key, reason="retired")
+
+    async def _get(self, spec: VersionSpec) -> Entry:
+        counters = self._counters(spec)
+        entry = self._entries.get(spec.key)
+        if entry is not None:
+            counters.hits += 1
+            entry.retired = False
+            self._entries.move_to_end(spec.key)
+            return entry
+        counters.misses += 1
+        while spec.key not in self._entries:
+            pending = self._loading.get(spec.key)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_future()
+                self._loading[spec.key] = pending
+                asyncio.get_running_loop().create_task(self._load_into(spec, pending))
+            await asyncio.shield(pending)  # one load, however many requests wait; raises its error
+        return self._entries[spec.key]
+
+    async def _load_into(self, spec: VersionSpec, done: asyncio.Future) -> None:
+        counters = self._counters(spec)
+        try:
+            on_disk = sum(int(f.get("size", 0)) for f in (spec.manifest.get("files") or {}).values())
+            self._make_room(on_disk, spec)
+            model = await asyncio.get_running_loop().run_in_executor(self._load_executor, self._load, spec)
+            self._make_room(model.memory_bytes, spec)
+            self._entries[spec.key] = Entry(model=model)
+            counters.loads += 1
+            counters.load_seconds += model.load_seconds
+            done.set_result(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+            counters.load_failures += 1
+            done.set_exception(exc)
+            done.exception()  # retrieved here: nobody may be waiting any more
+        finally:
+            self._loading.pop(spec.key, None)
+
+    def _make_room(self, needed: int, spec: VersionSpec) -> None:
+        """Evict idle, unpinned models, least recently used first, until ``needed`` more bytes fit."""
+        if self.used_bytes + needed <= self.budget_bytes:
+            return
+        for key in list(self._entries):
+            entry = self._entries[key]
+            if entry.leases == 0 and entry.model.spec.label not in self.pinned:
+                self._unload(key, reason="evicted")
+                if self.used_bytes + needed <= self.budget_bytes:
+                    return
+        raise CapacityError(
+            f"{spec.label} needs {needed // 2**20} MB; the models in use or pinned leave "
+            f"{max(0, self.budget_bytes - self.used_bytes) // 2**20} MB of the "
+            f"{self.budget_bytes // 2**20} MB budget."
+        )
+
+    def retire(self, key: Key) -> None:
+        """A version no route points at any more: unload it once its in-flight requests finish."""
+        entry = self._entries.get(key)
+        if entry is None or entry.model.spec.label in self.pinned:
+            return
+        if entry.leases == 0:
+            self._unload(key, reason="retired")
+        else:
+            entry.retired = True
+
+    def _unload(self, key: Key, *, reason: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self._counters(entry.model.spec).evictions += 1
+        logger.info("unloaded %s (%s)", entry.model.spec.label, reason)

@@ -1,0 +1,168 @@
+"""Fetch a published version to the local disk cache, verify it, load it: the only TensorFlow import here.
+
+The manifest used for verification is the registry row's copy (the database
+is the authority), never the ``manifest.json`` stored beside the files, so a
+tampered object in the bucket cannot vouch for itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+
+from core import storage
+from serving.runtime.signatures import InputError, Signature
+
+logger = logging.getLogger(__name__)
+_LOAD_LOCK = threading.Lock()  # one load at a time: loads are CPU-bound and the memory reading must be clean
+
+
+class IntegrityError(Exception):
+    """A downloaded file does not match the manifest: never served."""
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """What the runtime needs to know of one published version (from the registry row)."""
+
+    tenant_id: str
+    tenant_slug: str
+    model_name: str
+    version: int
+    object_prefix: str
+    manifest: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.tenant_id, self.model_name, self.version)
+
+    @property
+    def label(self) -> str:
+        return f"{self.tenant_slug}/{self.model_name}/{self.version}"
+
+
+class LoadedModel:
+    """A SavedModel's ``serving_default`` function with the signature that converts rows to and from it."""
+
+    def __init__(self, spec: VersionSpec, saved, signature: Signature, memory_bytes: int, load_seconds: float):
+        self.spec = spec
+        self.signature = signature
+        self._saved = saved  # keeps the function's variables alive
+        self._function = saved.signatures["serving_default"]
+        self._output = signature.check_function(self._function)
+        self.memory_bytes = memory_bytes
+        self.load_seconds = load_seconds
+
+    def predict(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One model call on a batch: input name -> array, to output name -> array (rows first)."""
+        import tensorflow as tf
+
+        tensors = {name: tf.constant(values) for name, values in columns.items()}
+        try:
+            raw = self._function(**tensors)[self._output].numpy()
+        except tf.errors.InvalidArgumentError as exc:
+            raise InputError(f"The model rejected the input: {exc.message.splitlines()[0][:300]}") from None
+        return self.signature.decode_outputs(raw)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def local_dir(spec: VersionSpec) -> Path:
+    return Path(settings.SERVING_CACHE_DIR) / spec.tenant_id / spec.model_name / str(spec.version)
+
+
+def _safe_relative(name: str) -> bool:
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts and "\x00" not in name
+
+
+def fetch(spec: VersionSpec) -> Path:
+    """The version's files on local disk, each checked against the manifest's sha256.
+
+    A cached copy is re-hashed before use (a few MB: milliseconds), so a
+    corrupted disk cache is caught too; a bad copy is discarded and fetched again.
+    """
+    files: dict[str, dict[str, Any]] = spec.manifest.get("files") or {}
+    if not files or not all(_safe_relative(name) for name in files):
+        raise IntegrityError(f"{spec.label}: the manifest lists no usable files")
+    target = local_dir(spec)
+    if target.is_dir():
+        try:
+            _verify(target, files, spec)
+            return target
+        except IntegrityError:
+            logger.error("%s: the disk cache failed verification; fetching it again", spec.label)
+            shutil.rmtree(target, ignore_errors=True)
+    staging = target.with_name(f".{target.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        for name in files:
+            path = staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as handle:
+                storage.download_stream(spec.object_prefix + name, handle)
+        _verify(staging, files, spec)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            staging.rename(target)
+        except OSError:  # another process fetched it first; theirs was verified the same way
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _verify(folder: Path, files: dict[str, dict[str, Any]], spec: VersionSpec) -> None:
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file() or _digest(path) != expected.get("sha256"):
+            logger.error("%s: %s does not match its manifest sha256; refusing to load it", spec.label, name)
+            raise IntegrityError(f"{spec.label}: {name} does not match the manifest")
+
+
+def warm_up() -> None:
+    """Import TensorFlow and start its runtime once, so no user's request and no memory reading pays for it."""
+    import tensorflow as tf
+
+    tf.constant([1.0]) + 1.0
+
+
+def load(spec: VersionSpec) -> LoadedModel:
+    """Fetch, verify and load one version; the memory it takes is the process's growth while loading."""
+    started = time.monotonic()
+    folder = fetch(spec)
+    with _LOAD_LOCK:
+        import tensorflow as tf
+
+        before = _rss_bytes()
+        saved = tf.saved_model.load(str(folder))
+        model = LoadedModel(spec, saved, Signature.from_manifest(spec.manifest), 0, 0.0)
+        model.predict(model.signature.example_batch())  # builds the kernels now, not on a user's request
+        grown = _rss_bytes() - before
+    size_on_disk = sum(int(f.get("size", 0)) for f in spec.manifest["files"].values())
+    model.memory_bytes = max(grown, size_on_disk)
+    model.load_seconds = time.monotonic() - started
+    logger.info("loaded %s in %.2f s (%d MB)", spec.label, model.load_seconds, model.memory_bytes // 2**20)
+    return model

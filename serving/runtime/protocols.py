@@ -1,0 +1,235 @@
+"""Request bodies of the two protocols -> columns for the batcher, and model outputs -> response bodies.
+
+TensorFlow Serving REST: ``{"instances": [...]}`` (rows) or ``{"inputs": ...}``
+(columns), optional ``signature_name``. KServe Open Inference Protocol v2:
+``{"inputs": [{"name", "shape", "datatype", "data"}], "outputs": [...]}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from serving.runtime.signatures import V2_DATATYPES, InputError, Signature
+
+SIGNATURE_NAME = "serving_default"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    columns: dict[str, np.ndarray]
+    rows: int
+    row_format: bool = True  # TF Serving: answer "predictions" (rows) or "outputs" (columns)
+    request_id: str | None = None
+    output_names: tuple[str, ...] | None = None  # KServe: the outputs asked for
+
+
+def _check_rows(rows: int, max_instances: int) -> None:
+    if rows == 0:
+        raise InputError("The request has no instances.")
+    if rows > max_instances:
+        raise InputError(f"At most {max_instances} instances per request; this one has {rows}.")
+
+
+def _unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InputError(f"Unknown field(s): {', '.join(unknown)}.")
+
+
+def parse_tfserving(body: Any, signature: Signature, *, max_instances: int) -> Parsed:
+    if not isinstance(body, dict):
+        raise InputError('The body must be a JSON object with "instances" or "inputs".')
+    _unknown_fields(body, {"instances", "inputs", "signature_name"})
+    name = body.get("signature_name", SIGNATURE_NAME)
+    if name != SIGNATURE_NAME:
+        raise InputError(f"Unknown signature_name {name!r}; this model has {SIGNATURE_NAME!r}.")
+    if ("instances" in body) == ("inputs" in body):
+        raise InputError('Send exactly one of "instances" (rows) or "inputs" (columns).')
+    if "instances" in body:
+        return _instances(body["instances"], signature, max_instances)
+    return _inputs(body["inputs"], signature, max_instances)
+
+
+def _instances(instances: Any, signature: Signature, max_instances: int) -> Parsed:
+    if not isinstance(instances, list):
+        raise InputError('"instances" must be a list with one entry per row.')
+    _check_rows(len(instances), max_instances)
+    names = signature.input_names
+    per_input: dict[str, list[Any]] = {name: [] for name in names}
+    for row, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            _check_names(set(instance), names, where=f"instance {row}")
+            for name in names:
+                per_input[name].append(instance[name])
+        elif len(names) == 1:
+            per_input[names[0]].append(instance)
+        else:
+            raise InputError(f"This model takes {len(names)} inputs: each instance must be an object naming them.")
+    columns = {spec.name: spec.convert(per_input[spec.name]) for spec in signature.inputs}
+    return Parsed(columns=columns, rows=len(instances))
+
+
+def _inputs(inputs: Any, signature: Signature, max_instances: int) -> Parsed:
+    names = signature.input_names
+    if isinstance(inputs, list) and len(names) == 1:
+        inputs = {names[0]: inputs}
+    if not isinstance(inputs, dict):
+        raise InputError(f'"inputs" must be an object mapping {", ".join(names)} to lists of values.')
+    _check_names(set(inputs), names, where='"inputs"')
+    lengths = set()
+    for name in names:
+        if not isinstance(inputs[name], list):
+            raise InputError(f"Input '{name}' must be a list with one value per row.")
+        lengths.add(len(inputs[name]))
+    if len(lengths) > 1:
+        raise InputError("Every input must have the same number of rows.")
+    rows = lengths.pop()
+    _check_rows(rows, max_instances)
+    columns = {spec.name: spec.convert(inputs[spec.name]) for spec in signature.inputs}
+    return Parsed(columns=columns, rows=rows, row_format=False)
+
+
+def _check_names(given: set[str], expected: list[str], *, where: str) -> None:
+    missing = [n for n in expected if n not in given]
+    unknown = sorted(given - set(expected))
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown input(s) {', '.join(unknown)}")
+        raise InputError(f"{where}: {'; '.join(parts)}. The model takes {', '.join(expected)}.")
+
+
+def tfserving_response(outputs: dict[str, np.ndarray], parsed: Parsed) -> dict[str, Any]:
+    lists = {name: values.tolist() for name, values in outputs.items()}
+    if not parsed.row_format:
+        return {"outputs": lists}
+    names = list(lists)
+    return {"predictions": [dict(zip(names, row, strict=True)) for row in zip(*lists.values(), strict=True)]}
+
+
+def parse_v2(body: Any, signature: Signature, *, max_instances: int) -> Parsed:
+    if not isinstance(body, dict):
+        raise InputError('The body must be a JSON object with "inputs".')
+    _unknown_fields(body, {"id", "parameters", "inputs", "outputs"})
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InputError('"id" must be a string.')
+    tensors = body.get("inputs")
+    if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
+        raise InputError('"inputs" must be a list of tensors, each {"name", "shape", "datatype", "data"}.')
+    by_name: dict[str, dict[str, Any]] = {}
+    for tensor in tensors:
+        name = tensor.get("name")
+        if not isinstance(name, str) or name in by_name:
+            raise InputError("Every input tensor needs a distinct string name.")
+        by_name[name] = tensor
+    _check_names(set(by_name), signature.input_names, where='"inputs"')
+    columns, rows = {}, set()
+    for spec in signature.inputs:
+        values, count = _v2_tensor(by_name[spec.name], spec.name, V2_DATATYPES[spec.dtype])
+        rows.add(count)
+        columns[spec.name] = spec.convert(values)
+    if len(rows) > 1:
+        raise InputError("Every input must have the same number of rows.")
+    count = rows.pop()
+    _check_rows(count, max_instances)
+    return Parsed(columns=columns, rows=count, request_id=request_id, output_names=_v2_outputs(body, signature))
+
+
+def _v2_tensor(tensor: dict[str, Any], name: str, datatype: str) -> tuple[list[Any], int]:
+    _unknown_fields(tensor, {"name", "shape", "datatype", "data", "parameters"})
+    shape, given_type, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
+    if given_type != datatype:
+        raise InputError(f"Input '{name}' has datatype {datatype}, not {given_type!r}.")
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InputError(f"Input '{name}': shape must be a list of non-negative integers, rows first.")
+    if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+        raise InputError(f"Input '{name}' takes shape [rows] or [rows, 1], not {shape}.")
+    if not isinstance(data, list):
+        raise InputError(f"Input '{name}': data must be a list.")
+    flat = [v for item in data for v in item] if data and all(isinstance(i, list) for i in data) else data
+    if len(flat) != shape[0]:
+        raise InputError(f"Input '{name}': shape {shape} needs {shape[0]} values, data has {len(flat)}.")
+    return flat, shape[0]
+
+
+def _v2_outputs(body: dict[str, Any], signature: Signature) -> tuple[str, ...] | None:
+    requested = body.get("outputs")
+    if requested is None:
+        return None
+    if not isinstance(requested, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+    ):
+        raise InputError('"outputs" must be a list of {"name": ...}.')
+    names = tuple(o["name"] for o in requested)
+    unknown = [n for n in names if n not in signature.output_names]
+    if unknown:
+        raise InputError(f"Unknown output(s) {', '.join(unknown)}; the model has {', '.join(signature.output_names)}.")
+    return names
+
+
+def v2_response(
+    outputs: dict[str, np.ndarray], parsed: Parsed, signature: Signature, *, model_name: str, version: int
+) -> dict[str, Any]:
+    names = parsed.output_names or tuple(outputs)
+    body: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(version),
+        "outputs": [
+            {
+                "name": name,
+                "datatype": signature.output_datatype(name),
+                "shape": list(outputs[name].shape),
+                "data": outputs[name].reshape(-1).tolist(),
+            }
+            for name in names
+        ],
+    }
+    if parsed.request_id is not None:
+        body["id"] = parsed.request_id
+    return body
+
+
+def tfserving_metadata(signature: Signature, *, model_name: str, version: int) -> dict[str, Any]:
+    outputs = {
+        name: {"dtype": "DT_STRING" if name == "label" else "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}]}}
+        for name in signature.output_names
+    }
+    return {
+        "model_spec": {"name": model_name, "signature_name": "", "version": str(version)},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    SIGNATURE_NAME: {
+                        "inputs": {spec.name: spec.tensor_info() | {"name": spec.name} for spec in signature.inputs},
+                        "outputs": outputs,
+                        "method_name": "tensorflow/serving/predict",
+                    }
+                }
+            },
+            "label_names": list(signature.label_names),
+        },
+    }
+
+
+def v2_metadata(signature: Signature, *, model_name: str, versions: list[int]) -> dict[str, Any]:
+    return {
+        "name": model_name,
+        "versions": [str(v) for v in versions],
+        "platform": "tensorflow_savedmodel",
+        "inputs": [spec.v2_metadata() for spec in signature.inputs],
+        "outputs": [
+            {
+                "name": name,
+                "datatype": signature.output_datatype(name),
+                "shape": [-1] if name != "probabilities" else [-1, len(signature.label_names)],
+            }
+            for name in signature.output_names
+        ],
+        "parameters": {"label_names": list(signature.label_names)},
+    }

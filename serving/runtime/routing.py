@@ -1,0 +1,157 @@
+"""Who is calling and which version answers: registry reads cached for a few seconds.
+
+Keys, tenants and a model's aliases and traffic split are re-read from the
+database at most every ``SERVING_ROUTE_TTL_SECONDS``, so an alias move or a
+suspension takes effect within that, with no restart. Published versions
+never change, so their manifests are cached until evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from django.db import close_old_connections
+
+from serving import selectors
+from serving.models import ModelVersion
+from serving.runtime.http import HTTPError
+from serving.runtime.loader import VersionSpec
+from serving.selectors import KeyGrant, ModelRoutes
+
+PREDICT_SCOPE = "predict"
+
+
+class TTLCache:
+    """A bounded mapping whose entries expire; the least recently added go first when full."""
+
+    def __init__(self, *, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl, self.max_entries = ttl, max_entries
+        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: Any) -> tuple[bool, Any]:
+        found = self._items.get(key)
+        if found is None or found[0] < time.monotonic():
+            return False, None
+        return True, found[1]
+
+    def put(self, key: Any, value: Any, *, ttl: float | None = None) -> None:
+        self._items[key] = (time.monotonic() + (self.ttl if ttl is None else ttl), value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+
+class Router:
+    def __init__(self, *, ttl: float, db_executor: Executor, on_routes_changed: Callable[[str, ModelRoutes], None]):
+        self._db = db_executor
+        self._keys = TTLCache(ttl=ttl)
+        self._routes = TTLCache(ttl=ttl)
+        self._manifests = TTLCache(ttl=24 * 3600, max_entries=2_000)
+        self._inflight: dict[Any, asyncio.Future] = {}
+        self._on_routes_changed = on_routes_changed
+
+    async def _read(self, key: Any, function: Callable[..., Any], **kwargs: Any) -> Any:
+        """One database read per key at a time: concurrent misses wait for the same answer."""
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().run_in_executor(self._db, _with_connection, function, kwargs)
+            self._inflight[key] = pending
+            pending.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def caller(self, authorization: bytes | None) -> KeyGrant:
+        if not authorization:
+            raise HTTPError(401, "Send the tenant API key as 'Authorization: Bearer <key>'.")
+        scheme, _, raw = authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not raw.strip():
+            raise HTTPError(401, "Send the tenant API key as 'Authorization: Bearer <key>'.")
+        try:
+            raw_key = raw.strip().decode("ascii")
+        except UnicodeDecodeError:
+            raise HTTPError(401, "Invalid API key.") from None
+        cache_key = hashlib.sha256(raw_key.encode()).hexdigest()
+        found, grant = self._keys.get(cache_key)
+        if not found:
+            grant = await self._read(("key", cache_key), selectors.key_grant, raw_key=raw_key)
+            self._keys.put(cache_key, grant)
+        if grant is None:
+            raise HTTPError(401, "Invalid API key.")
+        if grant.revoked:
+            raise HTTPError(401, "This API key has been revoked.")
+        if grant.expired:
+            raise HTTPError(401, "This API key has expired.")
+        if not grant.tenant_active:
+            raise HTTPError(403, "This tenant is suspended.")
+        if PREDICT_SCOPE not in grant.scopes:
+            raise HTTPError(403, "This API key lacks the 'predict' scope.")
+        return grant
+
+    async def routes(self, grant: KeyGrant, model_name: str) -> ModelRoutes:
+        key = (grant.tenant_id, model_name)
+        found, routes = self._routes.get(key)
+        if not found:
+            routes = await self._read(
+                ("routes", key), selectors.model_routes, tenant_id=grant.tenant_id, model_name=model_name
+            )
+            self._routes.put(key, routes)
+            if routes is not None:
+                self._on_routes_changed(grant.tenant_id, routes)
+        if routes is None:
+            raise HTTPError(404, f"No model named '{model_name}'.")  # another tenant's model looks the same
+        return routes
+
+    async def spec(self, grant: KeyGrant, routes: ModelRoutes, version: int) -> VersionSpec:
+        row = routes.versions[version]
+        found, manifest = self._manifests.get(row.id)
+        if not found:
+            manifest = await self._read(
+                ("manifest", row.id), selectors.version_manifest, tenant_id=grant.tenant_id, version_id=row.id
+            )
+            if manifest is None:
+                raise HTTPError(404, f"{routes.model_name} has no servable version {version}.")
+            self._manifests.put(row.id, manifest)
+        return VersionSpec(
+            tenant_id=grant.tenant_id,
+            tenant_slug=grant.tenant_slug,
+            model_name=routes.model_name,
+            version=version,
+            object_prefix=row.object_prefix,
+            manifest=manifest,
+        )
+
+
+def choose_version(routes: ModelRoutes, *, version: int | None = None, label: str | None = None) -> int:
+    """The version a request reaches: the one named, the label's, else traffic split, production, latest."""
+    if label is not None:
+        if label not in routes.aliases:
+            raise HTTPError(404, f"{routes.model_name} has no label '{label}'.")
+        version = routes.aliases[label]
+    if version is not None:
+        row = routes.versions.get(version)
+        if row is None:
+            raise HTTPError(404, f"{routes.model_name} has no version {version}.")
+        if row.status == ModelVersion.Status.PUBLISHING:
+            raise HTTPError(409, f"Version {version} of {routes.model_name} is still being published; retry shortly.")
+        if row.status != ModelVersion.Status.READY:
+            raise HTTPError(409, f"Version {version} of {routes.model_name} is {row.status} and is not served.")
+        return version
+    if routes.traffic:
+        versions, weights = zip(*sorted(routes.traffic.items()), strict=True)
+        return random.choices(versions, weights=weights)[0]  # noqa: S311 - a traffic split, not a secret
+    if "production" in routes.aliases:
+        return routes.aliases["production"]
+    if routes.latest is None:
+        raise HTTPError(404, f"{routes.model_name} has no published version yet.")
+    return routes.latest
+
+
+def _with_connection(function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    close_old_connections()  # a thread of the pool: drop a connection the database has closed
+    return function(**kwargs)
