@@ -90,8 +90,11 @@ class ModelRoutes:
         return max(ready) if ready else None
 
     def referenced(self) -> set[int]:
-        """Versions a request without a version number can reach, or that an alias names."""
-        return set(self.traffic) | set(self.aliases.values()) | ({self.latest} if self.latest else set())
+        """Versions that a request without a version number can reach, or that an alias names."""
+        default = set(self.traffic) or ({self.aliases["production"]} if "production" in self.aliases else set())
+        if not default and self.latest:
+            default = {self.latest}
+        return default | set(self.aliases.values())
 
 
 def model_routes(*, tenant_id: str, model_name: str) -> ModelRoutes | None:

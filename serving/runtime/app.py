@@ -257,13 +257,32 @@ class ServingApp:
 
     # --- Hot swap and metering ----------------------------------------------
 
-    def _routes_changed(self, tenant_id: str, routes: ModelRoutes) -> None:
-        """Unload versions that aliases, the split and 'latest' stopped pointing at (after in-flight requests)."""
+    def _routes_changed(self, grant: KeyGrant, routes: ModelRoutes) -> None:
+        """Hot swap: load versions the routes newly point at, unload those they stopped pointing at.
+
+        A newly referenced version is loaded in the background at once, so
+        the first requests routed to it find it warm (or wait on that one
+        load); a dropped one is unloaded when its in-flight requests finish.
+        """
+        key = (grant.tenant_id, routes.model_name)
         now = routes.referenced()
-        before = self._referenced.get((tenant_id, routes.model_name), now)
-        self._referenced[(tenant_id, routes.model_name)] = now
+        before = self._referenced.get(key)
+        self._referenced[key] = now
+        if before is None:
+            return
         for version in before - now:
-            self.cache.retire((tenant_id, routes.model_name, version))
+            self.cache.retire((grant.tenant_id, routes.model_name, version))
+        for version in now - before:
+            if routes.versions[version].status == "ready":
+                asyncio.get_running_loop().create_task(self._preload(grant, routes, version))
+
+    async def _preload(self, grant: KeyGrant, routes: ModelRoutes, version: int) -> None:
+        try:
+            spec = await self.router.spec(grant, routes, version)
+            async with self.cache.lease(spec):
+                pass
+        except Exception:  # the first request for it will load it, or answer why not
+            logger.warning("could not preload %s v%s", routes.model_name, version, exc_info=True)
 
     async def flush_usage(self) -> None:
         counts = self.meter.take()
@@ -286,7 +305,3 @@ class ServingApp:
 def _require(scope: dict[str, Any], method: str) -> None:
     if scope["method"] != method:
         raise HTTPError(405, f"Use {method} here.", headers={"Allow": method})
-
-
-def grant_label(grant: KeyGrant) -> str:
-    return grant.tenant_slug

@@ -49,7 +49,9 @@ class TTLCache:
 
 
 class Router:
-    def __init__(self, *, ttl: float, db_executor: Executor, on_routes_changed: Callable[[str, ModelRoutes], None]):
+    def __init__(
+        self, *, ttl: float, db_executor: Executor, on_routes_changed: Callable[[KeyGrant, ModelRoutes], None]
+    ):
         self._db = db_executor
         self._keys = TTLCache(ttl=ttl)
         self._routes = TTLCache(ttl=ttl)
@@ -102,7 +104,7 @@ class Router:
             )
             self._routes.put(key, routes)
             if routes is not None:
-                self._on_routes_changed(grant.tenant_id, routes)
+                self._on_routes_changed(grant, routes)
         if routes is None:
             raise HTTPError(404, f"No model named '{model_name}'.")  # another tenant's model looks the same
         return routes

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""The in-process limit: the SavedModel's ``serving_default`` called in a tight loop, no HTTP, no batcher.
+
+    .venv/bin/python bench/_inprocess.py --model-dir DIR --inputs-file seqs.json --batch-sizes 1,12 --seconds 5
+
+Run as its own process (TensorFlow is imported here, not in the bench's main
+process, and nothing else competes with it). Each call does what the
+serving process's ``LoadedModel.predict`` does around the model: a numpy
+object array of UTF-8 bytes -> ``tf.constant`` -> the signature -> ``.numpy()``,
+rotating over the real sample sequences. Prints one JSON object per batch
+size: calls, rows/s and the per-call p50/p99 latency in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def measure(function, input_name: str, output: str, batches: list, seconds: float) -> dict:
+    import tensorflow as tf
+
+    def call(batch: np.ndarray) -> np.ndarray:
+        return function(**{input_name: tf.constant(batch)})[output].numpy()
+
+    for batch in batches[:20]:  # warm-up: traces and kernels for this batch shape
+        call(batch)
+    latencies, rows, index = [], 0, 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while True:
+        batch = batches[index % len(batches)]
+        index += 1
+        t0 = time.perf_counter()
+        call(batch)
+        t1 = time.perf_counter()
+        latencies.append(t1 - t0)
+        rows += len(batch)
+        if t1 >= deadline:
+            break
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "batch_size": len(batches[0]),
+        "calls": len(latencies),
+        "rows_per_s": rows / elapsed,
+        "calls_per_s": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--inputs-file", required=True, help="a JSON list of input strings")
+    parser.add_argument("--batch-sizes", default="1")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    tf.constant([1.0]) + 1.0  # start the runtime before timing anything
+    saved = tf.saved_model.load(args.model_dir)
+    function = saved.signatures["serving_default"]
+    (input_name, spec), *_ = function.structured_input_signature[1].items()
+    output = sorted(function.structured_outputs)[0]
+    rank = len(spec.shape)
+    with open(args.inputs_file) as handle:
+        values = [v.encode("utf-8") for v in json.load(handle)]
+    results = []
+    for size in (int(s) for s in args.batch_sizes.split(",")):
+        batches = []
+        for start in range(0, max(len(values), size * 64), size):
+            batch = np.empty(size, dtype=object)
+            batch[:] = [values[(start + i) % len(values)] for i in range(size)]
+            batches.append(batch.reshape(-1, 1) if rank == 2 else batch)
+        results.append(measure(function, input_name, output, batches, args.seconds))
+    print(json.dumps({"input": input_name, "output": output, "tensorflow": tf.__version__, "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
