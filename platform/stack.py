@@ -14,6 +14,7 @@ by their process ids.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import signal
@@ -34,6 +35,7 @@ from core.s3server import S3Server, port_is_open, start_s3_server, stop_pid  # n
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 API = "127.0.0.1:8000"
+SERVING = "127.0.0.1:8001"
 
 
 def base_env() -> dict[str, str]:
@@ -93,6 +95,16 @@ def start_api(env: dict[str, str]) -> subprocess.Popen:
     return process
 
 
+def start_serving(env: dict[str, str]) -> subprocess.Popen:
+    """The prediction process (TF Serving REST + KServe v2), apart from the API."""
+    host, port = SERVING.split(":")
+    process = subprocess.Popen(
+        [PYTHON, str(ROOT / "manage.py"), "serve_models", "--host", host, "--port", port], env=env, cwd=ROOT
+    )
+    wait_http(f"http://{SERVING}/v2/health/ready", process)
+    return process
+
+
 def start_worker(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [
@@ -126,9 +138,9 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
-def api_call(method: str, path: str, key: str, body: dict | None = None) -> dict:
+def api_call(method: str, path: str, key: str, body: dict | None = None, *, host: str = API) -> dict:
     request = urllib.request.Request(
-        f"http://{API}{path}",
+        f"http://{host}{path}",
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
@@ -220,8 +232,10 @@ def cmd_up(args) -> int:
         tenant = create_demo_tenant(env, "Demo")
         processes.append(start_api(env))
         processes.append(start_worker(env))
+        processes.append(start_serving(env))
         print()
         print(f"API:        http://{API}/api/v1/   (OpenAPI docs: http://{API}/api/docs/)")
+        print(f"Serving:    http://{SERVING}/v1/models/<name>:predict  and  /v2/models/<name>/infer")
         print(f"Admin:      http://{API}/admin/    (create a login: python manage.py createsuperuser)")
         print(f"S3:         {s3_endpoint(env)}")
         print(f"Demo tenant {tenant['slug']}, API key: {tenant['api_key']}")
@@ -247,6 +261,7 @@ def cmd_demo(args) -> int:
         print(f"   API key (shown once): {tenant['api_key']}")
         processes.append(start_api(env))
         processes.append(start_worker(env))
+        processes.append(start_serving(env))
         me = api_call("GET", "/api/v1/tenant", tenant["api_key"])
         print(
             f"2. GET /api/v1/tenant -> tenant {me['tenant']['slug']}, caller role {me['caller']['role']}, "
@@ -308,10 +323,42 @@ def cmd_demo(args) -> int:
             f"tenants/{tenant['tenant_id']}/models/{job['model_name']}/{job['model_version']}/ "
             "(SavedModel + manifest.json)"
         )
+        predict_over_http(tenant["api_key"], job["model_name"], job["model_version"], clicks)
         print("demo finished: the platform is up on the embedded defaults.")
         return 0
     finally:
         stop_all(processes, s3)
+
+
+def predict_over_http(key: str, model_name: str, version: int, sample_csv: Path) -> None:
+    """Promote the new version to production, then ask the serving process about two real visitors."""
+    api_call("PUT", f"/api/v1/models/{model_name}/aliases/production", key, {"version": version})
+    print(f"8. promoted {model_name} v{version}: alias production -> v{version} (PUT /api/v1/models/.../aliases)")
+    rows = list(csv.DictReader(sample_csv.open()))
+    clicked = next(r for r in rows if r["clicked"] == "1")
+    skipped = next(r for r in rows if r["clicked"] == "0")
+    started = time.perf_counter()
+    answer = api_call(
+        "POST",
+        f"/v1/models/{model_name}:predict",
+        key,
+        {"instances": [clicked["item_sequence"], skipped["item_sequence"]]},
+        host=SERVING,
+    )
+    cold = time.perf_counter() - started
+    started = time.perf_counter()
+    api_call("POST", f"/v1/models/{model_name}:predict", key, {"instances": [clicked["item_sequence"]]}, host=SERVING)
+    warm = time.perf_counter() - started
+    print(
+        f"9. POST http://{SERVING}/v1/models/{model_name}:predict (TF Serving REST), first call {cold:.2f} s "
+        f"(load from S3, sha256 checked), next {warm * 1000:.1f} ms:"
+    )
+    for row, prediction in zip((clicked, skipped), answer["predictions"], strict=True):
+        shown = " ".join(row["item_sequence"].split()[-6:])
+        print(
+            f"   ...{shown} (clicked={row['clicked']}) -> P(click) {prediction['probability']:.3f}, "
+            f"label {prediction['label']}"
+        )
 
 
 def cmd_s3(args) -> int:

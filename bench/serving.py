@@ -1,0 +1,629 @@
+#!/usr/bin/env python
+"""Serving process vs MLflow vs the in-process limit, side by side, on the seed model (one run).
+
+    .venv/bin/python bench/serving.py [--seconds 8] [--rows 5000] [--epochs 2] [--versions 10]
+
+Starts its own SeaweedFS (``--s3-port``, 18433) and SQLite, trains the seed
+model (``sequence_ctr`` with its default layer sizes) through the platform's
+own trainer so a version is published to the registry, then measures:
+
+- the serving process (``manage.py serve_models``, a subprocess): the cold
+  load of the version (first request: download, sha256, TensorFlow load) and
+  batch-1 requests at concurrency 1, 8 and 32 (TF Serving REST ``:predict``);
+- MLflow (``mlflow models serve``, its default worker count) serving the same
+  SavedModel as a pyfunc model, at the same concurrencies. MLflow lives in its
+  own venv, ``var/bench/mlflow-venv`` from ``bench/requirements-mlflow.txt``,
+  created when missing; it is never a project requirement;
+- the in-process limit: ``serving_default`` called in a loop in a plain
+  process, at batch 1 and at the mean batch the batcher formed at c=32;
+- memory: ``serving_model_memory_bytes`` of the version and of ``--versions``
+  re-published copies loaded side by side, the process RSS, and how many
+  seed-model versions fit in a 2 GiB budget.
+
+The load generator (``bench/_loadgen.py``) is a separate process with one
+keep-alive connection per concurrent client, rotating over real sample
+sequences, one instance per request; only 200 answers count. Prints one
+table and the targets with PASS/FAIL. Exits 0 when everything was measured
+(whatever the verdicts: it is a report), 2 when something could not be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+# This file is bench/serving.py, and Python puts its folder first on sys.path: "import serving" (the Django
+# app, also imported by Django itself) would find this file instead. The project goes first, the bench's
+# helpers (_stack, model_quality) after it.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE))
+
+from _stack import ROOT, bench_tenant, embedded_stack  # noqa: E402
+from model_quality import dataset_from_sample, train  # noqa: E402
+
+MODEL = "ctr"
+BUDGET = 2 * 1024**3
+MLFLOW_VENV = ROOT / "var" / "bench" / "mlflow-venv"
+MLFLOW_REQUIREMENTS = HERE / "requirements-mlflow.txt"
+LOGS = ROOT / "var" / "bench" / "serving-last"
+CONCURRENCIES = (1, 8, 32)
+
+
+class Unmeasured(Exception):
+    """Something the report needs could not be measured (the run exits 2)."""
+
+
+# --- Processes ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    """A server subprocess in its own session, stopped by its process group id (MLflow forks uvicorn)."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.name = name
+        self.log = LOGS / f"{name}.log"
+        with open(self.log, "wb") as handle:
+            self.process = subprocess.Popen(
+                command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_http(self, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise Unmeasured(f"{self.name} exited ({self.process.returncode}); see {self.log}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise Unmeasured(f"{self.name} was not ready at {url} within {timeout:.0f} s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+
+    def odd_lines(self) -> list[str]:
+        """Errors and warnings the server logged (the report shows them: a quiet log is part of the result)."""
+        pattern = re.compile(r"error|exception|traceback|warning|critical", re.IGNORECASE)
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if pattern.search(line)]
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise Unmeasured(f"no VmRSS for process {pid}")
+
+
+# --- HTTP ---------------------------------------------------------------------
+
+
+def post(url: str, body: dict, headers: dict[str, str] | None = None) -> tuple[int, dict, float]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"} | (headers or {}),
+    )
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    return status, json.loads(raw or b"{}"), time.perf_counter() - started
+
+
+def scrape(base: str) -> dict[str, float]:
+    """``/metrics`` as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def probabilities(predictions: list) -> list[float]:
+    """P(click) per row from either server's answer (the serving process also names the label: a dict per row)."""
+    out = []
+    for row in predictions:
+        while isinstance(row, list) and len(row) == 1:
+            row = row[0]
+        out.append(float(row["probability"] if isinstance(row, dict) else row))
+    return out
+
+
+# --- Steps --------------------------------------------------------------------
+
+
+def mlflow_pins() -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in MLFLOW_REQUIREMENTS.read_text().splitlines())
+    return [line for line in lines if "==" in line]
+
+
+def mlflow_venv(python: str) -> str:
+    """The MLflow venv's python, created from the pinned requirements when missing or not importable."""
+    pins = dict(pin.split("==", 1) for pin in mlflow_pins())
+    venv_python = MLFLOW_VENV / "bin" / "python"
+    probe = "import json, mlflow, tensorflow; print(json.dumps([mlflow.__version__, tensorflow.__version__]))"
+
+    def works() -> bool:
+        if not venv_python.exists():
+            return False
+        found = subprocess.run([venv_python, "-c", probe], capture_output=True, text=True, check=False)
+        lines = found.stdout.strip().splitlines()
+        return (
+            found.returncode == 0 and bool(lines) and json.loads(lines[-1]) == [pins["mlflow"], pins["tensorflow-cpu"]]
+        )
+
+    if not works():
+        print(f"creating {MLFLOW_VENV} from {MLFLOW_REQUIREMENTS.relative_to(ROOT)} (once; a few minutes)", flush=True)
+        subprocess.run([python, "-m", "venv", "--clear", MLFLOW_VENV], check=True)
+        subprocess.run([venv_python, "-m", "pip", "install", "--quiet", "-r", MLFLOW_REQUIREMENTS], check=True)
+        if not works():
+            raise Unmeasured(f"{MLFLOW_VENV} does not import the pinned mlflow and tensorflow-cpu")
+    return str(venv_python)
+
+
+def mlflow_default_workers(venv_python: str) -> int:
+    """The worker count ``mlflow models serve`` uses when not told (read from this version's --help)."""
+    mlflow = str(Path(venv_python).parent / "mlflow")
+    text = subprocess.run([mlflow, "models", "serve", "--help"], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"--workers\b.*?\(default:\s*(\d+)\)", text, re.DOTALL)
+    if not found:
+        raise Unmeasured("mlflow models serve --help names no default worker count")
+    return int(found.group(1))
+
+
+def loadgen(url: str, bodies: Path, headers: list[str], concurrency: int, args) -> dict:
+    command = [
+        sys.executable,
+        str(HERE / "_loadgen.py"),
+        "--url",
+        url,
+        "--body-file",
+        str(bodies),
+        "--concurrency",
+        str(concurrency),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+    ]
+    for header in headers:
+        command += ["--header", header]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
+    if done.returncode != 0:
+        raise Unmeasured(f"load generator failed on {url}: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not result["requests"]:
+        raise Unmeasured(f"no 200 answers from {url} at c={concurrency}: {result}")
+    return result
+
+
+def in_process(model_dir: Path, inputs: Path, batch_sizes: list[int], seconds: float) -> dict:
+    command = [
+        sys.executable,
+        str(HERE / "_inprocess.py"),
+        "--model-dir",
+        str(model_dir),
+        "--inputs-file",
+        str(inputs),
+        "--batch-sizes",
+        ",".join(map(str, batch_sizes)),
+        "--seconds",
+        str(seconds),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120 + 4 * seconds)
+    if done.returncode != 0:
+        raise Unmeasured(f"in-process run failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def sample_sequences(dataset, column: str, count: int) -> list[str]:
+    """Random rows of the stored dataset's feature column (what clients would send)."""
+    from core import storage
+
+    rows = csv.DictReader(io.StringIO(storage.get_bytes(dataset.object_key).decode("utf-8")))
+    values = [row[column] for row in rows]
+    return random.Random(7).sample(values, min(count, len(values)))
+
+
+def download_version(version, target: Path) -> Path:
+    """The published SavedModel files (those the manifest lists), as the serving process would fetch them."""
+    from core import storage
+
+    for name in version.manifest["files"]:
+        path = target / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as handle:
+            storage.download_stream(version.object_prefix + name, handle)
+    return target
+
+
+def publish_copy(source, export_dir: Path):
+    """A new version of the same model with the same files: the registry's own publish, no training."""
+    from django.db import transaction
+
+    from serving import publishing
+    from serving.models import ModelVersion, RegisteredModel
+
+    with transaction.atomic():
+        model = RegisteredModel.objects.select_for_update().get(pk=source.model_id)
+        model.last_version += 1
+        model.save(update_fields=["last_version"])
+        row = ModelVersion.objects.create(
+            tenant_id=source.tenant_id,
+            model=model,
+            version=model.last_version,
+            dataset_id=source.dataset_id,
+            template=source.template,
+            object_prefix=publishing.version_prefix(source.tenant_id, model.name, model.last_version),
+        )
+    fields = {k: v for k, v in source.manifest.items() if k not in {"model_name", "version", "files", "created_at"}}
+    fields.pop("metrics", None)
+    return publishing.publish(version=row, export_dir=export_dir, manifest_fields=fields, metrics=source.metrics)
+
+
+def predict_version(base: str, key: str, number: int, sequence: str, tries: float = 10.0) -> float:
+    """Seconds for one request on a named version, retrying while the serving process has not seen it yet."""
+    deadline = time.monotonic() + tries
+    while True:
+        status, body, seconds = post(
+            f"{base}/v1/models/{MODEL}/versions/{number}:predict",
+            {"instances": [sequence]},
+            {"Authorization": f"Bearer {key}"},
+        )
+        if status == 200:
+            return seconds
+        if status != 404 or time.monotonic() > deadline:  # 404: routes are cached for SERVING_ROUTE_TTL_SECONDS
+            raise Unmeasured(f"version {number}: {status} {body}")
+        time.sleep(0.25)
+
+
+def batch_delta(before: dict[str, float], after: dict[str, float]) -> dict:
+    count = after["serving_batch_rows_count"] - before["serving_batch_rows_count"]
+    rows = after["serving_batch_rows_sum"] - before["serving_batch_rows_sum"]
+    buckets, previous = {}, 0.0
+    for name in sorted(
+        (n for n in after if n.startswith("serving_batch_rows_bucket")),
+        key=lambda n: math.inf if "+Inf" in n else float(n.split('"')[1]),
+    ):
+        cumulative = after[name] - before.get(name, 0.0)
+        buckets[name.split('"')[1]] = int(cumulative - previous)
+        previous = cumulative
+    return {"batches": int(count), "rows": int(rows), "mean": rows / count if count else float("nan"), "le": buckets}
+
+
+# --- The run ------------------------------------------------------------------
+
+
+def run(args, base_env: dict[str, str], report: dict) -> None:
+    venv_python = mlflow_venv(sys.executable)
+    report["mlflow_workers"] = mlflow_default_workers(venv_python)
+    with embedded_stack(s3_port=args.s3_port, name="serving") as env:
+        from django.conf import settings
+
+        from serving.models import ModelVersion
+
+        work = Path(env["BENCH_WORK_DIR"])
+        tenant, key = bench_tenant("ServingBench")
+        tenant.plan.predictions_per_minute = 2_000_000_000  # the rate limit is not what is measured here
+        tenant.plan.save()
+        print(f"training sequence_ctr on {args.rows} ctr rows, {args.epochs} epochs ...", flush=True)
+        dataset = dataset_from_sample(tenant, "ctr", args.rows, "clicked")
+        job, report["train_seconds"] = train(tenant, dataset, "sequence_ctr", MODEL, "clicked", {"epochs": args.epochs})
+        version = ModelVersion.objects.get(job=job)
+        column = job.feature_columns[0]
+        report["auc"] = job.metrics.get("auc")
+        report["model_bytes"] = version.size_bytes
+        export = download_version(version, work / "export" / "v1")
+
+        sequences = sample_sequences(dataset, column, args.samples)
+        inputs = work / "sequences.json"
+        inputs.write_text(json.dumps(sequences))
+        serving_bodies, mlflow_bodies = work / "serving.jsonl", work / "mlflow.jsonl"
+        serving_bodies.write_text("".join(json.dumps({"instances": [s]}) + "\n" for s in sequences))
+        mlflow_bodies.write_text(
+            "".join(json.dumps({"dataframe_split": {"columns": [column], "data": [[s]]}}) + "\n" for s in sequences)
+        )
+
+        services: list[Service] = []
+        try:
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            serving_env = dict(os.environ) | {"SERVING_CACHE_DIR": str(work / "model-cache"), "PYTHONUNBUFFERED": "1"}
+            command = [sys.executable, "manage.py", "serve_models", "--host", "127.0.0.1", "--port", str(port)]
+            report["serving_command"] = " ".join(command[1:])
+            serving = Service("serving", command, serving_env, ROOT)
+            services.append(serving)
+            started = time.monotonic()
+            serving.wait_http(f"{base}/v2/health/ready", timeout=180)
+            report["serving_ready_seconds"] = time.monotonic() - started
+            report["serving_rss_idle"] = rss_bytes(serving.pid)
+            auth = {"Authorization": f"Bearer {key}"}
+            label = f"{tenant.slug}/{MODEL}/{version.version}"
+
+            # Cold load: the first request for the version (download + sha256 + TensorFlow load + first call).
+            status, answer, report["cold_request_seconds"] = post(
+                f"{base}/v1/models/{MODEL}/versions/{version.version}:predict", {"instances": [sequences[0]]}, auth
+            )
+            if status != 200:
+                raise Unmeasured(f"first prediction: {status} {answer}")
+            serving_prediction = probabilities(answer["predictions"])
+            metrics = scrape(base)
+            report["load_seconds_metric"] = metrics[f'serving_model_load_seconds_total{{model="{label}"}}']
+            report["memory"] = {label: metrics[f'serving_model_memory_bytes{{model="{label}"}}']}
+            report["warm_request_seconds"] = post(
+                f"{base}/v1/models/{MODEL}/versions/{version.version}:predict", {"instances": [sequences[0]]}, auth
+            )[2]
+
+            for concurrency in CONCURRENCIES:
+                before = scrape(base)
+                result = loadgen(
+                    f"{base}/v1/models/{MODEL}:predict",
+                    serving_bodies,
+                    [f"Authorization: Bearer {key}"],
+                    concurrency,
+                    args,
+                )
+                result["batch"] = batch_delta(before, scrape(base))
+                report["serving"][concurrency] = result
+                print(f"serving c={concurrency}: {summary(result)}", flush=True)
+            report["serving_rss_after_load"] = rss_bytes(serving.pid)
+
+            # The peer: the same SavedModel as an MLflow pyfunc model, served by `mlflow models serve`.
+            mlflow_model = work / "mlflow-model"
+            subprocess.run(
+                [venv_python, str(HERE / "_mlflow_model.py"), "--saved-model", str(export), "--column", column,
+                 "--out", str(mlflow_model), "--requirements", *mlflow_pins()],
+                check=True, capture_output=True, env=base_env, cwd=work,
+            )  # fmt: skip
+            mlflow_port = free_port()
+            mlflow_env = base_env | {"PATH": f"{Path(venv_python).parent}:{base_env.get('PATH', '')}"}
+            mlflow_command = [str(Path(venv_python).parent / "mlflow"), "models", "serve", "-m", str(mlflow_model),
+                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(mlflow_port)]  # fmt: skip
+            report["mlflow_command"] = "mlflow " + " ".join(shlex.quote(a) for a in mlflow_command[1:])
+            mlflow = Service("mlflow", mlflow_command, mlflow_env, work)
+            services.append(mlflow)
+            mlflow.wait_http(f"http://127.0.0.1:{mlflow_port}/ping", timeout=300)
+            status, answer, _ = post(
+                f"http://127.0.0.1:{mlflow_port}/invocations", json.loads(mlflow_bodies.read_text().splitlines()[0])
+            )
+            if status != 200:
+                raise Unmeasured(f"MLflow /invocations: {status} {answer}")
+            mlflow_prediction = probabilities(answer["predictions"])
+            report["prediction_check"] = (serving_prediction, mlflow_prediction)
+            if len(mlflow_prediction) != 1 or abs(mlflow_prediction[0] - serving_prediction[0]) > 1e-4:
+                raise Unmeasured(f"MLflow answers {mlflow_prediction}, the serving process {serving_prediction}")
+            for concurrency in CONCURRENCIES:
+                result = loadgen(f"http://127.0.0.1:{mlflow_port}/invocations", mlflow_bodies, [], concurrency, args)
+                report["mlflow"][concurrency] = result
+                print(f"MLflow c={concurrency}: {summary(result)}", flush=True)
+            mlflow.stop()  # its CPU back before the in-process limit is measured
+
+            # The in-process limit, at batch 1 and at the batch the batcher formed at c=32.
+            formed = report["serving"][32]["batch"]["mean"]
+            report["batch_n"] = max(1, round(formed))
+            limit = in_process(export, inputs, sorted({1, report["batch_n"]}), args.seconds)
+            report["inprocess"] = {r["batch_size"]: r for r in limit["results"]}
+            print(f"in-process: {limit['results']}", flush=True)
+
+            # Memory: more versions of the same model, side by side in the one process.
+            rss_before = rss_bytes(serving.pid)
+            copies = [publish_copy(version, export) for _ in range(args.versions)]
+            time.sleep(settings.SERVING_ROUTE_TTL_SECONDS + 0.2)
+            # Newest first: the request that refreshes the routes also preloads the new 'latest' (hot swap), and
+            # timing another version behind that background load would count both loads.
+            report["copy_cold_seconds"] = [
+                predict_version(base, key, c.version, sequences[1]) for c in reversed(copies)
+            ]
+            metrics = scrape(base)
+            for copy in copies:
+                copy_label = f"{tenant.slug}/{MODEL}/{copy.version}"
+                report["memory"][copy_label] = metrics[f'serving_model_memory_bytes{{model="{copy_label}"}}']
+            report["copy_load_seconds"] = [
+                metrics[f'serving_model_load_seconds_total{{model="{tenant.slug}/{MODEL}/{c.version}"}}']
+                for c in copies
+            ]
+            report["rss_after_copies"] = rss_bytes(serving.pid)
+            report["rss_growth_per_copy"] = (report["rss_after_copies"] - rss_before) / len(copies)
+            report["cache_used_bytes"] = metrics["serving_cache_used_bytes"]
+            report["loaded_models"] = sum(1 for n in metrics if n.startswith("serving_model_memory_bytes{"))
+            per_model = statistics.median(report["memory"].values())
+            report["fit"] = int(BUDGET // per_model)
+
+            if args.verify_fit:
+                more = report["fit"] - report["loaded_models"]
+                print(f"verifying: publishing and loading {more} more copies ...", flush=True)
+                extra = [publish_copy(version, export) for _ in range(max(0, more))]
+                time.sleep(settings.SERVING_ROUTE_TTL_SECONDS + 0.2)
+                for copy in reversed(extra):
+                    predict_version(base, key, copy.version, sequences[1])
+                metrics = scrape(base)
+                report["verify"] = {
+                    "loaded": sum(1 for n in metrics if n.startswith("serving_model_memory_bytes{")),
+                    "evictions": sum(v for n, v in metrics.items() if n.startswith("serving_model_evictions_total")),
+                    "used": metrics["serving_cache_used_bytes"],
+                    "rss": rss_bytes(serving.pid),
+                }
+            report["serving_log"] = serving.odd_lines()
+        finally:
+            for service in reversed(services):
+                service.stop()
+
+
+def summary(result: dict) -> str:
+    return (
+        f"{result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
+        f"{result['errors']} errors"
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def print_report(args, report: dict) -> None:
+    mb = 1024**2
+    workers = report["mlflow_workers"]
+    print()
+    print(
+        f"Seed model sequence_ctr (default layer sizes), {args.rows} ctr rows, {args.epochs} epochs "
+        f"(train {report['train_seconds']:.0f} s, AUC {report['auc']:.3f}); "
+        f"SavedModel {report['model_bytes'] / mb:.2f} MB; "
+        f"{os.cpu_count()} cores; {args.seconds:g} s per level after {args.warmup:g} s warm-up; batch-1 requests"
+    )
+    print(f"serving: {report['serving_command']} (1 process, SERVING_MAX_BATCH_SIZE / BATCH_WAIT defaults)")
+    print(f"MLflow:  {report['mlflow_command']} (default --workers = {workers} uvicorn worker{'s' * (workers != 1)})")
+    print()
+    header = f"{'':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  note"
+    print(header)
+    print("-" * len(header))
+    for concurrency in CONCURRENCIES:
+        r = report["serving"][concurrency]
+        b = r["batch"]
+        note = f"mean batch {b['mean']:.1f} rows ({b['batches']} batches)"
+        print(
+            f"{'serving  c=' + str(concurrency):34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+            f"{r['errors']:7d}  {note}"
+        )
+    for concurrency in CONCURRENCIES:
+        r = report["mlflow"][concurrency]
+        name = f"MLflow   c={concurrency} ({workers} worker, default)"
+        note = r["sample_error"][:60] if r["errors"] else ""
+        print(f"{name:34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d}  {note}")
+    for size, r in sorted(report["inprocess"].items()):
+        name = f"in-process batch {size}" + (" (formed at c=32)" if size == report["batch_n"] and size != 1 else "")
+        print(
+            f"{name:34} {r['rows_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {'-':>7}  "
+            f"rows/s; latency per call; {r['calls_per_s']:.0f} calls/s"
+        )
+    c32 = report["serving"][32]
+    print()
+    b = c32["batch"]
+    print(f"batch sizes formed at c=32 (histogram buckets, batches per le): {b['le']}")
+    print()
+    print("Targets")
+    ratio = c32["rps"] / report["mlflow"][32]["rps"]
+    print(f" (i)   serving c=32 / MLflow c=32 = {ratio:.2f}x (target >= 2x)  {verdict(ratio >= 2)}")
+    limit = report["inprocess"][report["batch_n"]]
+    share = c32["rps"] / limit["rows_per_s"]
+    print(
+        f" (ii)  serving c=32 / in-process at batch {report['batch_n']} = {c32['rps']:.0f} / "
+        f"{limit['rows_per_s']:.0f} rows/s = {share:.0%} (target >= 60%)  {verdict(share >= 0.6)}"
+    )
+    gap = report["serving"][1]["p99_ms"] - report["inprocess"][1]["p50_ms"]
+    print(
+        f" (iii) serving p99 at c=1 - in-process single-call p50 = {report['serving'][1]['p99_ms']:.2f} - "
+        f"{report['inprocess'][1]['p50_ms']:.2f} = {gap:+.2f} ms (target <= 5 ms)  {verdict(gap <= 5)}"
+    )
+    cold = report["cold_request_seconds"]
+    print(
+        f" (iv)  cold load: first request {cold:.2f} s, serving_model_load_seconds_total "
+        f"{report['load_seconds_metric']:.2f} s (target < 2 s)  {verdict(cold < 2)}; "
+        f"copies: median first request {statistics.median(report['copy_cold_seconds']):.2f} s, "
+        f"max {max(report['copy_cold_seconds']):.2f} s"
+    )
+    memory = sorted(report["memory"].values())
+    per_model = statistics.median(memory)
+    print(
+        f" (v)   memory per model (serving_model_memory_bytes, {len(memory)} versions): median {per_model / mb:.1f} MB "
+        f"(min {memory[0] / mb:.1f}, max {memory[-1] / mb:.1f}); RSS growth per loaded copy "
+        f"{report['rss_growth_per_copy'] / mb:.1f} MB; process RSS idle {report['serving_rss_idle'] / mb:.0f} MB, "
+        f"after the load runs {report['serving_rss_after_load'] / mb:.0f} MB, with {report['loaded_models']} "
+        f"versions loaded {report['rss_after_copies'] / mb:.0f} MB -> {report['fit']} seed-model versions fit "
+        f"in a 2 GiB budget"
+    )
+    if "verify" in report:
+        v = report["verify"]
+        print(
+            f"       verified: {v['loaded']} versions loaded, cache {v['used'] / mb:.0f} MB of 2048, "
+            f"{v['evictions']:.0f} evictions, RSS {v['rss'] / mb:.0f} MB"
+        )
+    odd = report.get("serving_log", [])
+    print()
+    print(f"serving process log: {len(odd)} error/warning line(s) (full log: {LOGS.relative_to(ROOT)}/serving.log)")
+    for line in odd[:10]:
+        print(f"  {line[:200]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per load level")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level")
+    parser.add_argument("--rows", type=int, default=5000, help="ctr sample rows to train on")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--versions", type=int, default=10, help="copies of the version loaded for the memory figure")
+    parser.add_argument("--samples", type=int, default=512, help="distinct request inputs (dataset rows)")
+    parser.add_argument("--s3-port", type=int, default=18433)
+    parser.add_argument("--verify-fit", action="store_true", help="load as many versions as should fit in 2 GiB")
+    args = parser.parse_args()
+    print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), flush=True)
+    if LOGS.exists():
+        shutil.rmtree(LOGS)
+    LOGS.mkdir(parents=True)
+    base_env = dict(os.environ)  # before the stack's settings: the helper processes need none of them
+    report: dict = {"serving": {}, "mlflow": {}}
+    try:
+        run(args, base_env, report)
+    except Exception as exc:  # noqa: BLE001 - any failure means a figure is missing: say which, exit 2
+        detail = getattr(exc, "stderr", None)
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        if not isinstance(exc, Unmeasured):
+            traceback.print_exc()
+        print(f"could not measure: {exc!r}" + (f"\n{detail[-3000:]}" if detail else ""), file=sys.stderr)
+        print(f"logs of the servers: {LOGS.relative_to(ROOT)}/", file=sys.stderr)
+        return 2
+    print_report(args, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
