@@ -128,10 +128,11 @@ async def run(args: argparse.Namespace) -> dict:
     ]
     await asyncio.sleep(args.warmup)
     state["counting"] = True
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.sleep(args.seconds)
     state["counting"] = False
     measured = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     state["stop"] = True
     await asyncio.wait(tasks, timeout=30)
     latencies = sorted(stats.latencies)
@@ -143,6 +144,7 @@ async def run(args: argparse.Namespace) -> dict:
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "mean_ms": (sum(latencies) / len(latencies) * 1000) if latencies else float("nan"),
+        "client_cores": cpu / measured,  # this process's own CPU: on a small machine it competes with the server
         "errors": stats.errors,
         "statuses": stats.statuses,
         "sample_error": stats.sample_error,

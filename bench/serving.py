@@ -124,9 +124,26 @@ class Service:
 
     def odd_lines(self) -> list[str]:
         """Errors and warnings the server logged (the report shows them: a quiet log is part of the result)."""
-        pattern = re.compile(r"error|exception|traceback|warning|critical", re.IGNORECASE)
+        pattern = re.compile(r"\b(ERROR|WARNING|CRITICAL)\b|Traceback|Exception")
+        banner = "before absl::InitializeLog()"  # TensorFlow's start-up notice, on every start
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return [line for line in text.splitlines() if pattern.search(line)]
+        return [line for line in text.splitlines() if pattern.search(line) and banner not in line]
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in the group (MLflow's uvicorn is a child of the CLI)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -220,7 +237,8 @@ def mlflow_default_workers(venv_python: str) -> int:
     return int(found.group(1))
 
 
-def loadgen(url: str, bodies: Path, headers: list[str], concurrency: int, args) -> dict:
+def loadgen(url: str, bodies: Path, headers: list[str], concurrency: int, args, server: Service) -> dict:
+    """One load level; also how many cores the server used meanwhile (CPU time / wall time, warm-up included)."""
     command = [
         sys.executable,
         str(HERE / "_loadgen.py"),
@@ -237,10 +255,12 @@ def loadgen(url: str, bodies: Path, headers: list[str], concurrency: int, args) 
     ]
     for header in headers:
         command += ["--header", header]
+    cpu, started = group_cpu_seconds(server.pid), time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
+    server_cores = (group_cpu_seconds(server.pid) - cpu) / (time.monotonic() - started)
     if done.returncode != 0:
         raise Unmeasured(f"load generator failed on {url}: {done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1]) | {"server_cores": server_cores}
     if not result["requests"]:
         raise Unmeasured(f"no 200 answers from {url} at c={concurrency}: {result}")
     return result
@@ -411,6 +431,7 @@ def run(args, base_env: dict[str, str], report: dict) -> None:
                     [f"Authorization: Bearer {key}"],
                     concurrency,
                     args,
+                    serving,
                 )
                 result["batch"] = batch_delta(before, scrape(base))
                 report["serving"][concurrency] = result
@@ -442,7 +463,9 @@ def run(args, base_env: dict[str, str], report: dict) -> None:
             if len(mlflow_prediction) != 1 or abs(mlflow_prediction[0] - serving_prediction[0]) > 1e-4:
                 raise Unmeasured(f"MLflow answers {mlflow_prediction}, the serving process {serving_prediction}")
             for concurrency in CONCURRENCIES:
-                result = loadgen(f"http://127.0.0.1:{mlflow_port}/invocations", mlflow_bodies, [], concurrency, args)
+                result = loadgen(
+                    f"http://127.0.0.1:{mlflow_port}/invocations", mlflow_bodies, [], concurrency, args, mlflow
+                )
                 report["mlflow"][concurrency] = result
                 print(f"MLflow c={concurrency}: {summary(result)}", flush=True)
             mlflow.stop()  # its CPU back before the in-process limit is measured
@@ -505,6 +528,18 @@ def summary(result: dict) -> str:
     )
 
 
+def histogram(batch: dict) -> str:
+    """The non-empty buckets of serving_batch_rows as row ranges ('17-32: 82'), so a mean hides nothing."""
+    parts, low = [], 1
+    for bound, count in batch["le"].items():
+        high = math.inf if bound == "+Inf" else int(float(bound))
+        if count:
+            span = str(high) if high == low else f"{low}-{'' if high == math.inf else high}"
+            parts.append(f"{span}: {count}")
+        low = high + 1 if high != math.inf else low
+    return ", ".join(parts) or "none"
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -522,34 +557,40 @@ def print_report(args, report: dict) -> None:
     print(f"serving: {report['serving_command']} (1 process, SERVING_MAX_BATCH_SIZE / BATCH_WAIT defaults)")
     print(f"MLflow:  {report['mlflow_command']} (default --workers = {workers} uvicorn worker{'s' * (workers != 1)})")
     print()
-    header = f"{'':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  note"
+    header = f"{'':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'server':>7} {'client':>7}  note"
     print(header)
-    print("-" * len(header))
+    print(f"{'':34} {'':>9} {'':>8} {'':>8} {'':>7} {'cores':>7} {'cores':>7}")
+    print("-" * (len(header) + 30))
+
+    def line(name: str, r: dict, note: str) -> None:
+        print(
+            f"{name:34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d} "
+            f"{r['server_cores']:7.2f} {r['client_cores']:7.2f}  {note}"
+        )
+
     for concurrency in CONCURRENCIES:
         r = report["serving"][concurrency]
-        b = r["batch"]
-        note = f"mean batch {b['mean']:.1f} rows ({b['batches']} batches)"
-        print(
-            f"{'serving  c=' + str(concurrency):34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-            f"{r['errors']:7d}  {note}"
+        line(
+            f"serving  c={concurrency}",
+            r,
+            f"mean batch {r['batch']['mean']:.1f} rows ({r['batch']['batches']} batches)",
         )
     for concurrency in CONCURRENCIES:
         r = report["mlflow"][concurrency]
-        name = f"MLflow   c={concurrency} ({workers} worker, default)"
-        note = r["sample_error"][:60] if r["errors"] else ""
-        print(f"{name:34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d}  {note}")
+        name = f"MLflow   c={concurrency} ({workers} worker{'s' * (workers != 1)}, default)"
+        line(name, r, r["sample_error"][:60] if r["errors"] else "")
     for size, r in sorted(report["inprocess"].items()):
         name = f"in-process batch {size}" + (" (formed at c=32)" if size == report["batch_n"] and size != 1 else "")
         print(
-            f"{name:34} {r['rows_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {'-':>7}  "
-            f"rows/s; latency per call; {r['calls_per_s']:.0f} calls/s"
+            f"{name:34} {r['rows_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {'-':>7} {'-':>7} "
+            f"{'-':>7}  rows/s; p50/p99 per call, one thread calling; {r['calls_per_s']:.0f} calls/s"
         )
-    c32 = report["serving"][32]
     print()
-    b = c32["batch"]
-    print(f"batch sizes formed at c=32 (histogram buckets, batches per le): {b['le']}")
+    for concurrency in CONCURRENCIES[1:]:
+        print(f"batches formed at c={concurrency} (rows: count): {histogram(report['serving'][concurrency]['batch'])}")
     print()
     print("Targets")
+    c32 = report["serving"][32]
     ratio = c32["rps"] / report["mlflow"][32]["rps"]
     print(f" (i)   serving c=32 / MLflow c=32 = {ratio:.2f}x (target >= 2x)  {verdict(ratio >= 2)}")
     limit = report["inprocess"][report["batch_n"]]
@@ -561,7 +602,9 @@ def print_report(args, report: dict) -> None:
     gap = report["serving"][1]["p99_ms"] - report["inprocess"][1]["p50_ms"]
     print(
         f" (iii) serving p99 at c=1 - in-process single-call p50 = {report['serving'][1]['p99_ms']:.2f} - "
-        f"{report['inprocess'][1]['p50_ms']:.2f} = {gap:+.2f} ms (target <= 5 ms)  {verdict(gap <= 5)}"
+        f"{report['inprocess'][1]['p50_ms']:.2f} = {gap:+.2f} ms (target <= 5 ms)  {verdict(gap <= 5)}; "
+        f"p50 vs p50 {report['serving'][1]['p50_ms'] - report['inprocess'][1]['p50_ms']:+.2f} ms, "
+        f"p99 vs p99 {report['serving'][1]['p99_ms'] - report['inprocess'][1]['p99_ms']:+.2f} ms"
     )
     cold = report["cold_request_seconds"]
     print(

@@ -85,3 +85,46 @@ def celery_worker(queues: str = "default,cpu,gpu", *, pool: str = "prefork", rea
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@contextmanager
+def serving_process(*, ready_timeout: float = 90, **extra_env: str):
+    """``manage.py serve_models`` on a free port, as deployed; yields its base URL."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_path = ROOT / "var" / "test" / f"serving-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "serve_models", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=subprocess_env(SERVING_CACHE_DIR=str(ROOT / "var" / "test" / f"model-cache-{port}"), **extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                urllib.request.urlopen(base + "/v2/health/ready", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"serving did not start; log:\n{log_path.read_text()[-4000:]}") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
