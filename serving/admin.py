@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from serving.models import ModelVersion, RegisteredModel
+from serving.models import ModelVersion, PredictionUsage, RegisteredModel
 
 
 @admin.register(RegisteredModel)
@@ -23,4 +23,20 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PredictionUsage)
+class PredictionUsageAdmin(admin.ModelAdmin):
+    """Metered predictions per tenant, model, version and hour (written by the serving process)."""
+
+    list_display = ["period_start", "tenant", "model_name", "version", "requests", "predictions", "errors"]
+    list_filter = ["tenant"]
+    date_hierarchy = "period_start"
+    readonly_fields = [f.name for f in PredictionUsage._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.db import models
 
-from serving.models import ModelVersion, RegisteredModel
+from serving.models import ModelVersion, PredictionUsage, RegisteredModel
 from tenants import services
 from tenants.models import ApiKey, Membership, Role, Tenant, User
 from training.models import Dataset, DatasetUpload, TrainingJob
@@ -109,6 +109,22 @@ def make_model_version(tenant: Tenant, *, name: str | None = None, version: int 
     )
 
 
+def make_prediction_usage(tenant: Tenant):
+    from django.utils import timezone
+
+    from serving.models import PredictionUsage
+
+    version = make_model_version(tenant)
+    return PredictionUsage.objects.create(
+        tenant=tenant,
+        model_name=version.model.name,
+        version=version.version,
+        period_start=timezone.now().replace(minute=0, second=0, microsecond=0),
+        requests=3,
+        predictions=5,
+    )
+
+
 OBJECT_FACTORIES: dict[type[models.Model], Callable[[Tenant], models.Model]] = {
     Membership: lambda tenant: make_member(tenant),
     ApiKey: lambda tenant: make_key(tenant, role=Role.MEMBER).api_key,
@@ -117,4 +133,5 @@ OBJECT_FACTORIES: dict[type[models.Model], Callable[[Tenant], models.Model]] = {
     TrainingJob: make_job,
     RegisteredModel: lambda tenant: make_model_version(tenant).model,
     ModelVersion: make_model_version,
+    PredictionUsage: make_prediction_usage,
 }

@@ -41,7 +41,7 @@ def test_train_promote_predict_retrain_move_alias_without_a_failed_request(api_a
                 status, body, headers = call(
                     base, "POST", "/v1/models/ctr:predict", {"instances": [VISITOR]}, tenant_a.raw_key
                 )
-            except Exception as exc:  # noqa: BLE001 - a transport failure is a failed request too
+            except Exception as exc:  # a transport failure is a failed request too
                 answers.append((0, repr(exc), None))
                 continue
             ok = status == 200
