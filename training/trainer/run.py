@@ -353,9 +353,13 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
             try:
                 while not self._stop.wait(HEARTBEAT_EVERY_SECONDS):
                     step = max(0, min(steps, self._iteration() - self.epoch_start_iteration))
-                    state = job_services.heartbeat(
-                        job_id=job.id, progress=_progress(self.epoch + 1, epochs, step, steps)
-                    )
+                    try:
+                        state = job_services.heartbeat(
+                            job_id=job.id, progress=_progress(self.epoch + 1, epochs, step, steps)
+                        )
+                    except OperationalError as exc:  # database busy or away: beat again next time
+                        logger.warning("job %s: heartbeat failed, will retry: %s", job.id, exc)
+                        continue
                     if state == Status.CANCELLING:
                         self.cancelled = True
                         self.model.stop_training = True
