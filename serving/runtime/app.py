@@ -62,6 +62,7 @@ class ServingApp:
             pinned=set(settings.SERVING_PINNED_MODELS),
             load=loader.load,
             load_executor=self._loads,
+            on_unload=self._forget,
         )
         self.router = Router(
             ttl=settings.SERVING_ROUTE_TTL_SECONDS, db_executor=self._db, on_routes_changed=self._routes_changed
@@ -254,6 +255,12 @@ class ServingApp:
             )
             self._batchers[key] = batcher
         return batcher
+
+    def _forget(self, key: tuple[str, str, int]) -> None:
+        """An unloaded version's batcher goes too, unless callers are still with it."""
+        batcher = self._batchers.get(key)
+        if batcher is not None and batcher.idle:
+            del self._batchers[key]
 
     # --- Hot swap and metering ----------------------------------------------
 

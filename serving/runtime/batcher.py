@@ -50,6 +50,10 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._first_at = 0.0
 
+    @property
+    def idle(self) -> bool:
+        return self._expected == 0 and not self._pending and not self._running
+
     @contextlib.asynccontextmanager
     async def caller(self) -> AsyncIterator[Callable[[Columns, int], asyncio.Future]]:
         """Join before parsing the request, so a batch can wait for this caller's rows."""

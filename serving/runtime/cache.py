@@ -54,11 +54,13 @@ class ModelCache:
         pinned: set[str],
         load: Callable[[VersionSpec], LoadedModel],
         load_executor: Executor,
+        on_unload: Callable[[Key], None] | None = None,
     ) -> None:
         self.budget_bytes = budget_bytes
         self.pinned = pinned  # "<tenant slug>/<model>/<version>"
         self._load = load
         self._load_executor = load_executor
+        self._on_unload = on_unload
         self._entries: OrderedDict[Key, Entry] = OrderedDict()
         self._loading: dict[Key, asyncio.Future] = {}
         self.counters: dict[str, Counters] = {}
@@ -160,4 +162,6 @@ class ModelCache:
         if entry is None:
             return
         self._counters(entry.model.spec).evictions += 1
+        if self._on_unload is not None:
+            self._on_unload(key)
         logger.info("unloaded %s (%s)", entry.model.spec.label, reason)
