@@ -29,7 +29,7 @@ def measure(function, input_name: str, output: str, batches: list, seconds: floa
     for batch in batches[:20]:  # warm-up: traces and kernels for this batch shape
         call(batch)
     latencies, rows, index = [], 0, 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     deadline = started + seconds
     while True:
         batch = batches[index % len(batches)]
@@ -42,12 +42,14 @@ def measure(function, input_name: str, output: str, batches: list, seconds: floa
         if t1 >= deadline:
             break
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     latencies.sort()
     return {
         "batch_size": len(batches[0]),
         "calls": len(latencies),
         "rows_per_s": rows / elapsed,
         "calls_per_s": len(latencies) / elapsed,
+        "cores": cpu / elapsed,  # TensorFlow's own threads included: what one calling thread really costs
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
     }

@@ -18,7 +18,8 @@ own trainer so a version is published to the registry, then measures:
   process, at batch 1 and at the mean batch the batcher formed at c=32;
 - memory: ``serving_model_memory_bytes`` of the version and of ``--versions``
   re-published copies loaded side by side, the process RSS, and how many
-  seed-model versions fit in a 2 GiB budget.
+  seed-model versions fit in a 2 GiB budget (``--verify-fit`` loads that
+  many and compares the cache's accounting with the process RSS).
 
 The load generator (``bench/_loadgen.py``) is a separate process with one
 keep-alive connection per concurrent client, rotating over real sample
@@ -37,6 +38,7 @@ import math
 import os
 import random
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -144,6 +146,13 @@ def group_cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle (from /proc/stat): what else ran beside the bench shows up here."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -255,12 +264,20 @@ def loadgen(url: str, bodies: Path, headers: list[str], concurrency: int, args, 
     ]
     for header in headers:
         command += ["--header", header]
-    cpu, started = group_cpu_seconds(server.pid), time.monotonic()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu, busy, started = group_cpu_seconds(server.pid), machine_busy_seconds(), time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
-    server_cores = (group_cpu_seconds(server.pid) - cpu) / (time.monotonic() - started)
+    wall = time.monotonic() - started
+    server_cores = (group_cpu_seconds(server.pid) - cpu) / wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    other_cores = max(0.0, (machine_busy_seconds() - busy - client) / wall - server_cores)
     if done.returncode != 0:
         raise Unmeasured(f"load generator failed on {url}: {done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1]) | {"server_cores": server_cores}
+    result = json.loads(done.stdout.strip().splitlines()[-1]) | {
+        "server_cores": server_cores,
+        "other_cores": other_cores,
+    }
     if not result["requests"]:
         raise Unmeasured(f"no 200 answers from {url} at c={concurrency}: {result}")
     return result
@@ -372,6 +389,7 @@ def run(args, base_env: dict[str, str], report: dict) -> None:
         from serving.models import ModelVersion
 
         work = Path(env["BENCH_WORK_DIR"])
+        report["batching"] = (settings.SERVING_MAX_BATCH_SIZE, settings.SERVING_BATCH_WAIT_MICROSECONDS)
         tenant, key = bench_tenant("ServingBench")
         tenant.plan.predictions_per_minute = 2_000_000_000  # the rate limit is not what is measured here
         tenant.plan.save()
@@ -554,18 +572,31 @@ def print_report(args, report: dict) -> None:
         f"SavedModel {report['model_bytes'] / mb:.2f} MB; "
         f"{os.cpu_count()} cores; {args.seconds:g} s per level after {args.warmup:g} s warm-up; batch-1 requests"
     )
-    print(f"serving: {report['serving_command']} (1 process, SERVING_MAX_BATCH_SIZE / BATCH_WAIT defaults)")
-    print(f"MLflow:  {report['mlflow_command']} (default --workers = {workers} uvicorn worker{'s' * (workers != 1)})")
+    max_batch, wait = report["batching"]
+    print(
+        f"serving: {report['serving_command']} (1 process; SERVING_MAX_BATCH_SIZE {max_batch}, "
+        f"SERVING_BATCH_WAIT_MICROSECONDS {wait}: the defaults)"
+    )
+    print(
+        f"MLflow:  {report['mlflow_command']} (its defaults: --workers = {workers} uvicorn "
+        f"worker{'s' * (workers != 1)}, access log on)"
+    )
+    print(
+        "cores: CPU time / wall time during a level (warm-up included) of the server's processes, of the load "
+        "generator, and of everything else on the machine"
+    )
     print()
-    header = f"{'':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'server':>7} {'client':>7}  note"
+    header = (
+        f"{'':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'server':>7} {'client':>7} {'other':>7}  note"
+    )
     print(header)
-    print(f"{'':34} {'':>9} {'':>8} {'':>8} {'':>7} {'cores':>7} {'cores':>7}")
+    print(f"{'':34} {'':>9} {'':>8} {'':>8} {'':>7} {'cores':>7} {'cores':>7} {'cores':>7}")
     print("-" * (len(header) + 30))
 
     def line(name: str, r: dict, note: str) -> None:
         print(
             f"{name:34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d} "
-            f"{r['server_cores']:7.2f} {r['client_cores']:7.2f}  {note}"
+            f"{r['server_cores']:7.2f} {r['client_cores']:7.2f} {r['other_cores']:7.2f}  {note}"
         )
 
     for concurrency in CONCURRENCIES:
@@ -582,8 +613,8 @@ def print_report(args, report: dict) -> None:
     for size, r in sorted(report["inprocess"].items()):
         name = f"in-process batch {size}" + (" (formed at c=32)" if size == report["batch_n"] and size != 1 else "")
         print(
-            f"{name:34} {r['rows_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {'-':>7} {'-':>7} "
-            f"{'-':>7}  rows/s; p50/p99 per call, one thread calling; {r['calls_per_s']:.0f} calls/s"
+            f"{name:34} {r['rows_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {'-':>7} {r['cores']:7.2f} "
+            f"{'-':>7} {'-':>7}  rows/s; p50/p99 per call, one thread calling; {r['calls_per_s']:.0f} calls/s"
         )
     print()
     for concurrency in CONCURRENCIES[1:]:
@@ -609,7 +640,8 @@ def print_report(args, report: dict) -> None:
     cold = report["cold_request_seconds"]
     print(
         f" (iv)  cold load: first request {cold:.2f} s, serving_model_load_seconds_total "
-        f"{report['load_seconds_metric']:.2f} s (target < 2 s)  {verdict(cold < 2)}; "
+        f"{report['load_seconds_metric']:.2f} s (target < 2 s)  {verdict(cold < 2)}; the same request warm "
+        f"{report['warm_request_seconds'] * 1000:.1f} ms; "
         f"copies: median first request {statistics.median(report['copy_cold_seconds']):.2f} s, "
         f"max {max(report['copy_cold_seconds']):.2f} s"
     )
@@ -621,13 +653,16 @@ def print_report(args, report: dict) -> None:
         f"{report['rss_growth_per_copy'] / mb:.1f} MB; process RSS idle {report['serving_rss_idle'] / mb:.0f} MB, "
         f"after the load runs {report['serving_rss_after_load'] / mb:.0f} MB, with {report['loaded_models']} "
         f"versions loaded {report['rss_after_copies'] / mb:.0f} MB -> {report['fit']} seed-model versions fit "
-        f"in a 2 GiB budget"
+        f"in a 2 GiB budget by the metric ({int(BUDGET // report['rss_growth_per_copy'])} by RSS growth)"
     )
     if "verify" in report:
         v = report["verify"]
+        added = v["loaded"] - report["loaded_models"]
+        real = (v["rss"] - report["rss_after_copies"]) / added if added > 0 else float("nan")
         print(
-            f"       verified: {v['loaded']} versions loaded, cache {v['used'] / mb:.0f} MB of 2048, "
-            f"{v['evictions']:.0f} evictions, RSS {v['rss'] / mb:.0f} MB"
+            f"       verified: {v['loaded']} versions loaded, cache accounting {v['used'] / mb:.0f} MB of "
+            f"{BUDGET // mb}, {v['evictions']:.0f} unloads (evicted or retired), process RSS {v['rss'] / mb:.0f} MB: "
+            f"{real / mb:.1f} MB of RSS per version added vs {v['used'] / v['loaded'] / mb:.1f} MB accounted"
         )
     odd = report.get("serving_log", [])
     print()
@@ -647,7 +682,10 @@ def main() -> int:
     parser.add_argument("--s3-port", type=int, default=18433)
     parser.add_argument("--verify-fit", action="store_true", help="load as many versions as should fit in 2 GiB")
     args = parser.parse_args()
+    if args.versions < 1 or args.seconds <= 0:
+        parser.error("--versions must be at least 1 and --seconds positive")
     print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), flush=True)
+    load_before = os.getloadavg()[0]
     if LOGS.exists():
         shutil.rmtree(LOGS)
     LOGS.mkdir(parents=True)
@@ -665,6 +703,12 @@ def main() -> int:
         print(f"logs of the servers: {LOGS.relative_to(ROOT)}/", file=sys.stderr)
         return 2
     print_report(args, report)
+    other = max(r["other_cores"] for side in ("serving", "mlflow") for r in report[side].values())
+    print(
+        f"machine: load average {load_before:.2f} when the bench started; at most {other:.2f} cores used by "
+        "other processes during a load level"
+        + (" -- something else shared the cores: rates and latencies are not clean" if other > 0.25 else "")
+    )
     return 0
 
 

@@ -228,3 +228,24 @@ def test_a_failed_load_reaches_every_waiter_and_is_retried_next_time():
     assert all(isinstance(r, OSError) for r in first)
     assert attempts == [1, 1]
     assert cache.counters["acme/m/1"].load_failures == 1
+
+
+def test_closed_loop_clients_form_full_batches_not_one_row_and_the_rest():
+    """Eight clients that send again as soon as answered: batches of eight, not alternating 1 and 7."""
+    model = SlowDouble(pause=0.004)
+
+    async def main():
+        batcher = Batcher(model, max_batch=64, max_wait=0.002, executor=ThreadPoolExecutor(1))
+
+        async def client(i):
+            await asyncio.sleep(0.001 * i)  # clients start apart
+            for _ in range(15):
+                await asyncio.sleep(0.0005)  # the answer travels back, the next request comes in
+                async with batcher.caller() as submit:
+                    await submit({"x": np.array([i])}, 1)
+
+        await asyncio.gather(*(client(i) for i in range(8)))
+
+    run(main())
+    assert sum(model.calls) == 120
+    assert sum(model.calls) / len(model.calls) >= 6, model.calls

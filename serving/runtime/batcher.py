@@ -1,10 +1,13 @@
 """Adaptive batching: concurrent requests for one model version become one model call.
 
 A batch is sent as soon as every caller known to be on its way has joined,
-the batch is full, or the oldest row has waited ``max_wait`` seconds. One
-caller alone is never held back, so batching costs a lone client nothing;
-under load, rows that arrive while a batch runs form the next one. Each
-caller gets exactly its own rows back, by offset.
+the batch is full, or its rows have waited ``max_wait`` seconds. Callers
+on their way are those that joined and have not submitted yet, and, for
+``max_wait`` after a batch is answered, the callers it answered: under
+load they send again at once, and without this the one row that arrived
+during a big batch would go alone, then the rest, alternating 1-row and
+full batches. One caller alone is never held back, so batching costs a lone
+client nothing. Each caller gets exactly its own rows back, by offset.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class Batcher:
         self._expected = 0  # callers that have joined and not yet had their answer
         self._timer: asyncio.TimerHandle | None = None
         self._first_at = 0.0
+        self._returning = 0  # callers answered by the last batch, expected back until _returning_until
+        self._returning_until = 0.0
 
     @property
     def idle(self) -> bool:
@@ -58,6 +63,8 @@ class Batcher:
     async def caller(self) -> AsyncIterator[Callable[[Columns, int], asyncio.Future]]:
         """Join before parsing the request, so a batch can wait for this caller's rows."""
         self._expected += 1
+        if self._returning:
+            self._returning -= 1  # one of the callers the last batch answered is back
         settled = [False]
 
         def submit(columns: Columns, rows: int) -> asyncio.Future:
@@ -80,13 +87,16 @@ class Batcher:
     def _maybe_send(self) -> None:
         if self._running or not self._pending:
             return
-        still_coming = self._expected - len(self._pending)
+        loop = asyncio.get_running_loop()
+        returning = self._returning if loop.time() < self._returning_until else 0
+        still_coming = self._expected - len(self._pending) + returning
         if self._pending_rows >= self.max_batch or still_coming <= 0 or self.max_wait <= 0:
             self._send()
             return
         if self._timer is None:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, self._first_at + self.max_wait - loop.time())
+            # Rows that waited through the last batch get up to max_wait more, for the callers it answered.
+            window_start = max(self._first_at, self._returning_until - self.max_wait)
+            delay = max(0.0, window_start + self.max_wait - loop.time())
             self._timer = loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -139,6 +149,8 @@ class Batcher:
             return
         if self._on_batch is not None:
             self._on_batch(rows)
+        self._returning = len(batch)
+        self._returning_until = asyncio.get_running_loop().time() + self.max_wait
         offset = 0
         for item in batch:
             self._settle(item, result={name: values[offset : offset + item.rows] for name, values in outputs.items()})
