@@ -389,7 +389,12 @@ def run(args, base_env: dict[str, str], report: dict) -> None:
         from serving.models import ModelVersion
 
         work = Path(env["BENCH_WORK_DIR"])
-        report["batching"] = (settings.SERVING_MAX_BATCH_SIZE, settings.SERVING_BATCH_WAIT_MICROSECONDS)
+        report["batching"] = (
+            settings.SERVING_MAX_BATCH_SIZE,
+            settings.SERVING_BATCH_WAIT_MICROSECONDS,
+            settings.SERVING_CONCURRENT_BATCHES,
+            settings.SERVING_TF_THREADS,
+        )
         tenant, key = bench_tenant("ServingBench")
         tenant.plan.predictions_per_minute = 2_000_000_000  # the rate limit is not what is measured here
         tenant.plan.save()
@@ -572,10 +577,20 @@ def print_report(args, report: dict) -> None:
         f"SavedModel {report['model_bytes'] / mb:.2f} MB; "
         f"{os.cpu_count()} cores; {args.seconds:g} s per level after {args.warmup:g} s warm-up; batch-1 requests"
     )
-    max_batch, wait = report["batching"]
+    max_batch, wait, concurrent, threads = report["batching"]
+    overridden = any(
+        name in os.environ
+        for name in (
+            "SERVING_MAX_BATCH_SIZE",
+            "SERVING_BATCH_WAIT_MICROSECONDS",
+            "SERVING_CONCURRENT_BATCHES",
+            "SERVING_TF_THREADS",
+        )
+    )
     print(
         f"serving: {report['serving_command']} (1 process; SERVING_MAX_BATCH_SIZE {max_batch}, "
-        f"SERVING_BATCH_WAIT_MICROSECONDS {wait}: the defaults)"
+        f"SERVING_BATCH_WAIT_MICROSECONDS {wait}, SERVING_CONCURRENT_BATCHES {concurrent}, "
+        f"SERVING_TF_THREADS {threads or 'auto'}: {'set in the environment' if overridden else 'the defaults'})"
     )
     print(
         f"MLflow:  {report['mlflow_command']} (its defaults: --workers = {workers} uvicorn "

@@ -249,3 +249,30 @@ def test_closed_loop_clients_form_full_batches_not_one_row_and_the_rest():
     run(main())
     assert sum(model.calls) == 120
     assert sum(model.calls) / len(model.calls) >= 6, model.calls
+
+
+def test_two_batches_compute_at_once_and_each_caller_still_gets_its_rows():
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def model(columns):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+        return {"y": columns["x"] * 2}
+
+    async def main():
+        batcher = Batcher(model, max_batch=4, max_wait=0.0, executor=ThreadPoolExecutor(2), concurrent_batches=2)
+
+        async def one(i):
+            async with batcher.caller() as submit:
+                return await submit({"x": np.array([i])}, 1)
+
+        return await asyncio.gather(*(one(i) for i in range(16)))
+
+    results = run(main())
+    assert [r["y"][0] for r in results] == [2 * i for i in range(16)]
+    assert peak[0] == 2

@@ -272,7 +272,11 @@ SERVING_MEMORY_BUDGET_BYTES = env_int("SERVING_MEMORY_BUDGET_BYTES", 2 * 1024**3
 SERVING_PINNED_MODELS = env_list("SERVING_PINNED_MODELS", [])
 # Adaptive batching: concurrent requests for one version are joined into one model call.
 SERVING_MAX_BATCH_SIZE = env_int("SERVING_MAX_BATCH_SIZE", 64, minimum=1)
-SERVING_BATCH_WAIT_MICROSECONDS = env_int("SERVING_BATCH_WAIT_MICROSECONDS", 2000, minimum=0)
+SERVING_BATCH_WAIT_MICROSECONDS = env_int("SERVING_BATCH_WAIT_MICROSECONDS", 5000, minimum=0)
+# Batches of one version computed at once (the next forms while one computes), and TensorFlow threads
+# per model call (0: the cores divided by SERVING_CONCURRENT_BATCHES).
+SERVING_CONCURRENT_BATCHES = env_int("SERVING_CONCURRENT_BATCHES", 2, minimum=1)
+SERVING_TF_THREADS = env_int("SERVING_TF_THREADS", 0, minimum=0)
 SERVING_MAX_INSTANCES = env_int("SERVING_MAX_INSTANCES", 1000, minimum=1)
 SERVING_MAX_BODY_BYTES = env_int("SERVING_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 # How long keys, tenants and alias/traffic routes are cached; an alias move is live within this.

@@ -55,7 +55,7 @@ class ServingApp:
         self.max_instances = settings.SERVING_MAX_INSTANCES
         self.max_body = settings.SERVING_MAX_BODY_BYTES
         self._db = ThreadPoolExecutor(4, thread_name_prefix="serving-db")
-        self._infer = ThreadPoolExecutor(2, thread_name_prefix="serving-infer")
+        self._infer = ThreadPoolExecutor(settings.SERVING_CONCURRENT_BATCHES, thread_name_prefix="serving-infer")
         self._loads = ThreadPoolExecutor(1, thread_name_prefix="serving-load")
         self.cache = ModelCache(
             budget_bytes=settings.SERVING_MEMORY_BUDGET_BYTES,
@@ -251,6 +251,7 @@ class ServingApp:
                 max_batch=settings.SERVING_MAX_BATCH_SIZE,
                 max_wait=settings.SERVING_BATCH_WAIT_MICROSECONDS / 1e6,
                 executor=self._infer,
+                concurrent_batches=settings.SERVING_CONCURRENT_BATCHES,
                 on_batch=self.metrics.batch_rows.observe,
             )
             self._batchers[key] = batcher

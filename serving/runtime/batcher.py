@@ -39,16 +39,19 @@ class Batcher:
         max_batch: int,
         max_wait: float,
         executor: Executor,
+        concurrent_batches: int = 1,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._predict = predict
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.concurrent_batches = concurrent_batches
         self._executor = executor
         self._on_batch = on_batch
         self._pending: list[_Item] = []
         self._pending_rows = 0
-        self._running = 0  # callers whose rows are in the batch being computed
+        self._running = 0  # callers whose rows are in batches being computed
+        self._batches_running = 0
         self._expected = 0  # callers that have joined and not yet had their answer
         self._timer: asyncio.TimerHandle | None = None
         self._first_at = 0.0
@@ -85,11 +88,11 @@ class Batcher:
                 self._maybe_send()
 
     def _maybe_send(self) -> None:
-        if self._running or not self._pending:
+        if self._batches_running >= self.concurrent_batches or not self._pending:
             return
         loop = asyncio.get_running_loop()
         returning = self._returning if loop.time() < self._returning_until else 0
-        still_coming = self._expected - len(self._pending) + returning
+        still_coming = self._expected - self._running - len(self._pending) + returning
         if self._pending_rows >= self.max_batch or still_coming <= 0 or self.max_wait <= 0:
             self._send()
             return
@@ -121,14 +124,16 @@ class Batcher:
             return
         if self._pending:
             self._first_at = asyncio.get_running_loop().time()
-        self._running = len(batch)
+        self._running += len(batch)
+        self._batches_running += 1
         asyncio.get_running_loop().create_task(self._run(batch, rows))
 
     async def _run(self, batch: list[_Item], rows: int) -> None:
         try:
             await self._compute(batch, rows)
         finally:
-            self._running = 0
+            self._running -= len(batch)
+            self._batches_running -= 1
             self._maybe_send()
 
     async def _compute(self, batch: list[_Item], rows: int) -> None:

@@ -146,6 +146,14 @@ def warm_up() -> None:
     """Import TensorFlow and start its runtime once, so no user's request and no memory reading pays for it."""
     import tensorflow as tf
 
+    # Each of the batches computed at once gets its share of the cores, so two batches run side by side
+    # instead of one batch's threads fighting the other's (and the event loop) for every core.
+    threads = settings.SERVING_TF_THREADS or max(1, (os.cpu_count() or 1) // settings.SERVING_CONCURRENT_BATCHES)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran in this process (a test that built models): keep its pools
+        logger.info("TensorFlow was already initialised; keeping its thread pools")
     tf.constant([1.0]) + 1.0
 
 
