@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from tenants import services
-from tenants.models import ApiKey, Membership, Plan, Role, Scope, Tenant, User
+from tenants.models import ApiKey, Membership, Plan, Role, Scope, Tenant, UsageRecord, User
 
 
 @admin.register(User)
@@ -34,8 +34,29 @@ class PlanAdmin(admin.ModelAdmin):
         "storage_bytes",
         "max_dataset_bytes",
         "predictions_per_minute",
+        "monthly_base_fee",
+        "price_gpu_hour",
+        "price_cpu_hour",
+        "price_gb_month",
+        "price_per_1k_predictions",
     ]
     search_fields = ["slug", "name"]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """Daily usage per tenant, rebuilt by the hourly roll-up task (read-only here)."""
+
+    list_display = ["day", "tenant", "kind", "model_name", "version", "quantity"]
+    list_filter = ["kind", "tenant"]
+    date_hierarchy = "day"
+    readonly_fields = [f.name for f in UsageRecord._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class MembershipInline(admin.TabularInline):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
@@ -57,6 +58,13 @@ class Plan(models.Model):
     storage_bytes = models.PositiveBigIntegerField(default=10 * 1024**3)
     max_dataset_bytes = models.PositiveBigIntegerField(default=2 * 1024**3)
     predictions_per_minute = models.PositiveIntegerField(default=600)
+    # Prices (in the plan's currency); amounts are computed with Decimal and rounded to cents.
+    currency = models.CharField(max_length=3, default="USD")
+    monthly_base_fee = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    price_gpu_hour = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("2.5000"))
+    price_cpu_hour = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0.0800"))
+    price_gb_month = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0.0230"))
+    price_per_1k_predictions = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0.0500"))
 
     class Meta:
         ordering = ["slug"]
@@ -174,3 +182,31 @@ class ApiKey(TenantOwnedModel):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > now
+
+
+class UsageRecord(TenantOwnedModel):
+    """One day's use of one kind (per model version for predictions), rebuilt by the daily aggregation."""
+
+    class Kind(models.TextChoices):
+        GPU_SECONDS = "gpu_seconds", "GPU seconds"
+        CPU_SECONDS = "cpu_seconds", "CPU seconds"
+        STORAGE_BYTE_DAYS = "storage_byte_days", "Storage byte-days"
+        PREDICTIONS = "predictions", "Predictions"
+
+    day = models.DateField(db_index=True)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    model_name = models.CharField(max_length=63, blank=True)  # predictions only
+    version = models.PositiveIntegerField(null=True, blank=True)
+    quantity = models.DecimalField(max_digits=24, decimal_places=3)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["day", "kind", "model_name", "version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "day", "kind", "model_name", "version"], name="one_usage_record_per_day_kind_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.kind} {self.quantity}"

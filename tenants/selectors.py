@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
+from decimal import Decimal
+from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
-from tenants import keys
-from tenants.models import ApiKey, Membership, Tenant, User
+from tenants import billing, keys
+from tenants.models import ApiKey, Membership, Tenant, UsageRecord, User
 
 
 def api_key_for_secret(*, raw_key: str) -> ApiKey | None:
@@ -49,3 +52,72 @@ def members_of(*, tenant: Tenant) -> QuerySet[Membership]:
 
 def owner_count(*, tenant: Tenant) -> int:
     return Membership.objects.for_tenant(tenant).filter(role="owner").count()
+
+
+# --- Usage, billing and quotas ------------------------------------------------
+
+
+def usage(*, tenant: Tenant, start: date, end: date, group_by: str) -> list[dict[str, Any]]:
+    """Usage records from ``start`` to ``end`` (inclusive), summed by day and kind, by model, or by kind."""
+    records = UsageRecord.objects.for_tenant(tenant).filter(day__gte=start, day__lte=end)
+    if group_by == "day":
+        rows = records.values("day", "kind").annotate(quantity=Sum("quantity")).order_by("day", "kind")
+    elif group_by == "model":
+        rows = (
+            records.filter(kind=UsageRecord.Kind.PREDICTIONS)
+            .values("model_name", "version")
+            .annotate(quantity=Sum("quantity"))
+            .order_by("model_name", "version")
+        )
+    else:
+        rows = records.values("kind").annotate(quantity=Sum("quantity")).order_by("kind")
+    return [{**row, "quantity": str(row["quantity"])} for row in rows]
+
+
+def billing_estimate(*, tenant: Tenant, month: date) -> dict[str, Any]:
+    first = month.replace(day=1)
+    last = first.replace(day=billing.days_in(first))
+    totals = {
+        kind: Decimal(quantity)
+        for kind, quantity in UsageRecord.objects.for_tenant(tenant)
+        .filter(day__gte=first, day__lte=last)
+        .values_list("kind")
+        .annotate(total=Sum("quantity"))
+    }
+    items = billing.line_items(plan=tenant.plan, month=first, totals=totals)
+    return {
+        "month": first.strftime("%Y-%m"),
+        "plan": tenant.plan.slug,
+        "currency": tenant.plan.currency,
+        "line_items": [item.as_dict() for item in items],
+        "total": str(billing.total(items)),
+    }
+
+
+def quota_use(*, tenant: Tenant) -> dict[str, Any]:
+    """Each plan limit beside what the tenant uses of it now."""
+    from training import job_services
+    from training import selectors as training_selectors
+    from training.models import TrainingJob
+
+    plan = tenant.plan
+    in_flight = [TrainingJob.Status.RUNNING, TrainingJob.Status.CANCELLING]
+    running = TrainingJob.objects.for_tenant(tenant).filter(status__in=in_flight).count()
+    return {
+        "plan": plan.slug,
+        "quotas": [
+            {"name": "concurrent_jobs", "used": running, "limit": plan.max_concurrent_jobs},
+            {
+                "name": "compute_seconds_this_month",
+                "used": round(job_services.compute_seconds_this_month(tenant=tenant), 3),
+                "limit": plan.compute_seconds_per_month,
+            },
+            {
+                "name": "storage_bytes",
+                "used": training_selectors.storage_bytes_used(tenant=tenant),
+                "limit": plan.storage_bytes,
+            },
+            {"name": "dataset_bytes", "used": None, "limit": plan.max_dataset_bytes},
+            {"name": "predictions_per_minute", "used": None, "limit": plan.predictions_per_minute},
+        ],
+    }

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
 from core.errors import ConflictError, ForbiddenError, NotFoundError, ServiceError
 from tenants import keys, selectors
-from tenants.models import ROLE_RANK, ApiKey, Membership, Plan, Role, Scope, Tenant, User
+from tenants.models import ROLE_RANK, ApiKey, Membership, Plan, Role, Scope, Tenant, UsageRecord, User
 
 DEFAULT_PLAN_SLUG = "starter"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -201,3 +203,60 @@ def _require_another_owner(tenant: Tenant) -> None:
     Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
     if selectors.owner_count(tenant=tenant) <= 1:
         raise ConflictError("A tenant must keep at least one owner.", code="last_owner")
+
+
+# --- Usage --------------------------------------------------------------------
+
+
+def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
+    """Rebuild the day's usage records (every tenant, or one) from jobs, storage and metered predictions.
+
+    Idempotent: the day's rows are replaced in one transaction, so the
+    periodic task can run it as often as it likes. Compute is counted on
+    the day a job finished (an unfinished job's seconds count when it
+    ends); storage is the bytes stored when the aggregation runs, times one
+    day; predictions are the serving process's hourly meters summed per day.
+    """
+    from serving.models import ModelVersion, PredictionUsage
+    from training.models import Dataset, TrainingJob
+    from training.selectors import STORED_STATUSES
+
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    end = start + timedelta(days=1)
+    tenants = [tenant] if tenant is not None else list(Tenant.objects.all())
+    written = 0
+    for current in tenants:
+        rows: list[UsageRecord] = []
+        jobs = TrainingJob.objects.for_tenant(current).filter(finished_at__gte=start, finished_at__lt=end)
+        for device, seconds in jobs.values_list("device").annotate(total=Sum("compute_seconds")):
+            kind = UsageRecord.Kind.GPU_SECONDS if device == "gpu" else UsageRecord.Kind.CPU_SECONDS
+            rows.append(UsageRecord(tenant=current, day=day, kind=kind, quantity=Decimal(str(round(seconds, 3)))))
+        stored = (
+            Dataset.objects.for_tenant(current).filter(status__in=STORED_STATUSES).aggregate(t=Sum("size_bytes"))["t"]
+            or 0
+        ) + (ModelVersion.objects.for_tenant(current).aggregate(t=Sum("size_bytes"))["t"] or 0)
+        if stored:
+            rows.append(UsageRecord(tenant=current, day=day, kind=UsageRecord.Kind.STORAGE_BYTE_DAYS, quantity=stored))
+        predictions = (
+            PredictionUsage.objects.for_tenant(current)
+            .filter(period_start__gte=start, period_start__lt=end)
+            .values_list("model_name", "version")
+            .annotate(total=Sum("predictions"))
+        )
+        for model_name, version, count in predictions:
+            if count:
+                rows.append(
+                    UsageRecord(
+                        tenant=current,
+                        day=day,
+                        kind=UsageRecord.Kind.PREDICTIONS,
+                        model_name=model_name,
+                        version=version,
+                        quantity=count,
+                    )
+                )
+        with transaction.atomic():
+            UsageRecord.objects.for_tenant(current).filter(day=day).delete()
+            UsageRecord.objects.bulk_create(rows)
+        written += len(rows)
+    return written

@@ -284,3 +284,6 @@ SERVING_ROUTE_TTL_SECONDS = env_int("SERVING_ROUTE_TTL_SECONDS", 2, minimum=0)
 SERVING_METERING_FLUSH_SECONDS = env_int("SERVING_METERING_FLUSH_SECONDS", 5, minimum=1)
 # When set, GET /metrics on the serving process needs "Authorization: Bearer <this>".
 SERVING_METRICS_TOKEN = env_str("SERVING_METRICS_TOKEN", "")
+CELERY_BEAT_SCHEDULE |= {
+    "aggregate-tenant-usage": {"task": "tenants.tasks.aggregate_usage", "schedule": 3600.0},
+}
