@@ -17,6 +17,7 @@ from django.utils import timezone
 from core import storage
 from core.errors import ConflictError, NotFoundError, ServiceError
 from serving.models import ModelAlias, ModelVersion, PredictionUsage, RegisteredModel, RegistryEvent
+from tenants import audit
 from tenants.models import Tenant
 
 ALIAS_MAX = 63
@@ -39,7 +40,11 @@ def _ready_version(model: RegisteredModel, version: int) -> ModelVersion:
 
 
 def _event(model: RegisteredModel, action: str, actor: str, **details) -> None:
+    """The registry's own history and the platform's audit log, in the caller's transaction."""
     RegistryEvent.objects.create(tenant_id=model.tenant_id, model=model, action=action, actor=actor, details=details)
+    audit.record(
+        tenant=model.tenant_id, action=f"model.{action}", target=model, details={"model": model.name, **details}
+    )
 
 
 @transaction.atomic

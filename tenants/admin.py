@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from tenants import services
-from tenants.models import ApiKey, Membership, Plan, Role, Scope, Tenant, UsageRecord, User
+from tenants.models import ApiKey, AuditEvent, Membership, Plan, Role, Scope, Tenant, UsageRecord, User
 
 
 @admin.register(User)
@@ -158,3 +158,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             services.revoke_api_key(tenant=key.tenant, key_id=key.pk)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit log, read-only: no add, change or delete for anyone, superusers included."""
+
+    list_display = ["created_at", "tenant", "actor_label", "action", "target_type", "target_id", "request_id"]
+    list_filter = ["action", "actor_kind", "tenant"]
+    search_fields = ["action", "target_id", "actor_label", "request_id", "tenant__slug"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -210,3 +210,35 @@ class UsageRecord(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.day} {self.kind} {self.quantity}"
+
+
+class AuditEvent(TenantOwnedModel):
+    """Who changed what, when, from which request. Written by services; never edited or deleted."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)  # e.g. "dataset.create", "model.alias_set"
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=100)
+    actor_kind = models.CharField(max_length=16)
+    actor_label = models.CharField(max_length=254)
+    actor_user = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    request_id = models.CharField(max_length=64, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.target_type}:{self.target_id}"
+        )
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise TypeError("Audit events are never changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Audit events are never deleted (they go only with their tenant).")

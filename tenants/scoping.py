@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from core.errors import ForbiddenError
-from tenants import selectors
+from tenants import audit, selectors
 from tenants.models import ROLE_RANK, ApiKey, Role, Scope, Tenant, TenantOwnedModel, User
 
 TENANT_HEADER = "X-Tenant"
@@ -46,6 +46,11 @@ class Caller:
 
     def has_role(self, minimum: str) -> bool:
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(minimum)]
+
+    def audit_actor(self) -> audit.Actor:
+        if self.api_key is not None:
+            return audit.Actor(kind="api_key", label=f"api-key:{self.api_key.prefix}", api_key_id=self.api_key.pk)
+        return audit.Actor(kind="user", label=self.user.email, user_id=self.user.pk)
 
 
 def resolve_caller(request: Request) -> Caller:
@@ -88,6 +93,7 @@ class TenantScopedAPIView(APIView):
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)  # authentication, permissions, throttles
         self.caller = resolve_caller(request)
+        self._audit_token = audit.set_actor(self.caller.audit_actor())
         safe = request.method in SAFE_METHODS
         scope = self.read_scope if safe else self.write_scope
         if scope not in self.caller.scopes:
@@ -95,6 +101,13 @@ class TenantScopedAPIView(APIView):
         role = self.read_role if safe else self.write_role
         if not self.caller.has_role(role):
             raise ForbiddenError(f"This needs the {role} role or higher.", code="role_required")
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        token = getattr(self, "_audit_token", None)
+        if token is not None:
+            audit.reset_actor(token)
+            self._audit_token = None
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 class TenantScopedViewSet(TenantScopedAPIView, viewsets.GenericViewSet):

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from core.serializers import StrictInputSerializer
-from tenants.models import ApiKey, Membership, Plan, Role, Scope, Tenant
+from tenants.models import ApiKey, AuditEvent, Membership, Plan, Role, Scope, Tenant
 
 
 class PlanSerializer(serializers.ModelSerializer):
@@ -76,3 +76,19 @@ class CallerSerializer(serializers.Serializer):
 class CurrentTenantSerializer(serializers.Serializer):
     tenant = TenantSerializer()
     caller = CallerSerializer()
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "created_at",
+            "action",
+            "target_type",
+            "target_id",
+            "actor_kind",
+            "actor_label",
+            "request_id",
+            "details",
+        ]

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.errors import ConflictError, ForbiddenError, NotFoundError, ServiceError
-from tenants import keys, selectors
+from tenants import audit, keys, selectors
 from tenants.models import ROLE_RANK, ApiKey, Membership, Plan, Role, Scope, Tenant, UsageRecord, User
 
 DEFAULT_PLAN_SLUG = "starter"
@@ -54,17 +54,21 @@ def create_tenant(
     tenant = Tenant.objects.create(name=name, slug=slug or _unique_slug(name), plan=plan or default_plan())
     owner = _user_for_email(owner_email)
     Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
+    audit.record(tenant=tenant, action="tenant.create", target=tenant, details={"owner": owner.email})
     created = create_api_key(
         tenant=tenant, name=key_name, scopes=[s.value for s in Scope], role=Role.OWNER, acting_role=Role.OWNER
     )
     return tenant, created
 
 
+@transaction.atomic
 def set_tenant_status(*, tenant: Tenant, status: str) -> Tenant:
     if status not in Tenant.Status.values:
         raise ServiceError(f"Unknown tenant status {status!r}.", code="invalid_status")
+    previous = tenant.status
     tenant.status = status
     tenant.save(update_fields=["status"])
+    audit.record(tenant=tenant, action="tenant.status", target=tenant, details={"status": status, "previous": previous})
     return tenant
 
 
@@ -85,6 +89,7 @@ def _require_can_grant(*, acting_role: str, role: str) -> None:
 # --- API keys ----------------------------------------------------------------
 
 
+@transaction.atomic
 def create_api_key(
     *,
     tenant: Tenant,
@@ -128,9 +133,16 @@ def create_api_key(
         created_by=created_by,
         expires_at=expires_at,
     )
+    audit.record(
+        tenant=tenant,
+        action="api_key.create",
+        target=api_key,
+        details={"name": api_key.name, "prefix": api_key.prefix, "scopes": api_key.scopes, "role": role},
+    )
     return CreatedKey(api_key=api_key, raw_key=new.raw)
 
 
+@transaction.atomic
 def revoke_api_key(*, tenant: Tenant, key_id, acting_role: str = Role.OWNER) -> ApiKey:
     api_key = ApiKey.objects.for_tenant(tenant).filter(pk=key_id).first()
     if api_key is None:
@@ -140,6 +152,7 @@ def revoke_api_key(*, tenant: Tenant, key_id, acting_role: str = Role.OWNER) -> 
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+        audit.record(tenant=tenant, action="api_key.revoke", target=api_key, details={"prefix": api_key.prefix})
     return api_key
 
 
@@ -162,7 +175,9 @@ def add_member(*, tenant: Tenant, email: str, role: str, acting_role: str) -> Me
     user = _user_for_email(email)
     if Membership.objects.for_tenant(tenant).filter(user=user).exists():
         raise ConflictError(f"{user.email} is already a member.", code="already_member")
-    return Membership.objects.create(tenant=tenant, user=user, role=role)
+    membership = Membership.objects.create(tenant=tenant, user=user, role=role)
+    audit.record(tenant=tenant, action="member.add", target=membership, details={"email": user.email, "role": role})
+    return membership
 
 
 def _member(tenant: Tenant, membership_id) -> Membership:
@@ -184,8 +199,15 @@ def change_member_role(*, tenant: Tenant, membership_id, role: str, acting_role:
     _require_can_grant(acting_role=acting_role, role=role)
     if membership.role == Role.OWNER and role != Role.OWNER:
         _require_another_owner(tenant)
+    previous = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
+    audit.record(
+        tenant=tenant,
+        action="member.role",
+        target=membership,
+        details={"email": membership.user.email, "role": role, "previous": previous},
+    )
     return membership
 
 
@@ -195,6 +217,7 @@ def remove_member(*, tenant: Tenant, membership_id, acting_role: str) -> None:
     _require_may_manage(membership=membership, acting_role=acting_role)
     if membership.role == Role.OWNER:
         _require_another_owner(tenant)
+    audit.record(tenant=tenant, action="member.remove", target=membership, details={"email": membership.user.email})
     membership.delete()
 
 

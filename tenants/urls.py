@@ -6,6 +6,7 @@ from tenants import usage_views, views
 router = SimpleRouter(trailing_slash=False)
 router.register("members", views.MemberViewSet, basename="member")
 router.register("api-keys", views.ApiKeyViewSet, basename="api-key")
+router.register("audit", views.AuditEventViewSet, basename="audit-event")
 
 urlpatterns = [
     path("tenant", views.CurrentTenantView.as_view(), name="current-tenant"),

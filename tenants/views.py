@@ -8,12 +8,13 @@ from rest_framework.response import Response
 
 from core.serializers import validated_input
 from tenants import services
-from tenants.models import ApiKey, Membership, Role
+from tenants.models import ApiKey, AuditEvent, Membership, Role
 from tenants.scoping import TenantScopedAPIView, TenantScopedViewSet
 from tenants.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
     ApiKeySerializer,
+    AuditEventSerializer,
     CurrentTenantSerializer,
     MemberCreateSerializer,
     MembershipSerializer,
@@ -94,3 +95,16 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         self.get_object()
         services.revoke_api_key(tenant=self.caller.tenant, key_id=pk, acting_role=self.caller.role)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Who changed what (owners and admins); newest first, filter with ``?action=``. Read-only by design."""
+
+    scoped_model = AuditEvent
+    serializer_class = AuditEventSerializer
+    read_role = Role.ADMIN
+    http_method_names = ["get", "head", "options"]
+
+    def refine_queryset(self, queryset):
+        action = self.request.query_params.get("action")
+        return queryset.filter(action=action) if action else queryset

@@ -16,8 +16,8 @@ from datetime import date
 from django.db import models
 
 from serving.models import ModelVersion, PredictionUsage, RegisteredModel
-from tenants import services
-from tenants.models import ApiKey, Membership, Role, Tenant, UsageRecord, User
+from tenants import audit, services
+from tenants.models import ApiKey, AuditEvent, Membership, Role, Tenant, UsageRecord, User
 from training.models import Dataset, DatasetUpload, TrainingJob
 
 _counter = itertools.count(1)
@@ -135,6 +135,7 @@ OBJECT_FACTORIES: dict[type[models.Model], Callable[[Tenant], models.Model]] = {
     RegisteredModel: lambda tenant: make_model_version(tenant).model,
     ModelVersion: make_model_version,
     PredictionUsage: make_prediction_usage,
+    AuditEvent: lambda tenant: audit.record(tenant=tenant, action="test.change", target=tenant),
     UsageRecord: lambda tenant: UsageRecord.objects.create(
         tenant=tenant, day=date.today(), kind=UsageRecord.Kind.PREDICTIONS, model_name="m", version=1, quantity=5
     ),

@@ -21,6 +21,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from core.errors import ConflictError, QuotaExceededError, ServiceError
+from tenants import audit
 from tenants.models import Tenant
 from training.models import Dataset, JobLogLine, JobMetric, TrainingJob
 from training.templates import TEMPLATES, Template
@@ -104,6 +105,7 @@ def _check_columns(template: Template, dataset: Dataset, label_column: str, feat
     return list(feature_columns)
 
 
+@transaction.atomic
 def create_job(
     *,
     tenant: Tenant,
@@ -160,6 +162,12 @@ def create_job(
         max_attempts=settings.TRAINING_MAX_ATTEMPTS,
     )
     log(job, f"queued: {template} on dataset {dataset.name} v{dataset.version}")
+    audit.record(
+        tenant=tenant,
+        action="job.create",
+        target=job,
+        details={"template": template, "model_name": model_name, "dataset": str(dataset.id)},
+    )
     transaction.on_commit(request_dispatch)
     return job
 
@@ -245,6 +253,7 @@ def cancel_job(*, tenant: Tenant, job_id) -> TrainingJob:
             log(job, "cancellation requested; stopping at the next batch")
         job.cancel_requested_at = job.cancel_requested_at or now
         job.save(update_fields=["status", "finished_at", "cancel_requested_at"])
+        audit.record(tenant=tenant, action="job.cancel", target=job, details={"status": job.status})
     transaction.on_commit(request_dispatch)
     return job
 
@@ -402,9 +411,13 @@ def requeue_after_error(*, job: TrainingJob, reason: str) -> None:
     transaction.on_commit(request_dispatch)
 
 
+@transaction.atomic
 def retry_jobs(*, job_ids: list) -> int:
     """Operators' retry: failed or cancelled jobs go back to the queue with a fresh attempt budget."""
-    count = TrainingJob.objects.filter(pk__in=job_ids, status__in=[Status.FAILED, Status.CANCELLED]).update(
+    retried = TrainingJob.objects.filter(pk__in=job_ids, status__in=[Status.FAILED, Status.CANCELLED])
+    for job_id, tenant_id in retried.values_list("id", "tenant_id"):
+        audit.record(tenant=tenant_id, action="job.retry", target=("trainingjob", job_id))
+    count = retried.update(
         status=Status.QUEUED,
         dispatched_at=None,
         finished_at=None,

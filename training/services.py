@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from core import storage
 from core.errors import ConflictError, NotFoundError, PayloadTooLargeError, QuotaExceededError, ServiceError
+from tenants import audit
 from tenants.models import Tenant
 from training import pii, selectors
 from training.models import Dataset, DatasetFormat, DatasetUpload, PiiMode
@@ -251,6 +252,12 @@ def create_dataset(
         with transaction.atomic():
             _insert_with_next_version(dataset)
             _enqueue_validation(dataset.id)
+            audit.record(
+                tenant=tenant,
+                action="dataset.create",
+                target=dataset,
+                details={"name": dataset.name, "version": dataset.version, "size_bytes": dataset.size_bytes},
+            )
     except BaseException:
         storage.delete_prefix(dataset_folder(tenant.id, dataset.id))
         raise
@@ -320,6 +327,12 @@ def start_multipart_upload(
                 part_size=part_size,
                 expires_at=timezone.now() + timedelta(hours=settings.DATASET_UPLOAD_TTL_HOURS),
             )
+            audit.record(
+                tenant=tenant,
+                action="dataset.upload_start",
+                target=dataset,
+                details={"name": dataset.name, "version": dataset.version, "declared_size": size},
+            )
     except BaseException:
         storage.abort_multipart_upload(dataset.object_key, upload_id=s3_upload_id)
         raise
@@ -379,6 +392,7 @@ def complete_multipart_upload(*, tenant: Tenant, upload_id, parts: list[dict[str
         upload.status = DatasetUpload.Status.COMPLETED
         upload.save(update_fields=["status"])
         _enqueue_validation(dataset.id)
+        audit.record(tenant=tenant, action="dataset.upload_complete", target=dataset, details={"parts": len(parts)})
     return dataset
 
 
@@ -390,6 +404,7 @@ def _discard(upload: DatasetUpload) -> None:
 
 
 def abort_upload(*, upload: DatasetUpload) -> None:
+    audit.record(tenant=upload.tenant_id, action="dataset.upload_abort", target=upload.dataset)
     _discard(upload)
 
 
@@ -504,6 +519,12 @@ def delete_dataset(*, tenant: Tenant, dataset_id) -> None:
         upload = DatasetUpload.objects.filter(dataset=dataset, status=DatasetUpload.Status.PENDING).first()
         folder = dataset_folder(tenant.id, dataset.id)
         object_key, s3_upload_id = dataset.object_key, upload.s3_upload_id if upload else None
+        audit.record(
+            tenant=tenant,
+            action="dataset.delete",
+            target=dataset,
+            details={"name": dataset.name, "version": dataset.version},
+        )
         dataset.delete()
 
     def remove_objects() -> None:
