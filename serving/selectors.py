@@ -120,3 +120,8 @@ def version_manifest(*, tenant_id: str, version_id: str) -> dict | None:
         .values_list("manifest", flat=True)
         .first()
     )
+
+
+def suspended_tenant_ids() -> set[str]:
+    """Tenants refused everywhere; the serving process polls this twice a second (a small indexed read)."""
+    return {str(pk) for pk in Tenant.objects.filter(status=Tenant.Status.SUSPENDED).values_list("pk", flat=True)}

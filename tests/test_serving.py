@@ -495,3 +495,21 @@ def test_hot_swap_moves_traffic_without_a_failed_request_and_unloads_the_old_ver
     switched = versions.index(2)
     assert set(versions[switched + 8 :]) == {2}  # after the switch (allowing in-flight ones), only the new version
     assert loaded == {2}  # v1 unloaded once its in-flight requests finished
+
+
+def test_a_suspension_is_refused_within_half_a_second_despite_cached_keys(tenant_a):
+    import time
+
+    from tenants import services as tenant_services
+
+    publish_model(tenant_a.tenant, name="clicks")
+    with serving_server(SERVING_ROUTE_TTL_SECONDS=60) as (base, _):
+        path, body = "/v1/models/clicks:predict", {"instances": ["1"]}
+        assert call(base, "POST", path, body, tenant_a.raw_key)[0] == 200  # the key is cached for a minute now
+        tenant_services.set_tenant_status(tenant=tenant_a.tenant, status="suspended")
+        time.sleep(0.8)
+        status, answer, _ = call(base, "POST", path, body, tenant_a.raw_key)
+        assert status == 403 and "suspended" in answer["error"]
+        tenant_services.set_tenant_status(tenant=tenant_a.tenant, status="active")
+        time.sleep(0.8)
+        assert call(base, "POST", path, body, tenant_a.raw_key)[0] == 200

@@ -283,6 +283,8 @@ SERVING_MAX_BODY_BYTES = env_int("SERVING_MAX_BODY_BYTES", 4 * 1024 * 1024, mini
 # How long keys, tenants and alias/traffic routes are cached; an alias move is live within this.
 SERVING_ROUTE_TTL_SECONDS = env_int("SERVING_ROUTE_TTL_SECONDS", 2, minimum=0)
 SERVING_METERING_FLUSH_SECONDS = env_int("SERVING_METERING_FLUSH_SECONDS", 5, minimum=1)
+# Suspended tenants are re-read this often, apart from the key cache, so a suspension is refused at once.
+SERVING_SUSPENSION_POLL_MILLISECONDS = env_int("SERVING_SUSPENSION_POLL_MILLISECONDS", 500, minimum=50)
 # When set, GET /metrics on the serving process needs "Authorization: Bearer <this>".
 SERVING_METRICS_TOKEN = env_str("SERVING_METRICS_TOKEN", "")
 CELERY_BEAT_SCHEDULE |= {

@@ -74,6 +74,7 @@ class ServingApp:
         self._batchers: dict[tuple[str, str, int], Batcher] = {}
         self._signatures: dict[tuple[str, str, int], Signature] = {}
         self._flusher: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
         self.ready = False
 
     # --- ASGI ---------------------------------------------------------------
@@ -111,13 +112,16 @@ class ServingApp:
 
     async def startup(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._loads, loader.warm_up)
+        await self.router.refresh_suspended()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_suspensions())
         self.ready = True
 
     async def shutdown(self) -> None:
         self.ready = False
-        if self._flusher is not None:
-            self._flusher.cancel()
+        for task in (self._flusher, self._watcher):
+            if task is not None:
+                task.cancel()
         await self.flush_usage()
 
     async def _dispatch(self, scope: dict[str, Any], receive: Callable, send: Callable) -> int:
@@ -303,6 +307,15 @@ class ServingApp:
         except Exception:
             logger.exception("could not write prediction usage; keeping it for the next flush")
             self.meter.give_back(counts)
+
+    async def _watch_suspensions(self) -> None:
+        """A suspension reaches this process within SERVING_SUSPENSION_POLL_MILLISECONDS, whatever is cached."""
+        while True:
+            await asyncio.sleep(settings.SERVING_SUSPENSION_POLL_MILLISECONDS / 1000)
+            try:
+                await self.router.refresh_suspended()
+            except Exception:  # database away: keep the last known set and try again
+                logger.warning("could not refresh suspended tenants", exc_info=True)
 
     async def _flush_forever(self) -> None:
         while True:

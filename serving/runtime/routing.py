@@ -58,6 +58,14 @@ class Router:
         self._manifests = TTLCache(ttl=24 * 3600, max_entries=2_000)
         self._inflight: dict[Any, asyncio.Future] = {}
         self._on_routes_changed = on_routes_changed
+        self.suspended: set[str] = (
+            set()
+        )  # refreshed every SERVING_SUSPENSION_POLL_MILLISECONDS, apart from the key cache
+
+    async def refresh_suspended(self) -> None:
+        self.suspended = await asyncio.get_running_loop().run_in_executor(
+            self._db, _with_connection, selectors.suspended_tenant_ids, {}
+        )
 
     async def _read(self, key: Any, function: Callable[..., Any], **kwargs: Any) -> Any:
         """One database read per key at a time: concurrent misses wait for the same answer."""
@@ -89,7 +97,7 @@ class Router:
             raise HTTPError(401, "This API key has been revoked.")
         if grant.expired:
             raise HTTPError(401, "This API key has expired.")
-        if not grant.tenant_active:
+        if not grant.tenant_active or grant.tenant_id in self.suspended:
             raise HTTPError(403, "This tenant is suspended.")
         if PREDICT_SCOPE not in grant.scopes:
             raise HTTPError(403, "This API key lacks the 'predict' scope.")
