@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from core import health
 
 urlpatterns = [
+    path("admin/status/", admin.site.admin_view(health.platform_status), name="platform-status"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("training.urls")),

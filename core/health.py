@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib import admin
 from django.db import connection
 from django.http import JsonResponse
 
@@ -47,3 +48,21 @@ def _broker() -> tuple[bool, str]:
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return False, f"{type(exc).__name__}: {exc}"[:200]
     return True, "ok"
+
+
+def platform_status(request):
+    """The operators' status page (wrapped by ``admin.site.admin_view``: staff only)."""
+    from django.shortcuts import render
+    from django.utils import timezone
+
+    from core import status
+
+    context = {
+        **admin.site.each_context(request),
+        "title": "Platform status",
+        "now": timezone.now(),
+        "queues": status.queue_lengths(),
+        "celery": status.celery_workers(),
+        "serving": status.serving_processes(),
+    }
+    return render(request, "admin/platform_status.html", context)

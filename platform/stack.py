@@ -237,6 +237,7 @@ def cmd_up(args) -> int:
         print(f"API:        http://{API}/api/v1/   (OpenAPI docs: http://{API}/api/docs/)")
         print(f"Serving:    http://{SERVING}/v1/models/<name>:predict  and  /v2/models/<name>/infer")
         print(f"Admin:      http://{API}/admin/    (create a login: python manage.py createsuperuser)")
+        print(f"Status:     http://{API}/admin/status/   (workers, queues, serving processes)")
         print(f"S3:         {s3_endpoint(env)}")
         print(f"Demo tenant {tenant['slug']}, API key: {tenant['api_key']}")
         print("Press Ctrl+C to stop.")

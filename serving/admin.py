@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from serving.models import ModelVersion, PredictionUsage, RegisteredModel
+from serving.models import ModelVersion, PredictionUsage, RegisteredModel, ServingProcess
 
 
 @admin.register(RegisteredModel)
@@ -34,6 +34,20 @@ class PredictionUsageAdmin(admin.ModelAdmin):
     list_filter = ["tenant"]
     date_hierarchy = "period_start"
     readonly_fields = [f.name for f in PredictionUsage._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ServingProcess)
+class ServingProcessAdmin(admin.ModelAdmin):
+    """Serving processes' own reports (the status page at /admin/status/ shows them with the workers)."""
+
+    list_display = ["name", "heartbeat_at", "started_at", "cache_used_bytes", "cache_budget_bytes"]
+    readonly_fields = [f.name for f in ServingProcess._meta.fields]
 
     def has_add_permission(self, request):
         return False

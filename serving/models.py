@@ -102,3 +102,20 @@ class PredictionUsage(TenantOwnedModel):
                 fields=["tenant", "model_name", "version", "period_start"], name="one_usage_row_per_version_hour"
             )
         ]
+
+
+class ServingProcess(models.Model):
+    """A running serving process's report (every few seconds): what it has loaded, for the operators' status page."""
+
+    name = models.CharField(max_length=200, unique=True)  # host:pid
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now, db_index=True)
+    cache_used_bytes = models.PositiveBigIntegerField(default=0)
+    cache_budget_bytes = models.PositiveBigIntegerField(default=0)
+    loaded = models.JSONField(default=list, blank=True)  # [{"model": "slug/name/version", "memory_bytes": …}]
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

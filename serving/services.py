@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from core import storage
 from core.errors import ConflictError, NotFoundError, ServiceError
-from serving.models import ModelAlias, ModelVersion, PredictionUsage, RegisteredModel, RegistryEvent
+from serving.models import ModelAlias, ModelVersion, PredictionUsage, RegisteredModel, RegistryEvent, ServingProcess
 from tenants import audit
 from tenants.models import Tenant
 
@@ -161,3 +161,22 @@ def record_prediction_usage(*, counts: dict[UsageKey, tuple[int, int, int]]) -> 
             ModelVersion.objects.filter(
                 tenant_id=key.tenant_id, model__name=key.model_name, version=key.version
             ).update(request_count=F("request_count") + requests, error_count=F("error_count") + errors)
+
+
+def report_serving_process(
+    *, name: str, started_at: datetime, used_bytes: int, budget_bytes: int, loaded: list[dict]
+) -> None:
+    ServingProcess.objects.update_or_create(
+        name=name,
+        defaults={
+            "started_at": started_at,
+            "heartbeat_at": timezone.now(),
+            "cache_used_bytes": used_bytes,
+            "cache_budget_bytes": budget_bytes,
+            "loaded": loaded,
+        },
+    )
+
+
+def forget_serving_process(*, name: str) -> None:
+    ServingProcess.objects.filter(name=name).delete()

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from serving import services
 from serving.runtime import loader, protocols
@@ -75,6 +78,8 @@ class ServingApp:
         self._signatures: dict[tuple[str, str, int], Signature] = {}
         self._flusher: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.started_at = timezone.now()
         self.ready = False
 
     # --- ASGI ---------------------------------------------------------------
@@ -113,6 +118,7 @@ class ServingApp:
     async def startup(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._loads, loader.warm_up)
         await self.router.refresh_suspended()
+        await self.report()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         self._watcher = asyncio.get_running_loop().create_task(self._watch_suspensions())
         self.ready = True
@@ -123,6 +129,12 @@ class ServingApp:
             if task is not None:
                 task.cancel()
         await self.flush_usage()
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._db, lambda: services.forget_serving_process(name=self.name)
+            )
+        except Exception:
+            logger.warning("could not remove this serving process's report", exc_info=True)
 
     async def _dispatch(self, scope: dict[str, Any], receive: Callable, send: Callable) -> int:
         path = scope["path"]
@@ -296,6 +308,26 @@ class ServingApp:
         except Exception:  # the first request for it will load it, or answer why not
             logger.warning("could not preload %s v%s", routes.model_name, version, exc_info=True)
 
+    async def report(self) -> None:
+        """Tell the operators' status page what this process has loaded."""
+        loaded = [
+            {"model": m.spec.label, "memory_bytes": m.memory_bytes, "load_seconds": round(m.load_seconds, 3)}
+            for m in self.cache.loaded()
+        ]
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._db,
+                lambda: services.report_serving_process(
+                    name=self.name,
+                    started_at=self.started_at,
+                    used_bytes=self.cache.used_bytes,
+                    budget_bytes=self.cache.budget_bytes,
+                    loaded=loaded,
+                ),
+            )
+        except Exception:
+            logger.warning("could not report this serving process", exc_info=True)
+
     async def flush_usage(self) -> None:
         counts = self.meter.take()
         if not counts:
@@ -321,6 +353,7 @@ class ServingApp:
         while True:
             await asyncio.sleep(settings.SERVING_METERING_FLUSH_SECONDS)
             await self.flush_usage()
+            await self.report()
 
 
 def _require(scope: dict[str, Any], method: str) -> None:
