@@ -274,10 +274,11 @@ class ServingApp:
         return batcher
 
     def _forget(self, key: tuple[str, str, int]) -> None:
-        """An unloaded version's batcher goes too, unless callers are still with it."""
+        """An unloaded version's batcher and signature go too, unless callers are still with it."""
         batcher = self._batchers.get(key)
-        if batcher is not None and batcher.idle:
-            del self._batchers[key]
+        if batcher is None or batcher.idle:
+            self._batchers.pop(key, None)
+            self._signatures.pop(key, None)
 
     # --- Hot swap and metering ----------------------------------------------
 
