@@ -513,3 +513,21 @@ def test_a_suspension_is_refused_within_half_a_second_despite_cached_keys(tenant
         tenant_services.set_tenant_status(tenant=tenant_a.tenant, status="active")
         time.sleep(0.8)
         assert call(base, "POST", path, body, tenant_a.raw_key)[0] == 200
+
+
+def test_out_of_range_numbers_bad_unicode_and_odd_names_are_4xx_not_500(tenant_a):
+    publish_model(tenant_a.tenant, name="churn", kind="tabular")
+    publish_model(tenant_a.tenant, name="clicks")
+    with serving_server() as (base, _):
+        key = tenant_a.raw_key
+        for age in ("1e39", "1" + "0" * 400, "-1e309"):
+            raw = b'{"instances": [{"age": ' + age.encode() + b', "city": "oslo"}]}'
+            status, answer, _ = call(base, "POST", "/v1/models/churn:predict", raw=raw, key=key)
+            assert status == 400 and "finite" in answer["error"], (age, answer)
+        for raw in (b'{"instances": ["\\ud800"]}', b'{"\\ud800": 1}', b'{"instances": [{"\\udfff": "1"}]}'):
+            status, answer, _ = call(base, "POST", "/v1/models/clicks:predict", raw=raw, key=key)
+            assert status == 400, (raw, answer)
+        for path in ("/v1/models/a%00b:predict", "/v1/models/UPPER:predict", "/v2/models/..%2F..%2Fetc/infer"):
+            status, answer, _ = call(base, "POST", path, {"instances": ["1"]}, key)
+            assert status == 404, (path, answer)
+        assert call(base, "POST", "/v1/models/clicks:predict", {"instances": ["1"]}, key)[0] == 200

@@ -205,7 +205,10 @@ def test_a_retired_version_is_unloaded_when_its_last_request_ends():
     assert run(main()) is False
 
 
-def test_a_failed_load_reaches_every_waiter_and_is_retried_next_time():
+def test_a_failed_load_reaches_every_waiter_and_is_retried_only_after_a_pause(monkeypatch):
+    from serving.runtime import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "FAILED_LOAD_RETRY_SECONDS", 0.3)
     attempts = []
     lock = threading.Lock()
 
@@ -221,6 +224,10 @@ def test_a_failed_load_reaches_every_waiter_and_is_retried_next_time():
 
     async def main():
         first = await asyncio.gather(*(use(cache, spec(1)) for _ in range(5)), return_exceptions=True)
+        with pytest.raises(OSError):
+            await use(cache, spec(1))  # at once again: the remembered failure, no second download
+        assert attempts == [1]
+        await asyncio.sleep(0.35)
         await use(cache, spec(1))
         return first
 

@@ -414,10 +414,14 @@ def requeue_after_error(*, job: TrainingJob, reason: str) -> None:
 @transaction.atomic
 def retry_jobs(*, job_ids: list) -> int:
     """Operators' retry: failed or cancelled jobs go back to the queue with a fresh attempt budget."""
-    retried = TrainingJob.objects.filter(pk__in=job_ids, status__in=[Status.FAILED, Status.CANCELLED])
-    for job_id, tenant_id in retried.values_list("id", "tenant_id"):
+    locked = list(
+        TrainingJob.objects.select_for_update()
+        .filter(pk__in=job_ids, status__in=[Status.FAILED, Status.CANCELLED])
+        .values_list("id", "tenant_id")
+    )
+    for job_id, tenant_id in locked:
         audit.record(tenant=tenant_id, action="job.retry", target=("trainingjob", job_id))
-    count = retried.update(
+    count = TrainingJob.objects.filter(pk__in=[job_id for job_id, _ in locked]).update(
         status=Status.QUEUED,
         dispatched_at=None,
         finished_at=None,

@@ -387,6 +387,9 @@ def complete_multipart_upload(*, tenant: Tenant, upload_id, parts: list[dict[str
         _discard(upload)
         raise
     with transaction.atomic():
+        # Two concurrent completes both reach here; only the first moves the upload on.
+        if DatasetUpload.objects.select_for_update().get(pk=upload.pk).status != DatasetUpload.Status.PENDING:
+            raise ConflictError("This upload was completed by another request.", code="upload_not_pending")
         dataset.status = Dataset.Status.VALIDATING
         dataset.save(update_fields=["status", "format"])
         upload.status = DatasetUpload.Status.COMPLETED
@@ -403,6 +406,7 @@ def _discard(upload: DatasetUpload) -> None:
     upload.dataset.delete()
 
 
+@transaction.atomic  # the audit row commits with the delete, or not at all when S3 fails first
 def abort_upload(*, upload: DatasetUpload) -> None:
     audit.record(tenant=upload.tenant_id, action="dataset.upload_abort", target=upload.dataset)
     _discard(upload)

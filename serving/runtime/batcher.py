@@ -86,26 +86,34 @@ class Batcher:
                 settled[0] = True
                 self._expected -= 1
                 self._maybe_send()
+            elif self._returning:
+                # Answered: it may be back soon. The event loop answers a big batch's callers one after
+                # another, so the wait for them counts from the last one out, not from the batch's end.
+                self._returning_until = asyncio.get_running_loop().time() + self.max_wait
 
     def _maybe_send(self) -> None:
-        if self._batches_running >= self.concurrent_batches or not self._pending:
-            return
+        """Send batches while a slot is free and one is due; else make sure a timer will look again."""
+        while self._batches_running < self.concurrent_batches and self._pending:
+            if not self._send_if_due():
+                return
+
+    def _send_if_due(self) -> bool:
         loop = asyncio.get_running_loop()
-        returning = self._returning if loop.time() < self._returning_until else 0
+        now = loop.time()
+        returning = self._returning if now < self._returning_until else 0
         still_coming = self._expected - self._running - len(self._pending) + returning
-        if self._pending_rows >= self.max_batch or still_coming <= 0 or self.max_wait <= 0:
+        # Rows that waited through the last batch get up to max_wait more, for the callers it answered.
+        deadline = max(self._first_at + self.max_wait, self._returning_until if returning else 0.0)
+        if self._pending_rows >= self.max_batch or still_coming <= 0 or now >= deadline:
             self._send()
-            return
+            return True
         if self._timer is None:
-            # Rows that waited through the last batch get up to max_wait more, for the callers it answered.
-            window_start = max(self._first_at, self._returning_until - self.max_wait)
-            delay = max(0.0, window_start + self.max_wait - loop.time())
-            self._timer = loop.call_later(delay, self._on_timer)
+            self._timer = loop.call_later(deadline - now, self._on_timer)
+        return False
 
     def _on_timer(self) -> None:
         self._timer = None
-        if not self._running and self._pending:
-            self._send()
+        self._maybe_send()  # the window may have moved on since the timer was set
 
     def _send(self) -> None:
         if self._timer is not None:

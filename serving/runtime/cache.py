@@ -22,6 +22,7 @@ from serving.runtime.loader import LoadedModel, VersionSpec
 
 logger = logging.getLogger(__name__)
 Key = tuple[str, str, int]
+FAILED_LOAD_RETRY_SECONDS = 5.0
 
 
 class CapacityError(Exception):
@@ -63,6 +64,7 @@ class ModelCache:
         self._on_unload = on_unload
         self._entries: OrderedDict[Key, Entry] = OrderedDict()
         self._loading: dict[Key, asyncio.Future] = {}
+        self._failed: dict[Key, tuple[float, BaseException]] = {}  # a failed load is not retried for a while
         self.counters: dict[str, Counters] = {}
 
     @property
@@ -104,6 +106,9 @@ class ModelCache:
             self._entries.move_to_end(spec.key)
             return entry
         counters.misses += 1
+        failed = self._failed.get(spec.key)
+        if failed is not None and failed[0] > time.monotonic():
+            raise failed[1]  # a bad version costs one download per FAILED_LOAD_RETRY_SECONDS, not one per request
         while spec.key not in self._entries:
             pending = self._loading.get(spec.key)
             if pending is None:
@@ -121,11 +126,14 @@ class ModelCache:
             model = await asyncio.get_running_loop().run_in_executor(self._load_executor, self._load, spec)
             self._make_room(model.memory_bytes, spec)
             self._entries[spec.key] = Entry(model=model)
+            self._failed.pop(spec.key, None)
             counters.loads += 1
             counters.load_seconds += model.load_seconds
             done.set_result(None)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
             counters.load_failures += 1
+            if not isinstance(exc, CapacityError):  # room may free up any moment; a bad file will not
+                self._failed[spec.key] = (time.monotonic() + FAILED_LOAD_RETRY_SECONDS, exc)
             done.set_exception(exc)
             done.exception()  # retrieved here: nobody may be waiting any more
         finally:

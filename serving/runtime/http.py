@@ -17,7 +17,8 @@ class HTTPError(Exception):
 
 
 def encode(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    # ASCII escapes: a lone surrogate echoed from a client's field name cannot break the answer.
+    return json.dumps(body, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 async def send_json(send, status: int, body: Any, headers: dict[str, str] | None = None) -> None:

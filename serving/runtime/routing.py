@@ -24,6 +24,7 @@ from serving.models import ModelVersion
 from serving.runtime.http import HTTPError
 from serving.runtime.loader import VersionSpec
 from serving.selectors import KeyGrant, ModelRoutes
+from training.job_services import MODEL_NAME_RE
 
 PREDICT_SCOPE = "predict"
 
@@ -54,6 +55,8 @@ class Router:
     ):
         self._db = db_executor
         self._keys = TTLCache(ttl=ttl)
+        # Unknown keys apart, so a flood of made-up tokens cannot push real tenants' keys out.
+        self._unknown_keys = TTLCache(ttl=ttl, max_entries=2_000)
         self._routes = TTLCache(ttl=ttl)
         self._manifests = TTLCache(ttl=24 * 3600, max_entries=2_000)
         self._inflight: dict[Any, asyncio.Future] = {}
@@ -88,9 +91,9 @@ class Router:
             raise HTTPError(401, "Invalid API key.") from None
         cache_key = hashlib.sha256(raw_key.encode()).hexdigest()
         found, grant = self._keys.get(cache_key)
-        if not found:
+        if not found and not self._unknown_keys.get(cache_key)[0]:
             grant = await self._read(("key", cache_key), selectors.key_grant, raw_key=raw_key)
-            self._keys.put(cache_key, grant)
+            (self._keys if grant is not None else self._unknown_keys).put(cache_key, grant)
         if grant is None:
             raise HTTPError(401, "Invalid API key.")
         if grant.revoked:
@@ -104,6 +107,8 @@ class Router:
         return grant
 
     async def routes(self, grant: KeyGrant, model_name: str) -> ModelRoutes:
+        if not MODEL_NAME_RE.match(model_name):
+            raise HTTPError(404, f"No model named '{model_name[:80]}'.")
         key = (grant.tenant_id, model_name)
         found, routes = self._routes.get(key)
         if not found:
@@ -118,7 +123,9 @@ class Router:
         return routes
 
     async def spec(self, grant: KeyGrant, routes: ModelRoutes, version: int) -> VersionSpec:
-        row = routes.versions[version]
+        row = routes.versions.get(version)
+        if row is None:  # the split named a version deleted since this snapshot was read
+            raise HTTPError(404, f"{routes.model_name} has no servable version {version}.")
         found, manifest = self._manifests.get(row.id)
         if not found:
             manifest = await self._read(

@@ -66,15 +66,25 @@ class InputSpec:
                 raise InputError(
                     f"Input '{self.name}' takes item ids separated by spaces (e.g. \"12 85 3\"); instance {row} is not."
                 )
-            return value.encode("utf-8")
+            try:
+                return value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800") is not text
+                raise InputError(f"Input '{self.name}': instance {row} is not valid Unicode text.") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InputError(f"Input '{self.name}' takes a number per instance; instance {row} is {_kind(value)}.")
         if self.dtype.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
                 raise InputError(f"Input '{self.name}' takes whole numbers; instance {row} is {value}.")
+            limits = np.iinfo(_NUMPY_DTYPES[self.dtype])
+            if not limits.min <= value <= limits.max:
+                raise InputError(f"Input '{self.name}': instance {row} is outside the {self.dtype} range.")
             return int(value)
-        if not math.isfinite(value):
-            raise InputError(f"Input '{self.name}': instance {row} is not a finite number.")
+        try:
+            finite = math.isfinite(value) and abs(float(value)) <= float(np.finfo(_NUMPY_DTYPES[self.dtype]).max)
+        except OverflowError:  # an integer too large for any float
+            finite = False
+        if not finite:
+            raise InputError(f"Input '{self.name}': instance {row} is not a finite {self.dtype} number.")
         return float(value)
 
     def tensor_info(self) -> dict[str, Any]:
