@@ -9,6 +9,7 @@ a whole object in memory.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import re
 import uuid
@@ -35,6 +36,15 @@ TRANSFER_CONFIG = TransferConfig(
 
 class UnsafeKeyError(ValueError):
     """A key part would escape its tenant's prefix or is not a plain name."""
+
+
+def file_sha256(path) -> str:
+    """The hex sha256 of a local file, read in 1 MB blocks (manifests are written and checked with it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def tenant_prefix(tenant_id: uuid.UUID | str) -> str:

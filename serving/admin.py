@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from core.admin import PlatformWrittenAdmin, RecordAdmin
 from serving.models import ModelVersion, PredictionUsage, RegisteredModel, ServingProcess
 
 
@@ -11,46 +12,26 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(PlatformWrittenAdmin):
     """Published versions with their manifests (immutable: read-only here)."""
 
+    deletable = False
     list_display = ["model", "version", "tenant", "status", "template", "size_bytes", "published_at"]
     list_filter = ["status", "template", "tenant"]
     search_fields = ["model__name", "tenant__slug", "object_prefix"]
-    readonly_fields = [f.name for f in ModelVersion._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(PredictionUsage)
-class PredictionUsageAdmin(admin.ModelAdmin):
+class PredictionUsageAdmin(RecordAdmin):
     """Metered predictions per tenant, model, version and hour (written by the serving process)."""
 
     list_display = ["period_start", "tenant", "model_name", "version", "requests", "predictions", "errors"]
     list_filter = ["tenant"]
     date_hierarchy = "period_start"
-    readonly_fields = [f.name for f in PredictionUsage._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ServingProcess)
-class ServingProcessAdmin(admin.ModelAdmin):
+class ServingProcessAdmin(RecordAdmin):
     """Serving processes' own reports (the status page at /admin/status/ shows them with the workers)."""
 
     list_display = ["name", "heartbeat_at", "started_at", "cache_used_bytes", "cache_budget_bytes"]
-    readonly_fields = [f.name for f in ServingProcess._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

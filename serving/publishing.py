@@ -9,7 +9,6 @@ visible version or burns a number twice. Versions are never overwritten once rea
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -59,20 +58,12 @@ def reserve_version(*, job) -> ModelVersion:
     raise ConflictError("Could not reserve a version number; retry.", code="version_conflict")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def publish(*, version: ModelVersion, export_dir: Path, manifest_fields: dict[str, Any], metrics: dict) -> ModelVersion:
     """Upload a SavedModel directory under the version's prefix, manifest last, then make it visible."""
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in Path(export_dir).rglob("*") if p.is_file()):
         relative = path.relative_to(export_dir).as_posix()
-        files[relative] = {"sha256": _sha256(path), "size": path.stat().st_size}
+        files[relative] = {"sha256": storage.file_sha256(path), "size": path.stat().st_size}
         with open(path, "rb") as handle:
             storage.upload_stream(version.object_prefix + relative, handle)
     manifest = {

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from django.db.models import Prefetch, QuerySet
 
 from serving.models import ModelAlias, ModelVersion, RegisteredModel
-from tenants import selectors as tenant_selectors
-from tenants import services as tenant_services
-from tenants.models import Tenant
+from tenants.models import ApiKey, Tenant
 
 
 def models_of(*, tenant: Tenant) -> QuerySet[RegisteredModel]:
@@ -49,12 +47,7 @@ class KeyGrant:
     predictions_per_minute: int
 
 
-def key_grant(*, raw_key: str) -> KeyGrant | None:
-    key = tenant_selectors.api_key_for_secret(raw_key=raw_key)
-    if key is None:
-        return None
-    if key.is_usable():
-        tenant_services.touch_api_key(api_key=key)
+def key_grant(*, key: ApiKey) -> KeyGrant:
     return KeyGrant(
         key_id=str(key.pk),
         tenant_id=str(key.tenant_id),
@@ -84,9 +77,12 @@ class ModelRoutes:
     aliases: dict[str, int]
     traffic: dict[int, int]
 
+    def ready_versions(self) -> list[int]:
+        return [v for v, row in self.versions.items() if row.status == ModelVersion.Status.READY]
+
     @property
     def latest(self) -> int | None:
-        ready = [v for v, row in self.versions.items() if row.status == ModelVersion.Status.READY]
+        ready = self.ready_versions()
         return max(ready) if ready else None
 
     def referenced(self) -> set[int]:
@@ -98,7 +94,7 @@ class ModelRoutes:
 
 
 def model_routes(*, tenant_id: str, model_name: str) -> ModelRoutes | None:
-    model = RegisteredModel.objects.filter(tenant_id=tenant_id, name=model_name).first()
+    model = RegisteredModel.objects.for_tenant(tenant_id).filter(name=model_name).first()
     if model is None:
         return None
     versions = {
@@ -116,7 +112,8 @@ def model_routes(*, tenant_id: str, model_name: str) -> ModelRoutes | None:
 
 def version_manifest(*, tenant_id: str, version_id: str) -> dict | None:
     return (
-        ModelVersion.objects.filter(tenant_id=tenant_id, pk=version_id, status=ModelVersion.Status.READY)
+        ModelVersion.objects.for_tenant(tenant_id)
+        .filter(pk=version_id, status=ModelVersion.Status.READY)
         .values_list("manifest", flat=True)
         .first()
     )

@@ -150,7 +150,7 @@ def record_prediction_usage(*, counts: dict[UsageKey, tuple[int, int, int]]) -> 
     """Add (requests, predictions, errors) per tenant, model, version and hour; one transaction."""
     with transaction.atomic():
         for key, (requests, predictions, errors) in counts.items():
-            usage, _ = PredictionUsage.objects.get_or_create(
+            usage, _ = PredictionUsage.objects.for_tenant(key.tenant_id).get_or_create(
                 tenant_id=key.tenant_id, model_name=key.model_name, version=key.version, period_start=key.period_start
             )
             PredictionUsage.objects.filter(pk=usage.pk).update(
@@ -158,8 +158,8 @@ def record_prediction_usage(*, counts: dict[UsageKey, tuple[int, int, int]]) -> 
                 predictions=F("predictions") + predictions,
                 errors=F("errors") + errors,
             )
-            ModelVersion.objects.filter(
-                tenant_id=key.tenant_id, model__name=key.model_name, version=key.version
+            ModelVersion.objects.for_tenant(key.tenant_id).filter(
+                model__name=key.model_name, version=key.version
             ).update(request_count=F("request_count") + requests, error_count=F("error_count") + errors)
 
 

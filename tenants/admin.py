@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
+from core.admin import RecordAdmin
 from tenants import services
 from tenants.models import ApiKey, AuditEvent, Membership, Plan, Role, Scope, Tenant, UsageRecord, User
 
@@ -44,19 +45,12 @@ class PlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(RecordAdmin):
     """Daily usage per tenant, rebuilt by the hourly roll-up task (read-only here)."""
 
     list_display = ["day", "tenant", "kind", "model_name", "version", "quantity"]
     list_filter = ["kind", "tenant"]
     date_hierarchy = "day"
-    readonly_fields = [f.name for f in UsageRecord._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class MembershipInline(admin.TabularInline):
@@ -161,20 +155,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(RecordAdmin):
     """The audit log, read-only: no add, change or delete for anyone, superusers included."""
 
+    deletable = False
     list_display = ["created_at", "tenant", "actor_label", "action", "target_type", "target_id", "request_id"]
     list_filter = ["action", "actor_kind", "tenant"]
     search_fields = ["action", "target_id", "actor_label", "request_id", "tenant__slug"]
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in AuditEvent._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
-from tenants import selectors, services
+from tenants import services
 from tenants.models import ApiKey
 
 
@@ -41,14 +41,13 @@ class ApiKeyAuthentication(BaseAuthentication):
             raw_key = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key") from None
-        api_key = selectors.api_key_for_secret(raw_key=raw_key)
+        api_key = services.use_api_key(raw_key=raw_key)
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         if api_key.revoked_at is not None:
             raise exceptions.AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
         if not api_key.is_usable():
             raise exceptions.AuthenticationFailed("This API key has expired.", code="api_key_expired")
-        services.touch_api_key(api_key=api_key)
         return ApiKeyPrincipal(api_key), api_key
 
     def authenticate_header(self, request) -> str:

@@ -97,7 +97,8 @@ class Tenant(models.Model):
 
 
 class TenantScopedQuerySet(models.QuerySet):
-    def for_tenant(self, tenant: Tenant) -> TenantScopedQuerySet:
+    def for_tenant(self, tenant: Tenant | uuid.UUID | str) -> TenantScopedQuerySet:
+        """This tenant's rows only (a Tenant or its id: the serving process knows tenants by id)."""
         return self.filter(tenant=tenant)
 
 

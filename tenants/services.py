@@ -156,6 +156,17 @@ def revoke_api_key(*, tenant: Tenant, key_id, acting_role: str = Role.OWNER) -> 
     return api_key
 
 
+def use_api_key(*, raw_key: str) -> ApiKey | None:
+    """The key row for a presented secret (None when unknown), its use recorded when it is usable.
+
+    The one lookup for both front doors: the API's authentication and the serving process.
+    """
+    api_key = selectors.api_key_for_secret(raw_key=raw_key)
+    if api_key is not None and api_key.is_usable():
+        touch_api_key(api_key=api_key)
+    return api_key
+
+
 def touch_api_key(*, api_key: ApiKey) -> None:
     """Record use, at most once a minute per key so reads stay cheap."""
     now = timezone.now()
@@ -241,8 +252,8 @@ def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
     day; predictions are the serving process's hourly meters summed per day.
     """
     from serving.models import ModelVersion, PredictionUsage
-    from training.models import Dataset, TrainingJob
-    from training.selectors import STORED_STATUSES
+    from training import selectors as training_selectors
+    from training.models import TrainingJob
 
     start = datetime.combine(day, time.min, tzinfo=UTC)
     end = start + timedelta(days=1)
@@ -254,10 +265,9 @@ def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
         for device, seconds in jobs.values_list("device").annotate(total=Sum("compute_seconds")):
             kind = UsageRecord.Kind.GPU_SECONDS if device == "gpu" else UsageRecord.Kind.CPU_SECONDS
             rows.append(UsageRecord(tenant=current, day=day, kind=kind, quantity=Decimal(str(round(seconds, 3)))))
-        stored = (
-            Dataset.objects.for_tenant(current).filter(status__in=STORED_STATUSES).aggregate(t=Sum("size_bytes"))["t"]
-            or 0
-        ) + (ModelVersion.objects.for_tenant(current).aggregate(t=Sum("size_bytes"))["t"] or 0)
+        stored = training_selectors.storage_bytes_used(tenant=current) + (
+            ModelVersion.objects.for_tenant(current).aggregate(t=Sum("size_bytes"))["t"] or 0
+        )
         if stored:
             rows.append(UsageRecord(tenant=current, day=day, kind=UsageRecord.Kind.STORAGE_BYTE_DAYS, quantity=stored))
         predictions = (

@@ -8,7 +8,6 @@ so the serving process reads exactly what training writes.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from pathlib import Path
 from serving import publishing
 from serving.models import ModelVersion, RegisteredModel
 from tenants.models import Tenant
+from tests.workers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT_DIR = ROOT / "var" / "test" / "exports"
@@ -109,12 +109,6 @@ def publish_model(tenant: Tenant, *, name: str = "clicks", kind: str = "ctr", se
             "signature": {"name": "serving_default", "inputs": _input_specs(kind)},
         },
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -2,44 +2,33 @@
 
 from django.contrib import admin
 
+from core.admin import PlatformWrittenAdmin
 from training.models import Dataset, DatasetUpload, TrainingJob
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(PlatformWrittenAdmin):
     list_display = ["name", "version", "tenant", "status", "format", "size_bytes", "row_count", "created_at"]
     list_filter = ["status", "format", "tenant"]
     search_fields = ["name", "id", "sha256", "tenant__slug"]
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in Dataset._meta.fields]
-
-    def has_add_permission(self, request):
-        return False  # datasets come in through the API, validated
 
 
 @admin.register(DatasetUpload)
-class DatasetUploadAdmin(admin.ModelAdmin):
+class DatasetUploadAdmin(PlatformWrittenAdmin):
     list_display = ["id", "tenant", "status", "declared_size", "created_at", "expires_at"]
     list_filter = ["status", "tenant"]
-    readonly_fields = [f.name for f in DatasetUpload._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
 
 
 @admin.register(TrainingJob)
-class TrainingJobAdmin(admin.ModelAdmin):
+class TrainingJobAdmin(PlatformWrittenAdmin):
     """Operators see everything, including the full failure traceback tenants never get."""
 
     list_display = ["id", "tenant", "template", "model_name", "status", "attempts", "device", "created_at"]
     list_filter = ["status", "template", "tenant", "device"]
     search_fields = ["id", "model_name", "tenant__slug"]
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in TrainingJob._meta.fields]
     actions = ["cancel", "retry"]
-
-    def has_add_permission(self, request):
-        return False
 
     @admin.action(description="Cancel the selected jobs")
     def cancel(self, request, queryset):

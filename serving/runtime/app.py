@@ -183,7 +183,7 @@ class ServingApp:
         if version is not None or label is not None:
             numbers = [choose_version(routes, version=_version_number(version), label=label)]
         else:
-            numbers = sorted((v for v, row in routes.versions.items() if row.status == "ready"), reverse=True)
+            numbers = sorted(routes.ready_versions(), reverse=True)
         states = [
             {"version": str(n), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
             for n in numbers
@@ -203,7 +203,7 @@ class ServingApp:
         if action == "/ready":
             return await self._reply(send, 200, {"name": name, "ready": True})
         spec = await self.router.spec(grant, routes, number)
-        ready = sorted(v for v, row in routes.versions.items() if row.status == "ready")
+        ready = sorted(routes.ready_versions())
         return await self._reply(
             send, 200, protocols.v2_metadata(self._signature(spec), model_name=name, versions=ready)
         )
@@ -298,7 +298,7 @@ class ServingApp:
         for version in before - now:
             self.cache.retire((grant.tenant_id, routes.model_name, version))
         for version in now - before:
-            if routes.versions[version].status == "ready":
+            if version in routes.ready_versions():
                 asyncio.get_running_loop().create_task(self._preload(grant, routes, version))
 
     async def _preload(self, grant: KeyGrant, routes: ModelRoutes, version: int) -> None:

@@ -7,7 +7,6 @@ tampered object in the bucket cannot vouch for itself.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -81,14 +80,6 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def local_dir(spec: VersionSpec) -> Path:
     return Path(settings.SERVING_CACHE_DIR) / spec.tenant_id / spec.model_name / str(spec.version)
 
@@ -137,7 +128,7 @@ def fetch(spec: VersionSpec) -> Path:
 def _verify(folder: Path, files: dict[str, dict[str, Any]], spec: VersionSpec) -> None:
     for name, expected in files.items():
         path = folder / name
-        if not path.is_file() or _digest(path) != expected.get("sha256"):
+        if not path.is_file() or storage.file_sha256(path) != expected.get("sha256"):
             logger.error("%s: %s does not match its manifest sha256; refusing to load it", spec.label, name)
             raise IntegrityError(f"{spec.label}: {name} does not match the manifest")
 

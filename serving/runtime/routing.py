@@ -24,6 +24,7 @@ from serving.models import ModelVersion
 from serving.runtime.http import HTTPError
 from serving.runtime.loader import VersionSpec
 from serving.selectors import KeyGrant, ModelRoutes
+from tenants import services as tenant_services
 from training.job_services import MODEL_NAME_RE
 
 PREDICT_SCOPE = "predict"
@@ -92,7 +93,7 @@ class Router:
         cache_key = hashlib.sha256(raw_key.encode()).hexdigest()
         found, grant = self._keys.get(cache_key)
         if not found and not self._unknown_keys.get(cache_key)[0]:
-            grant = await self._read(("key", cache_key), selectors.key_grant, raw_key=raw_key)
+            grant = await self._read(("key", cache_key), _grant_for_secret, raw_key=raw_key)
             (self._keys if grant is not None else self._unknown_keys).put(cache_key, grant)
         if grant is None:
             raise HTTPError(401, "Invalid API key.")
@@ -167,6 +168,11 @@ def choose_version(routes: ModelRoutes, *, version: int | None = None, label: st
     if routes.latest is None:
         raise HTTPError(404, f"{routes.model_name} has no published version yet.")
     return routes.latest
+
+
+def _grant_for_secret(*, raw_key: str) -> KeyGrant | None:
+    key = tenant_services.use_api_key(raw_key=raw_key)
+    return selectors.key_grant(key=key) if key is not None else None
 
 
 def _with_connection(function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
