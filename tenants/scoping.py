@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from core.errors import ForbiddenError
 from tenants import audit, selectors
-from tenants.models import ROLE_RANK, ApiKey, Role, Scope, Tenant, TenantOwnedModel, User
+from tenants.models import ROLE_RANK, ApiKey, Membership, Role, Scope, Tenant, TenantOwnedModel, User
 
 TENANT_HEADER = "X-Tenant"
 SESSION_TENANT_KEY = "tenant_id"
@@ -53,6 +53,16 @@ class Caller:
         return audit.Actor(kind="user", label=self.user.email, user_id=self.user.pk)
 
 
+def caller_for_membership(membership: Membership) -> Caller:
+    """A person acting in one tenant with their membership's role (the API's session callers and the dashboard)."""
+    return Caller(
+        tenant=membership.tenant,
+        role=membership.role,
+        scopes=frozenset(ROLE_SCOPES[Role(membership.role)]),
+        user=membership.user,
+    )
+
+
 def resolve_caller(request: Request) -> Caller:
     """The caller of an authenticated request; raises 403/404 envelopes otherwise."""
     if isinstance(request.auth, ApiKey):
@@ -65,12 +75,7 @@ def resolve_caller(request: Request) -> Caller:
             raise ForbiddenError(
                 f"Choose a tenant you belong to with the {TENANT_HEADER} header.", code="tenant_required"
             )
-        caller = Caller(
-            tenant=membership.tenant,
-            role=membership.role,
-            scopes=frozenset(ROLE_SCOPES[Role(membership.role)]),
-            user=request.user,
-        )
+        caller = caller_for_membership(membership)
     if not caller.tenant.is_active:
         raise ForbiddenError("This tenant is suspended.", code="tenant_suspended")
     return caller

@@ -28,7 +28,7 @@ def api_key_for_secret(*, raw_key: str) -> ApiKey | None:
 
 
 def memberships_of(*, user: User) -> QuerySet[Membership]:
-    return Membership.objects.filter(user=user).select_related("tenant", "tenant__plan").order_by("created_at")
+    return Membership.objects.filter(user=user).select_related("tenant", "tenant__plan", "user").order_by("created_at")
 
 
 def membership_in(*, user: User, tenant_hint: str | None) -> Membership | None:

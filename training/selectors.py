@@ -9,7 +9,7 @@ from django.db.models import Max, QuerySet, Sum
 
 from core import storage
 from tenants.models import Tenant
-from training.models import Dataset
+from training.models import Dataset, TrainingJob
 from training.profiling import json_safe
 from training.readers import open_rows
 
@@ -19,6 +19,10 @@ STORED_STATUSES = [Dataset.Status.UPLOADING, Dataset.Status.VALIDATING, Dataset.
 
 def datasets_of(*, tenant: Tenant) -> QuerySet[Dataset]:
     return Dataset.objects.for_tenant(tenant)
+
+
+def jobs_of(*, tenant: Tenant) -> QuerySet[TrainingJob]:
+    return TrainingJob.objects.for_tenant(tenant)
 
 
 def storage_bytes_used(*, tenant: Tenant) -> int:

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "tenants",
     "training",
     "serving",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -57,6 +58,9 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "dashboard:login"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
 
@@ -287,6 +291,8 @@ SERVING_METERING_FLUSH_SECONDS = env_int("SERVING_METERING_FLUSH_SECONDS", 5, mi
 SERVING_SUSPENSION_POLL_MILLISECONDS = env_int("SERVING_SUSPENSION_POLL_MILLISECONDS", 500, minimum=50)
 # When set, GET /metrics on the serving process needs "Authorization: Bearer <this>".
 SERVING_METRICS_TOKEN = env_str("SERVING_METRICS_TOKEN", "")
+# Where the API's dashboard sends "try it" predictions (the serving process, server to server).
+SERVING_URL = env_url("SERVING_URL", "http://127.0.0.1:8001", schemes={"http", "https"})
 CELERY_BEAT_SCHEDULE |= {
     "aggregate-tenant-usage": {"task": "tenants.tasks.aggregate_usage", "schedule": 3600.0},
 }

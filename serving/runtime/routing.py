@@ -19,7 +19,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from serving import selectors
+from serving import selectors, tokens
 from serving.models import ModelVersion
 from serving.runtime.http import HTTPError
 from serving.runtime.loader import VersionSpec
@@ -171,6 +171,8 @@ def choose_version(routes: ModelRoutes, *, version: int | None = None, label: st
 
 
 def _grant_for_secret(*, raw_key: str) -> KeyGrant | None:
+    if tokens.is_token(raw_key):  # the dashboard's "try it" box, acting as a signed-in member
+        return tokens.grant_for_token(raw=raw_key)
     key = tenant_services.use_api_key(raw_key=raw_key)
     return selectors.key_grant(key=key) if key is not None else None
 
