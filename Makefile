@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo up test test-fast lint clean
+.PHONY: venv browser demo up test test-fast lint clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
+
+# Debian's Chromium for the browser tests (installed once; needs root or sudo).
+browser:
+	@sh platform/install-chromium.sh
 
 demo: venv
 	$(BIN)/python platform/stack.py demo
@@ -28,7 +32,7 @@ up: venv
 RUN_PYTEST = $(BIN)/python -m pytest $(1); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-test: venv
+test: venv browser
 	@$(call RUN_PYTEST,$(PYTEST_ARGS))
 
 test-fast: venv

@@ -3,9 +3,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import health
+from tenants import admin_views
 
 urlpatterns = [
     path("admin/status/", admin.site.admin_view(health.platform_status), name="platform-status"),
+    path("admin/usage/", admin.site.admin_view(admin_views.monthly_usage), name="monthly-usage"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("training.urls")),

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+# The admin's front page links the operators' own pages (status, usage and cost).
+admin.site.index_template = "admin/platform_index.html"
+admin.site.site_header = "ML platform operations"
+
 
 class PlatformWrittenAdmin(admin.ModelAdmin):
     """Rows come in through the platform (the API, workers, the serving process), never the admin form.

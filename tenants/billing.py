@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+
+from django.utils import timezone
 
 CENT = Decimal("0.01")
 GB = Decimal(10**9)
@@ -33,6 +35,22 @@ class LineItem:
             "unit_price": str(self.unit_price),
             "amount": str(self.amount),
         }
+
+
+def month_or_current(raw: str | None) -> date:
+    """The first day of a "YYYY-MM" month; this month for anything else (the pages' lenient month picker)."""
+    try:
+        year, month = (int(part) for part in (raw or "").split("-"))
+        return date(year, month, 1)
+    except ValueError:
+        return timezone.now().date().replace(day=1)
+
+
+def neighbour_months(first: date) -> tuple[date, date]:
+    """The first days of the month before and the month after."""
+    previous = (first - timedelta(days=1)).replace(day=1)
+    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return previous, following
 
 
 def days_in(month: date) -> int:

@@ -1,4 +1,4 @@
-"""Reads of tenants, members and keys. Callers pass the tenant; nothing here crosses tenants."""
+"""Reads of tenants, members and keys. Callers pass the tenant; only ``every_tenants_bill`` crosses tenants."""
 
 from __future__ import annotations
 
@@ -74,16 +74,12 @@ def usage(*, tenant: Tenant, start: date, end: date, group_by: str) -> list[dict
     return [{**row, "quantity": str(row["quantity"])} for row in rows]
 
 
-def billing_estimate(*, tenant: Tenant, month: date) -> dict[str, Any]:
+def _month_bounds(month: date) -> tuple[date, date]:
     first = month.replace(day=1)
-    last = first.replace(day=billing.days_in(first))
-    totals = {
-        kind: Decimal(quantity)
-        for kind, quantity in UsageRecord.objects.for_tenant(tenant)
-        .filter(day__gte=first, day__lte=last)
-        .values_list("kind")
-        .annotate(total=Sum("quantity"))
-    }
+    return first, first.replace(day=billing.days_in(first))
+
+
+def _bill(tenant: Tenant, first: date, totals: dict[str, Decimal]) -> dict[str, Any]:
     items = billing.line_items(plan=tenant.plan, month=first, totals=totals)
     return {
         "month": first.strftime("%Y-%m"),
@@ -92,6 +88,35 @@ def billing_estimate(*, tenant: Tenant, month: date) -> dict[str, Any]:
         "line_items": [item.as_dict() for item in items],
         "total": str(billing.total(items)),
     }
+
+
+def billing_estimate(*, tenant: Tenant, month: date) -> dict[str, Any]:
+    first, last = _month_bounds(month)
+    totals = {
+        kind: Decimal(quantity)
+        for kind, quantity in UsageRecord.objects.for_tenant(tenant)
+        .filter(day__gte=first, day__lte=last)
+        .values_list("kind")
+        .annotate(total=Sum("quantity"))
+    }
+    return _bill(tenant, first, totals)
+
+
+def every_tenants_bill(*, month: date) -> list[dict[str, Any]]:
+    """Operators only (the admin console): each tenant's usage and bill for the month, in two queries."""
+    first, last = _month_bounds(month)
+    totals: dict[Any, dict[str, Decimal]] = {}
+    rows = (
+        UsageRecord.objects.filter(day__gte=first, day__lte=last)
+        .values_list("tenant_id", "kind")
+        .annotate(total=Sum("quantity"))
+    )
+    for tenant_id, kind, total in rows:
+        totals.setdefault(tenant_id, {})[kind] = Decimal(total)
+    return [
+        {"tenant": tenant, **_bill(tenant, first, totals.get(tenant.pk, {}))}
+        for tenant in Tenant.objects.select_related("plan").order_by("slug")
+    ]
 
 
 def quota_use(*, tenant: Tenant) -> dict[str, Any]:

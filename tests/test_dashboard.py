@@ -64,10 +64,8 @@ def test_version_page_shows_roc_or_confusion_matrix(tenant_a, a_objects):
     assert b'id="confusion"' in multi.content and b'<td style="--share: 0.8">8</td>' in multi.content
 
 
-@pytest.mark.parametrize("pattern", TENANT_PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("pattern", [p for p in TENANT_PAGES if p.pattern.regex.groupindex], ids=lambda p: p.name)
 def test_another_tenants_objects_are_404_and_nothing_changes(pattern, tenant_a, tenant_b, a_objects):
-    if not pattern.pattern.regex.groupindex:
-        pytest.skip("no object in this URL")  # list pages are checked for leaks below
     url = page_url(pattern, a_objects)
     before = tenant_rows(tenant_a.tenant)
     b_owner = signed_in(tenant_b.owner)

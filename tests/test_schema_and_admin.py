@@ -118,3 +118,74 @@ def test_admin_suspend_action_takes_effect_in_the_api(operator):
     assert response.status_code == 302
     assert client_for(made.raw_key).get("/api/v1/tenant").status_code == 403
     assert Membership.objects.filter(tenant=made.tenant).exists()
+
+
+def test_admin_suspend_action_takes_effect_in_the_dashboard_at_once(operator):
+    from tests.dashboard_support import signed_in
+
+    made = make_tenant("Dashboarded")
+    owner = signed_in(made.owner)
+    assert owner.get("/").status_code == 200
+    operator.post("/admin/tenants/tenant/", {"action": "suspend", "_selected_action": [str(made.tenant.pk)]})
+    assert owner.get("/").status_code == 403
+    operator.post("/admin/tenants/tenant/", {"action": "reactivate", "_selected_action": [str(made.tenant.pk)]})
+    assert owner.get("/").status_code == 200
+
+
+def test_admin_front_page_links_the_operators_pages(operator):
+    page = operator.get("/admin/").content.decode()
+    assert 'href="/admin/status/"' in page and 'href="/admin/usage/"' in page
+
+
+def test_jobs_filter_by_date_and_show_the_traceback(operator):
+    from tests.factories import make_job
+    from training.models import TrainingJob
+
+    job = make_job(make_tenant("Failing").tenant)
+    TrainingJob.objects.filter(pk=job.pk).update(status="failed", error_traceback="Traceback (most recent call last)")
+    year = job.created_at.year
+    listed = operator.get(f"/admin/training/trainingjob/?created_at__year={year}&status=failed&template=sequence_ctr")
+    assert listed.status_code == 200 and str(job.pk).encode() in listed.content
+    assert b"Traceback (most recent call last)" in operator.get(f"/admin/training/trainingjob/{job.pk}/change/").content
+
+
+def test_monthly_usage_per_tenant_with_cost(operator, client):
+    from datetime import date
+    from decimal import Decimal
+
+    from tenants import selectors
+    from tenants.models import UsageRecord
+
+    a, b = make_tenant("Billed"), make_tenant("Quiet")
+    UsageRecord.objects.create(tenant=a.tenant, day=date(2026, 11, 3), kind="cpu_seconds", quantity=Decimal(7200))
+    UsageRecord.objects.create(tenant=a.tenant, day=date(2026, 11, 4), kind="predictions", quantity=Decimal(20_000))
+    UsageRecord.objects.create(tenant=a.tenant, day=date(2026, 10, 30), kind="predictions", quantity=Decimal(10**6))
+    bills = {row["tenant"].pk: row for row in selectors.every_tenants_bill(month=date(2026, 11, 1))}
+    for made in (a, b):  # the operators' figures are the tenant's own estimate, to the cent
+        own = selectors.billing_estimate(tenant=made.tenant, month=date(2026, 11, 1))
+        assert {k: v for k, v in bills[made.tenant.pk].items() if k != "tenant"} == own
+    assert Decimal(bills[a.tenant.pk]["total"]) == Decimal("0.16") + Decimal("1.00")  # 2 CPU-h x 0.08 + 20 x 0.05
+    page = operator.get("/admin/usage/?month=2026-11")
+    assert page.status_code == 200 and a.tenant.slug.encode() in page.content and b.tenant.slug.encode() in page.content
+    csv_rows = operator.get("/admin/usage/?month=2026-11&format=csv").content.decode().splitlines()
+    row = next(line for line in csv_rows if line.startswith(a.tenant.slug + ","))
+    assert row.endswith(",1.16") and len(csv_rows) >= 3
+    assert operator.get("/admin/usage/?month=garbage").status_code == 200
+    client.logout()
+    assert client.get("/admin/usage/").status_code == 302  # staff only
+
+
+def test_demo_logins_give_a_dashboard_owner_and_an_operator(client):
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    made = make_tenant("Demo")
+    out = StringIO()
+    call_command("demo_logins", "--owner-email", made.owner.email, "--json", stdout=out)
+    logins = json.loads(out.getvalue())
+    assert client.login(username=made.owner.email, password=logins["password"])
+    assert client.get("/").status_code == 200
+    assert client.login(username=logins["operator"], password=logins["password"])
+    assert client.get("/admin/").status_code == 200

@@ -25,7 +25,8 @@ class TrainingJobAdmin(PlatformWrittenAdmin):
     """Operators see everything, including the full failure traceback tenants never get."""
 
     list_display = ["id", "tenant", "template", "model_name", "status", "attempts", "device", "created_at"]
-    list_filter = ["status", "template", "tenant", "device"]
+    list_filter = ["status", "template", "tenant", "device", "created_at"]
+    date_hierarchy = "created_at"
     search_fields = ["id", "model_name", "tenant__slug"]
     date_hierarchy = "created_at"
     actions = ["cancel", "retry"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
 
 from dashboard.access import TenantPage
 from serving import selectors as serving_selectors
-from tenants import selectors
+from tenants import billing, selectors
 from tenants.models import UsageRecord
 from training import selectors as training_selectors
 from training.models import TrainingJob
@@ -56,29 +56,21 @@ class UsagePage(TenantPage):
     template_name = "dashboard/usage.html"
     section = "usage"
 
-    def month(self) -> date:
-        raw = self.request.GET.get("month", "")
-        try:
-            year, month = (int(p) for p in raw.split("-"))
-            return date(year, month, 1)
-        except ValueError:
-            return timezone.now().date().replace(day=1)
-
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        tenant, first = self.caller.tenant, self.month()
-        last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+        tenant, first = self.caller.tenant, billing.month_or_current(self.request.GET.get("month"))
+        previous, following = billing.neighbour_months(first)
+        last = following - timedelta(days=1)
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
         daily = selectors.usage(tenant=tenant, start=first, end=last, group_by="day")
         series = []
         for kind, (unit, divisor) in USAGE_UNITS.items():
             per_day = {row["day"]: float(row["quantity"]) / divisor for row in daily if row["kind"] == kind}
             series.append({"kind": kind, "unit": unit, "values": [round(per_day.get(d, 0.0), 4) for d in days]})
-        previous = (first - timedelta(days=1)).replace(day=1)
         context.update(
             month=first,
             previous_month=previous.strftime("%Y-%m"),
-            next_month=(last + timedelta(days=1)).strftime("%Y-%m"),
+            next_month=following.strftime("%Y-%m"),
             chart={"days": [d.isoformat() for d in days], "series": series},
             by_model=selectors.usage(tenant=tenant, start=first, end=last, group_by="model"),
             bill=selectors.billing_estimate(tenant=tenant, month=first),

@@ -35,8 +35,14 @@
       var yv = y0 + (y1 - y0) * i / 4, yy = sy(yv);
       el("line", { x1: L, x2: W - R, y1: yy, y2: yy, "class": "grid-line" }, svg);
       el("text", { x: L - 4, y: yy + 3, "text-anchor": "end" }, svg).textContent = fmt(yv);
-      var xv = x0 + (x1 - x0) * i / 4;
-      el("text", { x: sx(xv), y: H - 8, "text-anchor": "middle" }, svg).textContent = opts.integerX ? String(Math.round(xv)) : fmt(xv);
+      if (!opts.integerX) {
+        var xv = x0 + (x1 - x0) * i / 4;
+        el("text", { x: sx(xv), y: H - 8, "text-anchor": "middle" }, svg).textContent = fmt(xv);
+      }
+    }
+    if (opts.integerX) {  /* epochs: a label at each whole number, thinned to about ten */
+      var stride = Math.max(1, Math.ceil((x1 - x0) / 10));
+      for (var n = Math.ceil(x0); n <= x1; n += stride) el("text", { x: sx(n), y: H - 8, "text-anchor": "middle" }, svg).textContent = String(n);
     }
     el("line", { x1: L, x2: L, y1: T, y2: H - B, "class": "axis" }, svg);
     el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, "class": "axis" }, svg);
