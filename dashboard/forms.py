@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django import forms
@@ -122,3 +123,11 @@ def form_error(form: forms.Form) -> str:
         prefix = f"{label}: " if field != "__all__" else ""
         return f"{prefix}{errors[0]}"
     return "Invalid input."
+
+
+def row_id(raw: str | None) -> uuid.UUID | None:
+    """A row id posted by a form, or None for anything that is not one (the caller answers 404)."""
+    try:
+        return uuid.UUID(raw or "")
+    except ValueError:
+        return None

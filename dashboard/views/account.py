@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 
 from core.errors import ServiceError
 from dashboard.access import TenantPage
-from dashboard.forms import ApiKeyForm, MemberForm, RoleForm, form_error
+from dashboard.forms import ApiKeyForm, MemberForm, RoleForm, form_error, row_id
 from tenants import selectors, services
 from tenants.models import ApiKey, AuditEvent, Role
 from tenants.scoping import SESSION_TENANT_KEY
@@ -142,9 +142,7 @@ class AuditPage(TenantPage):
 
 def _uuid(raw: str | None):
     """A row id from a form; anything that is not one is simply not found."""
-    import uuid
-
-    try:
-        return uuid.UUID(raw or "")
-    except ValueError:
-        raise ServiceError("No such row.", code="not_found", status_code=404) from None
+    found = row_id(raw)
+    if found is None:
+        raise ServiceError("No such row.", code="not_found", status_code=404)
+    return found

@@ -20,6 +20,9 @@ PREVIEW_ROWS = 20
 
 
 class DatasetListPage(TenantPage):
+    """Uploads go from the page's script to the REST API (with its progress bar); the page itself only reads."""
+
+    http_method_names = ["get", "head"]
     template_name = "dashboard/datasets.html"
     section = "datasets"
 

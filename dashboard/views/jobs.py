@@ -9,7 +9,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect
 
 from dashboard.access import TenantPage
-from dashboard.forms import JobForm
+from dashboard.forms import JobForm, row_id
 from training import job_services, selectors, templates
 from training.models import Dataset, TrainingJob
 
@@ -48,7 +48,7 @@ class JobNewPage(TenantPage):
         dataset_id = source.get("dataset", "")
         if dataset_id:
             ready = selectors.datasets_of(tenant=self.caller.tenant).filter(status=Dataset.Status.READY)
-            dataset = ready.filter(pk=dataset_id).first() if _is_uuid(dataset_id) else None
+            dataset = ready.filter(pk=row_id(dataset_id)).first() if row_id(dataset_id) else None
         return template, dataset
 
     def get_context_data(self, form: JobForm | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -111,16 +111,6 @@ class JobDetailPage(TenantPage):
         job = job_services.cancel_job(tenant=self.caller.tenant, job_id=self.job().pk)
         messages.success(request, "Cancelled." if job.status == TrainingJob.Status.CANCELLED else "Stopping…")
         return redirect("dashboard:job", job_id=job.pk)
-
-
-def _is_uuid(value: str) -> bool:
-    import uuid
-
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _suggest_name(dataset: Dataset) -> str:
