@@ -37,6 +37,9 @@ def weed_binary() -> str:
     return found
 
 
+GRPC_OFFSET = 20_000
+
+
 def port_is_open(host: str, port: int, timeout: float = 0.3) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -96,6 +99,25 @@ def write_identities(path: Path, *, access_key: str, secret_key: str) -> None:
     path.chmod(0o600)
 
 
+def weed_ports(s3_port: int) -> dict[str, int]:
+    """Every port ``weed mini`` opens, as offsets of the S3 port, so stacks on 8333 and 18333 never collide."""
+    offset = s3_port - 8333
+    ports = {
+        "master.port": 9333 + offset,
+        "volume.port": 8080 + offset,
+        "filer.port": 8888 + offset,
+        "s3.port": s3_port,
+        "admin.port": 23646 + offset,
+        "s3.port.iceberg": 8181 + offset,
+        "s3.metricsPort": 9101 + offset,
+    }
+    # weed's gRPC ports default to HTTP port + 10000, so the 8333 stack's gRPC ports (18333, 19333, ...) would
+    # take the test stack's HTTP ports; +20000 keeps both stacks' ports apart.
+    for name in ("master", "volume", "filer", "s3", "admin"):
+        ports[f"{name}.port.grpc"] = ports[f"{name}.port"] + GRPC_OFFSET
+    return ports
+
+
 def start_s3_server(
     *,
     data_dir: Path,
@@ -116,16 +138,7 @@ def start_s3_server(
     (data_dir / "data").mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "s3.json"
     write_identities(config_path, access_key=access_key, secret_key=secret_key)
-    offset = s3_port - 8333
-    ports = {
-        "master.port": 9333 + offset,
-        "volume.port": 8080 + offset,
-        "filer.port": 8888 + offset,
-        "s3.port": s3_port,
-        "admin.port": 23646 + offset,
-        "s3.port.iceberg": 8181 + offset,
-        "s3.metricsPort": 9101 + offset,
-    }
+    ports = weed_ports(s3_port)
     command = [
         weed_binary(),
         "mini",

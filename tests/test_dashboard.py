@@ -7,6 +7,8 @@ a page with a URL keyword the harness cannot fill fails the suite.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import URLPattern, reverse
 
@@ -53,6 +55,7 @@ def test_every_page_renders_for_an_owner_and_needs_a_sign_in(pattern, tenant_a, 
     response = signed_in(tenant_a.owner).get(url)
     assert response.status_code == 200, response.content[:500]
     assert tenant_a.tenant.name.encode() in response.content  # the tenant switcher names the current tenant
+    assert not re.search(rb'(src|href)="(https?:)?//', response.content)  # no CDN: scripts and styles are ours
 
 
 def test_version_page_shows_roc_or_confusion_matrix(tenant_a, a_objects):

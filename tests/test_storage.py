@@ -91,3 +91,11 @@ def test_signatures_are_enforced():
     )
     with pytest.raises(ClientError):
         forged.list_objects_v2(Bucket=settings.S3_BUCKET)
+
+
+def test_the_make_up_and_test_s3_stacks_use_disjoint_ports():
+    from core.s3server import weed_ports
+
+    development, tests = set(weed_ports(8333).values()), set(weed_ports(18333).values())
+    assert not development & tests
+    assert all(0 < port < 65536 for port in development | tests)
