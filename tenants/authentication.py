@@ -5,8 +5,11 @@ from __future__ import annotations
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
+from core import throttle
 from tenants import services
 from tenants.models import ApiKey
+
+THROTTLE_SCOPE = "api-key"
 
 
 class ApiKeyPrincipal:
@@ -33,6 +36,17 @@ class ApiKeyAuthentication(BaseAuthentication):
         header = get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword:
             return None
+        address = throttle.client_address(request)
+        wait = throttle.retry_after(scope=THROTTLE_SCOPE, address=address)
+        if wait is not None:
+            raise exceptions.Throttled(wait=wait, detail="Too many failed API key attempts from this address.")
+        try:
+            return self._check(header)
+        except exceptions.AuthenticationFailed:
+            throttle.record_failure(scope=THROTTLE_SCOPE, address=address)
+            raise
+
+    def _check(self, header: list[bytes]):
         if len(header) != 2:
             raise exceptions.AuthenticationFailed(
                 "Send the header as 'Authorization: Bearer <key>'.", code="invalid_api_key"

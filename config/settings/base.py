@@ -55,7 +55,20 @@ MIDDLEWARE = [
     "tenants.middleware.AdminAuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "dashboard.middleware.DashboardSecurityHeadersMiddleware",
 ]
+
+# Failed API-key checks and sign-ins allowed per client address per minute (then 429 until the minute ends).
+AUTH_FAILURES_PER_MINUTE = env_int("AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
+# The cache holds those counts; "redis://…" shares them between processes (default: each process its own).
+CACHE_URL = env_url("CACHE_URL", "locmem://", schemes={"locmem", "redis", "rediss"})
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "platform"}
+        if CACHE_URL.startswith("locmem")
+        else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    )
+}
 
 ROOT_URLCONF = "config.urls"
 LOGIN_URL = "dashboard:login"

@@ -13,6 +13,8 @@ os.environ.setdefault("PLATFORM_VAR_DIR", str(_BASE_DIR / "var" / "test"))
 # Its own S3 port and bucket, so tests never touch a running `make up` stack.
 os.environ.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:18333")
 os.environ.setdefault("S3_BUCKET", "mlplatform-test")
+# Tests make many failed key checks from 127.0.0.1 on purpose; the throttle tests lower this themselves.
+os.environ.setdefault("AUTH_FAILURES_PER_MINUTE", "100000")
 
 from config.settings.base import *  # noqa: E402, F403
 from config.settings.base import DATABASES, VAR_DIR  # noqa: E402

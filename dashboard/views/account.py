@@ -13,17 +13,36 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from core import throttle
 from core.errors import ServiceError
-from dashboard.access import TenantPage
+from dashboard.access import TenantPage, refusal
 from dashboard.forms import ApiKeyForm, MemberForm, RoleForm, form_error, row_id
 from tenants import selectors, services
 from tenants.models import ApiKey, AuditEvent, Role
 from tenants.scoping import SESSION_TENANT_KEY
 
+LOGIN_THROTTLE_SCOPE = "dashboard-login"
+
 
 class LoginPage(auth_views.LoginView):
+    """Email and password; an address that keeps failing is refused (429) until its minute is over."""
+
     template_name = "dashboard/login.html"
     redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        wait = throttle.retry_after(scope=LOGIN_THROTTLE_SCOPE, address=throttle.client_address(request))
+        if wait is not None:
+            response = refusal(
+                request, title="Too many attempts", message=f"Try again in {wait} seconds.", status=429
+            )
+            response["Retry-After"] = str(wait)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        throttle.record_failure(scope=LOGIN_THROTTLE_SCOPE, address=throttle.client_address(self.request))
+        return self.render_to_response(self.get_context_data(form=form), status=400)
 
 
 @require_POST

@@ -172,7 +172,7 @@ class ServingApp:
         if action is not None and action != "/metadata":
             raise HTTPError(400, f"Unsupported method '{action[1:]}'; this server answers :predict.")
         _require(scope, "GET")
-        grant = await self.router.caller(header(scope, b"authorization"))
+        grant = await self.router.caller(header(scope, b"authorization"), _client(scope))
         routes = await self.router.routes(grant, name)
         if action == "/metadata":
             number = choose_version(routes, version=_version_number(version), label=label)
@@ -197,7 +197,7 @@ class ServingApp:
             _require(scope, "POST")
             return await self._predict(scope, receive, send, "v2", name, _version_number(version), None)
         _require(scope, "GET")
-        grant = await self.router.caller(header(scope, b"authorization"))
+        grant = await self.router.caller(header(scope, b"authorization"), _client(scope))
         routes = await self.router.routes(grant, name)
         number = choose_version(routes, version=_version_number(version))
         if action == "/ready":
@@ -211,7 +211,7 @@ class ServingApp:
     # --- Predictions --------------------------------------------------------
 
     async def _predict(self, scope, receive, send, protocol: str, name: str, version, label) -> int:
-        grant = await self.router.caller(header(scope, b"authorization"))
+        grant = await self.router.caller(header(scope, b"authorization"), _client(scope))
         body = await read_body(scope, receive, limit=self.max_body)
         routes = await self.router.routes(grant, name)
         number = choose_version(routes, version=version, label=label)
@@ -360,3 +360,8 @@ class ServingApp:
 def _require(scope: dict[str, Any], method: str) -> None:
     if scope["method"] != method:
         raise HTTPError(405, f"Use {method} here.", headers={"Allow": method})
+
+
+def _client(scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"

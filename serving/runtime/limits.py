@@ -18,6 +18,33 @@ from serving.runtime.http import HTTPError
 from serving.services import UsageKey
 
 
+class AuthFailures:
+    """Failed key checks per client address in one-minute windows; over the limit, the address gets 429s."""
+
+    MAX_ADDRESSES = 100_000  # forget everything rather than grow without bound under a spray of addresses
+
+    def __init__(self, *, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._counts: dict[str, tuple[int, int]] = {}  # address -> (minute, failures)
+
+    def check(self, address: str) -> None:
+        minute = int(time.time() // 60)
+        window, failures = self._counts.get(address, (minute, 0))
+        if window == minute and failures >= self.per_minute:
+            raise HTTPError(
+                429,
+                "Too many failed API key attempts from this address.",
+                headers={"Retry-After": str(60 - int(time.time() % 60))},
+            )
+
+    def failed(self, address: str) -> None:
+        minute = int(time.time() // 60)
+        window, failures = self._counts.get(address, (minute, 0))
+        if len(self._counts) >= self.MAX_ADDRESSES:
+            self._counts.clear()
+        self._counts[address] = (minute, failures + 1 if window == minute else 1)
+
+
 class RateLimiter:
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)

@@ -21,6 +21,7 @@ import numpy as np
 from django.conf import settings
 
 from core import storage
+from serving import publishing
 from serving.runtime.signatures import InputError, Signature
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def fetch(spec: VersionSpec) -> Path:
     A cached copy is re-hashed before use (a few MB: milliseconds), so a
     corrupted disk cache is caught too; a bad copy is discarded and fetched again.
     """
+    if spec.object_prefix != publishing.version_prefix(spec.tenant_id, spec.model_name, spec.version):
+        raise IntegrityError(f"{spec.label}: its files are not under the version's own prefix")
     files: dict[str, dict[str, Any]] = spec.manifest.get("files") or {}
     if not files or not all(_safe_relative(name) for name in files):
         raise IntegrityError(f"{spec.label}: the manifest lists no usable files")

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections
 
 from serving import selectors, tokens
 from serving.models import ModelVersion
 from serving.runtime.http import HTTPError
+from serving.runtime.limits import AuthFailures
 from serving.runtime.loader import VersionSpec
 from serving.selectors import KeyGrant, ModelRoutes
 from tenants import services as tenant_services
@@ -62,6 +64,7 @@ class Router:
         self._manifests = TTLCache(ttl=24 * 3600, max_entries=2_000)
         self._inflight: dict[Any, asyncio.Future] = {}
         self._on_routes_changed = on_routes_changed
+        self.auth_failures = AuthFailures(per_minute=settings.AUTH_FAILURES_PER_MINUTE)
         self.suspended: set[str] = (
             set()
         )  # refreshed every SERVING_SUSPENSION_POLL_MILLISECONDS, apart from the key cache
@@ -80,7 +83,17 @@ class Router:
             pending.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def caller(self, authorization: bytes | None) -> KeyGrant:
+    async def caller(self, authorization: bytes | None, client: str) -> KeyGrant:
+        """The grant of a request's key; an address whose keys keep failing gets 429 before any lookup."""
+        self.auth_failures.check(client)
+        try:
+            return await self._grant(authorization)
+        except HTTPError as error:
+            if error.status == 401:
+                self.auth_failures.failed(client)
+            raise
+
+    async def _grant(self, authorization: bytes | None) -> KeyGrant:
         if not authorization:
             raise HTTPError(401, "Send the tenant API key as 'Authorization: Bearer <key>'.")
         scheme, _, raw = authorization.partition(b" ")

@@ -219,6 +219,13 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    /* No inline handlers (the Content-Security-Policy forbids them): selects that submit, forms that confirm. */
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    });
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) { if (!window.confirm(form.dataset.confirm)) event.preventDefault(); });
+    });
     var live = document.getElementById("job-live");
     if (live) liveJob(live);
     var up = document.getElementById("upload-form");
