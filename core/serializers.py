@@ -1,8 +1,33 @@
+from django.http import QueryDict
 from rest_framework import serializers
+
+# JSON types each field kind accepts in a JSON body (forms send strings, and are checked by the fields).
+_JSON_TYPES: list[tuple[type[serializers.Field], tuple[type, ...], str]] = [
+    (serializers.BooleanField, (bool,), "a boolean"),
+    (serializers.IntegerField, (int,), "an integer"),
+    (serializers.FloatField, (int, float), "a number"),
+    (serializers.DecimalField, (int, float, str), "a number"),
+    (serializers.ChoiceField, (str,), "a string"),
+    (serializers.CharField, (str,), "a string"),
+    (serializers.UUIDField, (str,), "a string"),
+    (serializers.DateTimeField, (str,), "a string"),
+    (serializers.ListField, (list,), "a list"),
+]
+
+
+def _type_error(field: serializers.Field, value) -> str | None:
+    """Why a JSON value has the wrong type for ``field`` (DRF would coerce 5 to "5" or "1" to 1), or None."""
+    if value is None:
+        return None  # the field's own allow_null decides
+    for kind, accepted, name in _JSON_TYPES:
+        if isinstance(field, kind):
+            wrong_bool = isinstance(value, bool) and bool not in accepted
+            return f"Must be {name}." if wrong_bool or not isinstance(value, accepted) else None
+    return None
 
 
 class StrictInputSerializer(serializers.Serializer):
-    """An input serializer that refuses fields it does not know (typos fail loudly)."""
+    """An input serializer that refuses fields it does not know (typos fail loudly) and, in JSON, wrong types."""
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
@@ -10,6 +35,11 @@ class StrictInputSerializer(serializers.Serializer):
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
             raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        if not isinstance(data, QueryDict):
+            wrong = {name: _type_error(self.fields[name], value) for name, value in data.items()}
+            wrong = {name: [message] for name, message in wrong.items() if message}
+            if wrong:
+                raise serializers.ValidationError(wrong)
         return super().to_internal_value(data)
 
 

@@ -131,3 +131,39 @@ def test_a_key_cannot_outlive_its_maker(tenant_a):
     response = maker.post("/api/v1/api-keys", body, format="json")
     assert response.status_code == 403
     assert json.loads(response.content)["error"]["code"] == "expiry_too_late"
+
+
+HOSTILE_NAMES = [
+    "../../other-tenant/data.csv",
+    "..\\..\\windows.csv",
+    "/etc/passwd",
+    "a/b/c.csv",
+    "nul\x00byte.csv",
+    "x" * 5000 + ".csv",
+    "\u202egnp.csv",  # right-to-left override
+    "\uff0e\uff0e\uff0fdata.csv",  # full-width dots and slash
+    "CON.csv",
+    "",
+]
+
+
+@pytest.mark.parametrize("filename", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
+def test_hostile_file_and_dataset_names_stay_inside_the_tenants_prefix(api_a, tenant_a, tenant_b, filename):
+    from core import storage
+    from tests.test_datasets import upload
+
+    def outside() -> set[str]:
+        return set(storage.list_keys("tenants/")) - set(storage.list_keys(storage.tenant_prefix(tenant_a.tenant.id)))
+
+    outside_before = outside()
+    for name in ("clicks", filename[:100] or "empty"):
+        response = upload(api_a, b"a,b\n1,2\n", name=name, filename=filename or "x")
+        assert response.status_code in (201, 400), response.content
+        if response.status_code == 201:
+            body = response.json()
+            key = Dataset.objects.get(pk=body["id"]).object_key
+            assert key == f"tenants/{tenant_a.tenant.id}/datasets/{body['id']}/data.csv"
+            assert "\x00" not in body["original_filename"] and len(body["original_filename"]) <= 255
+        else:
+            assert response.json()["error"]["code"] in {"invalid_name", "validation_error", "parse_error"}
+    assert outside() == outside_before

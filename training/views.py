@@ -121,7 +121,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
 
 def _filter_status(queryset, request, allowed: list[str]):
     wanted = request.query_params.get("status")
-    if not wanted:
+    if wanted is None:
         return queryset
     if wanted not in allowed:
         raise ValidationError({"status": [f"One of {', '.join(allowed)}."]})

@@ -33,9 +33,7 @@ class LoginPage(auth_views.LoginView):
     def post(self, request, *args, **kwargs):
         wait = throttle.retry_after(scope=LOGIN_THROTTLE_SCOPE, address=throttle.client_address(request))
         if wait is not None:
-            response = refusal(
-                request, title="Too many attempts", message=f"Try again in {wait} seconds.", status=429
-            )
+            response = refusal(request, title="Too many attempts", message=f"Try again in {wait} seconds.", status=429)
             response["Retry-After"] = str(wait)
             return response
         return super().post(request, *args, **kwargs)
