@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -98,6 +100,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         )
     if isinstance(exc, SuspiciousOperation):
         return Response(error_body("bad_request", "The request was refused as malformed."), status=400)
+    if isinstance(exc, DatabaseOperationalError | DatabaseInterfaceError):
+        # The database connection was lost (a restart, a failover, terminated backends): a retryable 503, and the
+        # next request opens a new connection.
+        logger.warning("database unavailable during %s: %s", context.get("request") and context["request"].path, exc)
+        return Response(
+            error_body("database_unavailable", "The database is briefly unavailable; retry shortly."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "2"},
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

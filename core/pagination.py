@@ -9,6 +9,15 @@ class DefaultPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_page_number(self, request, paginator):
+        values = request.query_params.getlist(self.page_query_param)
+        if not values:
+            return 1
+        raw = values[-1]
+        if len(values) > 1 or not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or int(raw) < 1:
+            raise ValidationError({self.page_query_param: ["A page number from 1."]})
+        return int(raw)
+
     def get_page_size(self, request):
         values = request.query_params.getlist(self.page_size_query_param)
         if not values:

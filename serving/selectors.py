@@ -26,10 +26,6 @@ def visible_versions(*, tenant: Tenant, model_name: str) -> QuerySet[ModelVersio
     )
 
 
-def latest_version(*, model: RegisteredModel) -> ModelVersion | None:
-    return model.versions.filter(status=ModelVersion.Status.READY).order_by("-version").first()
-
-
 # --- Reads for the serving process (plain data, cached there for a few seconds) ---
 
 

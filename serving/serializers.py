@@ -58,10 +58,9 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
         return {alias.name: alias.version.version for alias in model.aliases.all()}
 
     def get_latest_version(self, model: RegisteredModel) -> int | None:
-        from serving.selectors import latest_version
-
-        latest = latest_version(model=model)
-        return latest.version if latest else None
+        # From the versions the view prefetched: one query for the whole page, not one per model.
+        ready = [v.version for v in model.versions.all() if v.status == ModelVersion.Status.READY]
+        return max(ready, default=None)
 
 
 MAX_VERSION = 2**31 - 1  # the largest number the version column holds

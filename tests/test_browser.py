@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,16 @@ def sign_in(browser, base: str, email: str):
     return page
 
 
+def wait_until(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll ``expression`` in the page (``page.wait_for_function`` evaluates strings, which the dashboard's CSP
+    forbids; ``page.evaluate`` goes through the DevTools protocol, so the policy stays on for the whole test)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {expression}")
+        page.wait_for_timeout(200)
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
@@ -130,9 +141,9 @@ def test_the_main_job_in_a_browser(browser, live_server, tenant_a, tmp_path):
         page.evaluate("window.__sameDocument = true")
         assert page.locator("#loss-chart circle.point").count() == 0
         # The chart gains a point while the job runs, without reloading the page.
-        page.wait_for_function("document.querySelectorAll('#loss-chart circle.point').length > 0", timeout=180_000)
+        wait_until(page, "document.querySelectorAll('#loss-chart circle.point').length > 0", timeout=180)
         shot(page, "04-job-running")
-        page.wait_for_function("document.getElementById('job-status').textContent === 'succeeded'", timeout=240_000)
+        wait_until(page, "document.getElementById('job-status').textContent === 'succeeded'", timeout=240)
         assert page.evaluate("window.__sameDocument") is True
         assert page.locator("#loss-chart circle.point").count() >= 3  # loss for each of 3 epochs, at least
         assert page.locator("#cancel-job").count() == 0
@@ -147,7 +158,7 @@ def test_the_main_job_in_a_browser(browser, live_server, tenant_a, tmp_path):
         assert "production → v1" in page.inner_text("[data-alias=production]")
         page.fill("#try-body", '{"instances": ["12 85 3 9 41 7"]}')
         page.click("#try-button")
-        page.wait_for_function("document.getElementById('try-result').textContent.includes('probability')")
+        wait_until(page, "document.getElementById('try-result').textContent.includes('probability')")
         assert "answered by v1" in page.inner_text("#try-meta")
         shot(page, "06-model-try-it")
         page.goto(base + "/models/clicks/versions/1/")
@@ -177,8 +188,6 @@ def test_the_main_job_in_a_browser(browser, live_server, tenant_a, tmp_path):
         shot(watcher, "08-viewer-job")
 
         page.click("#cancel-job")
-        page.wait_for_function(
-            "['cancelling', 'cancelled'].includes(document.getElementById('job-status').textContent)"
-        )
-        page.wait_for_function("document.getElementById('job-status').textContent === 'cancelled'", timeout=120_000)
+        wait_until(page, "['cancelling', 'cancelled'].includes(document.getElementById('job-status').textContent)")
+        wait_until(page, "document.getElementById('job-status').textContent === 'cancelled'", timeout=120)
         shot(page, "09-job-cancelled")

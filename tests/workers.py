@@ -102,9 +102,12 @@ def celery_worker(queues: str = "default,cpu,gpu", *, pool: str = "prefork", rea
 
 
 @contextmanager
-def serving_process(*, ready_timeout: float = 90, **extra_env: str):
-    """``manage.py serve_models`` on a free port, as deployed; yields its base URL."""
-    port = free_port()
+def serving_process(*, ready_timeout: float = 90, port: int | None = None, **extra_env: str):
+    """``manage.py serve_models`` on ``port`` (a free one by default), as deployed; yields its base URL.
+
+    The process is reachable as ``serving_process.last`` while it runs, so a test can kill it by id.
+    """
+    port = port or free_port()
     log_path = ROOT / "var" / "test" / f"serving-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
@@ -117,6 +120,7 @@ def serving_process(*, ready_timeout: float = 90, **extra_env: str):
             start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
+    serving_process.last = process
     try:
         deadline = time.monotonic() + ready_timeout
         while True:

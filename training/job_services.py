@@ -176,9 +176,19 @@ def create_job(
 
 
 def request_dispatch() -> None:
+    """Ask a worker to dispatch now; when the broker is down, beat's periodic dispatch sends the jobs later.
+
+    Called after commits (a job created, finished or requeued): the change is
+    already saved, so a broker outage must not turn it into an error.
+    """
+    from kombu.exceptions import OperationalError as BrokerError
+
     from training.tasks import dispatch_jobs
 
-    dispatch_jobs.delay()
+    try:
+        dispatch_jobs.delay()
+    except (BrokerError, OSError) as exc:
+        logger.warning("dispatch request not sent (broker unavailable: %s); the periodic dispatch will send it", exc)
 
 
 def dispatch_queued_jobs() -> list[str]:
@@ -399,6 +409,15 @@ def requeue_stale_jobs() -> list[str]:
                 locked.save(update_fields=["status", "dispatched_at"])
                 log(locked, "worker stopped responding; requeued to resume from the last checkpoint")
                 requeued.append(str(locked.pk))
+    # Dispatched but never started: the message was lost (a broker restarted without persistence, a publish
+    # failed). Sending it again is safe: a job starts only once, whatever number of messages name it.
+    lost_before = timezone.now() - timedelta(seconds=settings.TRAINING_DISPATCH_TIMEOUT_SECONDS)
+    for job in TrainingJob.objects.filter(status=Status.QUEUED, dispatched_at__lt=lost_before).only("pk", "tenant_id"):
+        if TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__lt=lost_before).update(
+            dispatched_at=None
+        ):
+            log(job, "not started after dispatch; dispatching again")
+            requeued.append(str(job.pk))
     if requeued:
         transaction.on_commit(request_dispatch)
     return requeued

@@ -279,6 +279,8 @@ TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
 # A running job whose worker has not reported for this long is requeued (resuming from its checkpoint).
 TRAINING_HEARTBEAT_TIMEOUT_SECONDS = env_int("TRAINING_HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=5)
 TRAINING_DISPATCH_BATCH = 1000
+# A dispatched job that no worker started within this long is dispatched again (its message was lost).
+TRAINING_DISPATCH_TIMEOUT_SECONDS = env_int("TRAINING_DISPATCH_TIMEOUT_SECONDS", 600, minimum=5)
 CELERY_BEAT_SCHEDULE |= {
     "dispatch-training-jobs": {"task": "training.tasks.dispatch_jobs", "schedule": 30.0},
     "requeue-stale-training-jobs": {"task": "training.tasks.requeue_stale_jobs", "schedule": 60.0},
