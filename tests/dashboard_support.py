@@ -56,6 +56,17 @@ class TenantObjects:
         }
 
 
+def bystander(tenant) -> dict:
+    """Rows of a tenant that must stay untouched while another tenant's work runs (its job already ended, so
+    a worker has nothing of its own to do), as ``tests.test_isolation.tenant_rows`` sees them."""
+    from tests.test_isolation import tenant_rows
+    from training import job_services
+
+    objects = tenant_objects(tenant)
+    job_services.cancel_job(tenant=tenant, job_id=objects.job.pk)
+    return tenant_rows(tenant)
+
+
 def tenant_objects(tenant) -> TenantObjects:
     job = make_job(tenant)
     version = make_model_version(tenant, name="ctr")

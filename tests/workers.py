@@ -114,7 +114,9 @@ def serving_process(*, ready_timeout: float = 90, port: int | None = None, **ext
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "serve_models", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
-            env=subprocess_env(SERVING_CACHE_DIR=str(ROOT / "var" / "test" / f"model-cache-{port}"), **extra_env),
+            env=subprocess_env(
+                **({"SERVING_CACHE_DIR": str(ROOT / "var" / "test" / f"model-cache-{port}")} | extra_env)
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -69,10 +69,9 @@ def current(job_id: str):
 
 
 def test_terminated_connections_mid_request_and_mid_training(postgres, live_server, api_a, tenant_a, tenant_b):
-    from tests.dashboard_support import tenant_objects
+    from tests.dashboard_support import bystander
 
-    tenant_objects(tenant_b.tenant)
-    b_before = tenant_rows(tenant_b.tenant)
+    b_before = bystander(tenant_b.tenant)
     statuses: list[int] = []
     stop = threading.Event()
 

@@ -37,10 +37,9 @@ def kill_the_training_process(job_id: str, after_epoch: int) -> int:
 
 
 def test_a_job_killed_twice_mid_training_resumes_and_publishes_once(api_a, tenant_a, tenant_b):
-    from tests.dashboard_support import tenant_objects
+    from tests.dashboard_support import bystander
 
-    tenant_objects(tenant_b.tenant)
-    b_before = tenant_rows(tenant_b.tenant)
+    b_before = bystander(tenant_b.tenant)
     with celery_worker("gpu,cpu,default") as (worker, _):
         dataset_id = ctr_dataset(api_a, 600)
         job = submit(api_a, dataset_id, params=SLOW_CTR).json()

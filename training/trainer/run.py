@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.db import OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
 from core import storage
 from serving import publishing
@@ -39,12 +39,35 @@ def checkpoint_prefix(job: TrainingJob) -> str:
     return storage.tenant_key(job.tenant_id, "jobs", str(job.id), "checkpoints") + "/"
 
 
+DATABASE_LOST = (OperationalError, InterfaceError)
+
+
+def resilient(function, /, *args, **kwargs):
+    """A trainer's database write, made again on a new connection when the old one was lost.
+
+    A database restart, a failover or terminated backends kill the worker's
+    connection; Django does not reconnect outside a request, so without this
+    the next write (an epoch's metrics, a heartbeat) would fail the attempt.
+    The writes are idempotent or harmless to repeat (a log line).
+    """
+    for attempt in range(3):
+        try:
+            return function(*args, **kwargs)
+        except DATABASE_LOST as exc:
+            connection.close()
+            if attempt == 2:
+                raise
+            logger.warning("database connection lost (%s); reconnecting", exc)
+            time.sleep(0.5 * (attempt + 1))
+    return None
+
+
 def transient(exc: BaseException) -> bool:
     """Errors worth another attempt from the last checkpoint (storage or database unreachable)."""
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import EndpointConnectionError
 
-    return isinstance(exc, OperationalError | EndpointConnectionError | BotoConnectionError | ConnectionError)
+    return isinstance(exc, (*DATABASE_LOST, EndpointConnectionError, BotoConnectionError, ConnectionError))
 
 
 def run_job(*, job_id: str, worker: str) -> None:
@@ -55,21 +78,28 @@ def run_job(*, job_id: str, worker: str) -> None:
     device = "cpu"
     try:
         device = configure_devices(mixed_precision=job.params.get("mixed_precision", False))
-        job_services.log(job, f"training on {device}")
+        resilient(job_services.log, job, f"training on {device}")
         metrics, version = train_and_publish(job)
     except Cancelled:
-        job_services.finish_job(
-            job=job, status=Status.CANCELLED, compute_seconds=time.monotonic() - started, device=device
+        resilient(
+            job_services.finish_job,
+            job=job,
+            status=Status.CANCELLED,
+            compute_seconds=time.monotonic() - started,
+            device=device,
         )
     except Exception as exc:  # every failure ends the attempt with a recorded reason
         seconds = time.monotonic() - started
+        if isinstance(exc, DATABASE_LOST):
+            connection.close()  # the next write opens a new one
         if transient(exc) and job.attempts < job.max_attempts:
             logger.warning("job %s: transient error, requeued: %s", job.id, exc)
-            job_services.add_compute_seconds(job=job, seconds=seconds)
-            job_services.requeue_after_error(job=job, reason=f"{type(exc).__name__}: {exc}")
+            resilient(job_services.add_compute_seconds, job=job, seconds=seconds)
+            resilient(job_services.requeue_after_error, job=job, reason=f"{type(exc).__name__}: {exc}")
             return
         logger.exception("job %s failed", job.id)
-        job_services.finish_job(
+        resilient(
+            job_services.finish_job,
             job=job,
             status=Status.FAILED,
             compute_seconds=seconds,
@@ -78,7 +108,8 @@ def run_job(*, job_id: str, worker: str) -> None:
             traceback_text=traceback.format_exc(),
         )
     else:
-        job_services.finish_job(
+        resilient(
+            job_services.finish_job,
             job=job,
             status=Status.SUCCEEDED,
             compute_seconds=time.monotonic() - started,
@@ -120,7 +151,7 @@ class Phases:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.monotonic() - start, 4)
-            job_services.record_timings(job=self.job, timings=self.seconds)
+            resilient(job_services.record_timings, job=self.job, timings=self.seconds)
 
 
 def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
@@ -139,7 +170,7 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     steps = math.ceil(len(data.train_index) / params["batch_size"])
     if initial_epoch < params["epochs"]:
         if initial_epoch:
-            job_services.log(job, f"resuming from the checkpoint after epoch {initial_epoch}")
+            resilient(job_services.log, job, f"resuming from the checkpoint after epoch {initial_epoch}")
         callback = job_callback(job, epochs=params["epochs"], steps=steps)
         with phases.phase("fit"):
             model.fit(
@@ -158,11 +189,12 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         phases.seconds["train_examples_per_epoch"] = len(data.train_index)
         phases.seconds["epochs_fitted"] = params["epochs"] - initial_epoch
     final = _progress(params["epochs"], params["epochs"], steps, steps)
-    if job_services.heartbeat(job_id=job.id, progress=final) == Status.CANCELLING:
+    if resilient(job_services.heartbeat, job_id=job.id, progress=final) == Status.CANCELLING:
         raise Cancelled
     with phases.phase("evaluate"):
         metrics = evaluate(model, validation, data, binary=binary)
-    job_services.log(job, "evaluated: " + ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float)))
+    scores = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
+    resilient(job_services.log, job, f"evaluated: {scores}")
     with phases.phase("export_upload_register"):
         version = publishing.reserve_version(job=job)
         with tempfile.TemporaryDirectory(prefix="export-") as tmp:
@@ -174,7 +206,7 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
                 metrics=metrics,
                 manifest_fields=manifest_fields(job, model, data),
             )
-    job_services.log(job, f"published {job.model_name} v{version.version} at {version.object_prefix}")
+    resilient(job_services.log, job, f"published {job.model_name} v{version.version} at {version.object_prefix}")
     return metrics, version.version
 
 
@@ -189,7 +221,8 @@ def _load_and_build(job: TrainingJob):
         validation_split=job.validation_split,
         seed=job.seed,
     )
-    job_services.log(
+    resilient(
+        job_services.log,
         job,
         f"loaded {len(data.labels)} rows: {len(data.train_index)} train, "
         f"{len(data.val_index)} validation; labels {data.label_names}",
@@ -334,7 +367,6 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
     import threading
 
     import keras
-    from django.db import connection
 
     class JobCallback(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -354,10 +386,12 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
                 while not self._stop.wait(HEARTBEAT_EVERY_SECONDS):
                     step = max(0, min(steps, self._iteration() - self.epoch_start_iteration))
                     try:
-                        state = job_services.heartbeat(
-                            job_id=job.id, progress=_progress(self.epoch + 1, epochs, step, steps)
+                        state = resilient(
+                            job_services.heartbeat,
+                            job_id=job.id,
+                            progress=_progress(self.epoch + 1, epochs, step, steps),
                         )
-                    except OperationalError as exc:  # database busy or away: beat again next time
+                    except DATABASE_LOST as exc:  # database busy or away: beat again next time
                         logger.warning("job %s: heartbeat failed, will retry: %s", job.id, exc)
                         continue
                     if state == Status.CANCELLING:
@@ -384,13 +418,12 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
             if self.cancelled:
                 return
             values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float | np.floating)}
-            job_services.record_epoch(job=job, epoch=epoch + 1, values=values)
+            resilient(job_services.record_epoch, job=job, epoch=epoch + 1, values=values)
             started = time.monotonic()
             save_checkpoint(job, self.model, epoch + 1)
             self.checkpoint_seconds += time.monotonic() - started
-            job_services.heartbeat(job_id=job.id, progress=_progress(epoch + 1, epochs, steps, steps))
-            job_services.log(
-                job, f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items())
-            )
+            resilient(job_services.heartbeat, job_id=job.id, progress=_progress(epoch + 1, epochs, steps, steps))
+            summary = ", ".join(f"{k}={v:.4f}" for k, v in values.items())
+            resilient(job_services.log, job, f"epoch {epoch + 1}/{epochs}: {summary}")
 
     return JobCallback()
