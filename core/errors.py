@@ -116,6 +116,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
 
+    if _storage_unavailable(exc):
+        logger.warning("object storage unavailable: %s", exc)
+        return Response(
+            error_body("storage_unavailable", "Object storage is briefly unavailable; retry shortly."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("Unhandled error in API view", exc_info=exc)
@@ -135,6 +143,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             details["retry_after_seconds"] = int(exc.wait)
         response.data = error_body(str(code), str(detail), details)
     return response
+
+
+def _storage_unavailable(exc: Exception) -> bool:
+    """S3 could not be reached or answered 5xx (after boto's own retries): retryable, not a bug of ours."""
+    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
+        return True
+    return isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
 
 
 def _json_error(request, status_code: int, code: str, message: str):

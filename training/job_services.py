@@ -336,6 +336,13 @@ def heartbeat(*, job_id, progress: dict[str, Any]) -> str:
     return TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or Status.FAILED
 
 
+def keep_alive(*, job_id) -> None:
+    """A heartbeat that leaves the progress as it is (a worker waiting out an outage)."""
+    TrainingJob.objects.filter(pk=job_id, status__in=[Status.RUNNING, Status.CANCELLING]).update(
+        heartbeat_at=timezone.now()
+    )
+
+
 def record_epoch(*, job: TrainingJob, epoch: int, values: dict[str, float]) -> None:
     """Idempotent per epoch: a resumed attempt rewrites the row of an epoch it repeats."""
     JobMetric.objects.update_or_create(tenant_id=job.tenant_id, job=job, epoch=epoch, defaults={"values": values})

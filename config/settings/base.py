@@ -278,6 +278,8 @@ DATASET_MULTIPART_MAX_PARTS = 10_000
 TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
 # A running job whose worker has not reported for this long is requeued (resuming from its checkpoint).
 TRAINING_HEARTBEAT_TIMEOUT_SECONDS = env_int("TRAINING_HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=5)
+# After a transient failure (storage or database unreachable), how long a worker waits for them before requeuing.
+TRAINING_OUTAGE_WAIT_SECONDS = env_int("TRAINING_OUTAGE_WAIT_SECONDS", 300, minimum=0)
 TRAINING_DISPATCH_BATCH = 1000
 # A dispatched job that no worker started within this long is dispatched again (its message was lost).
 TRAINING_DISPATCH_TIMEOUT_SECONDS = env_int("TRAINING_DISPATCH_TIMEOUT_SECONDS", 600, minimum=5)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from core import storage
@@ -62,6 +63,28 @@ def resilient(function, /, *args, **kwargs):
     return None
 
 
+def wait_for_dependencies(job: TrainingJob) -> bool:
+    """Before a transient failure is requeued, wait (beating) until storage and the database answer again.
+
+    Requeued at once, the next attempt would start while the outage lasts and
+    fail too, spending every attempt in seconds; waiting here costs one.
+    Gives up after ``TRAINING_OUTAGE_WAIT_SECONDS`` (the job is requeued
+    anyway and the periodic tasks take it from there).
+    """
+    deadline = time.monotonic() + settings.TRAINING_OUTAGE_WAIT_SECONDS
+    delay = 1.0
+    while time.monotonic() < deadline:
+        try:
+            job_services.keep_alive(job_id=job.id)
+            if storage.reachable()[0]:
+                return True
+        except DATABASE_LOST:
+            connection.close()
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
+    return False
+
+
 def transient(exc: BaseException) -> bool:
     """Errors worth another attempt from the last checkpoint (storage or database unreachable)."""
     from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -93,7 +116,8 @@ def run_job(*, job_id: str, worker: str) -> None:
         if isinstance(exc, DATABASE_LOST):
             connection.close()  # the next write opens a new one
         if transient(exc) and job.attempts < job.max_attempts:
-            logger.warning("job %s: transient error, requeued: %s", job.id, exc)
+            logger.warning("job %s: transient error, requeued once storage and database answer: %s", job.id, exc)
+            wait_for_dependencies(job)
             resilient(job_services.add_compute_seconds, job=job, seconds=seconds)
             resilient(job_services.requeue_after_error, job=job, reason=f"{type(exc).__name__}: {exc}")
             return

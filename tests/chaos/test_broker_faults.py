@@ -1,0 +1,133 @@
+"""Faults in the broker: a Redis broker stopped for 20 s while jobs are queued and running, then started again.
+
+The test runs its own ``redis-server`` (persistent, as a production broker
+is) on a free port, points a worker and this process at it, and stops and
+starts only that server, by process id. A small stand-in for Celery beat
+sends the periodic dispatch and requeue tasks, as production's beat does.
+
+What must hold: a job submitted while the broker is down is accepted (201)
+and runs later; every job ends ``succeeded`` exactly once (one version each,
+each epoch recorded once); nothing of another tenant changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from serving.models import ModelVersion
+from tests.test_isolation import tenant_rows
+from tests.test_training_jobs import submit
+from tests.test_training_worker import ctr_dataset, job_state, wait_for
+from tests.workers import ROOT, celery_worker, free_port, stop_process_group
+from training.models import JobMetric, TrainingJob
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]  # its own broker, not the configured one
+PARAMS = {"epochs": 4, "batch_size": 8, "max_len": 30, "embedding_dim": 16, "conv_filters": 16, "lstm_units": 16}
+OUTAGE_SECONDS = 20
+
+
+class RedisServer:
+    """A persistent redis-server of this test's own, started and stopped by process id."""
+
+    def __init__(self) -> None:
+        if not shutil.which("redis-server"):
+            pytest.fail("redis-server is not installed (Debian package redis-server)", pytrace=False)
+        self.port = free_port()
+        self.folder = ROOT / "var" / "test" / f"redis-{self.port}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: _answers(self.port), 20, "redis did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process_group(self.process)
+            self.process = None
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+    return False
+
+
+@contextlib.contextmanager
+def broker(url: str):
+    """This process's Celery app sends to ``url`` (and the workers it starts use it too)."""
+    import os
+
+    from config.celery import app
+
+    saved = app.conf.broker_url, app.conf.broker_transport_options, os.environ.get("CELERY_BROKER_URL")
+    app.conf.broker_url, app.conf.broker_transport_options = url, {}
+    os.environ["CELERY_BROKER_URL"] = url
+    app._pool, app.amqp._producer_pool = None, None
+    try:
+        yield
+    finally:
+        app.conf.broker_url, app.conf.broker_transport_options = saved[0], saved[1]
+        if saved[2] is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = saved[2]
+        app._pool, app.amqp._producer_pool = None, None
+
+
+def mini_beat(stop: threading.Event) -> None:
+    """What Celery beat sends every 30 and 60 s in production, every 3 s here; a broker outage is skipped."""
+    from training.tasks import dispatch_jobs, requeue_stale_jobs
+
+    while not stop.wait(3):
+        with contextlib.suppress(Exception):
+            dispatch_jobs.delay()
+            requeue_stale_jobs.delay()
+
+
+def test_broker_down_for_20_seconds_while_jobs_are_queued_and_running(api_a, tenant_a, tenant_b):
+    from tests.dashboard_support import bystander
+
+    b_before = bystander(tenant_b.tenant)
+    redis = RedisServer()
+    redis.start()
+    stop = threading.Event()
+    try:
+        with broker(redis.url), celery_worker("gpu,cpu,default"):
+            beat = threading.Thread(target=mini_beat, args=(stop,))
+            beat.start()
+            dataset_id = ctr_dataset(api_a, 400)
+            jobs = [submit(api_a, dataset_id, params=PARAMS, seed=n, model_name=f"m{n}").json()["id"] for n in range(3)]
+            wait_for(lambda: job_state(jobs[0]).progress.get("epoch"), 240, "nothing started")
+            redis.stop()
+            started = time.monotonic()
+            during = submit(api_a, dataset_id, params=PARAMS, seed=9, model_name="m9")
+            assert during.status_code == 201 and time.monotonic() - started < 15  # accepted, not stuck
+            jobs.append(during.json()["id"])
+            time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - started)))
+            redis.start()
+            done = wait_for(
+                lambda: all(job_state(j).status in TrainingJob.TERMINAL for j in jobs) and jobs, 420, "jobs stuck"
+            )
+    finally:
+        stop.set()
+        redis.stop()
+    finals = [job_state(j) for j in done]
+    assert [j.status for j in finals] == ["succeeded"] * 4, [(j.status, j.error_message) for j in finals]
+    for job in finals:
+        assert list(JobMetric.objects.filter(job=job).values_list("epoch", flat=True)) == [1, 2, 3, 4]
+        versions = ModelVersion.objects.for_tenant(tenant_a.tenant).filter(model__name=job.model_name)
+        assert [v.version for v in versions] == [1] and job.model_version == 1
+    assert tenant_rows(tenant_b.tenant) == b_before
