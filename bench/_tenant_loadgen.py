@@ -3,11 +3,11 @@
 
     python bench/_tenant_loadgen.py --port 8001 --plan plan.json --concurrency 32 --seconds 20
 
-``plan.json`` lists, per tenant, the request path, its API key, the body and
-the probability its own model answered when asked alone. Each connection
-(one keep-alive socket) cycles over the tenants from its own offset. A 200
-whose probability is not the caller's own (within 1e-5) but another
-tenant's is counted as ``foreign``; a 200 matching no tenant at all as
+``plan.json`` lists, per tenant, the request path, its API key, the body (a
+few visitors) and the probabilities its own model answered when asked alone.
+Each connection (one keep-alive socket) cycles over the tenants from its own
+offset. A 200 whose probabilities are not the caller's own (within 1e-5) but
+another tenant's is counted as ``foreign``; one matching no tenant at all as
 ``unexplained``. Prints one JSON object.
 """
 
@@ -33,8 +33,14 @@ class Tally:
         self.sample_error = ""
 
 
-def owner_of(probability: float, expected: list[float]) -> int | None:
-    matches = [i for i, value in enumerate(expected) if abs(value - probability) <= TOLERANCE]
+def same(answer: list[float], reference: list[float]) -> bool:
+    return len(answer) == len(reference) and all(
+        abs(a - b) <= TOLERANCE for a, b in zip(answer, reference, strict=True)
+    )
+
+
+def owner_of(answer: list[float], expected: list[list[float]]) -> int | None:
+    matches = [i for i, reference in enumerate(expected) if same(answer, reference)]
     return matches[0] if len(matches) == 1 else None
 
 
@@ -66,9 +72,9 @@ async def connection(port: int, plan: list[dict], requests: list[bytes], offset:
                 tally.sample_error = tally.sample_error or body[:300].decode("utf-8", "replace")
             continue
         tally.latencies.append(elapsed)
-        probability = json.loads(body)["predictions"][0]["probability"]
-        owner = owner_of(probability, expected)
-        if owner == tenant or abs(probability - expected[tenant]) <= TOLERANCE:
+        answer = [p["probability"] for p in json.loads(body)["predictions"]]
+        owner = owner_of(answer, expected)
+        if same(answer, expected[tenant]):
             tally.per_tenant_ok[tenant] += 1
         elif owner is not None:
             tally.foreign += 1

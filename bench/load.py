@@ -53,7 +53,8 @@ sys.path.append(str(HERE))
 
 from _stack import ROOT, bench_tenant, embedded_stack  # noqa: E402
 
-VISITOR = "12 85 3 9 41 7 7 120"
+# Three visitors per request: each tenant's model answers them with its own three probabilities.
+VISITORS = ["12 85 3 9 41 7 7 120", "5 5 5 200 17", "1 2 3 4 5 6 7 8 9 10 11 12"]
 LOGS = ROOT / "var" / "bench" / "load-last"
 TINY_CTR = {"epochs": 1, "batch_size": 32, "max_len": 20, "embedding_dim": 8, "conv_filters": 8, "lstm_units": 8}
 
@@ -102,6 +103,16 @@ def post(url: str, body: dict, key: str) -> tuple[int, dict]:
 # --- serving ----------------------------------------------------------------------------
 
 
+def _set_rate_limits(tenants, per_minute: int | None) -> None:
+    """None restores the default plan's limit (the serving process re-reads keys within its 2 s cache)."""
+    from tenants.models import Plan
+
+    default = Plan._meta.get_field("predictions_per_minute").default
+    for tenant, _ in tenants:
+        Plan.objects.filter(pk=tenant.plan_id).update(predictions_per_minute=per_minute or default)
+    time.sleep(3)
+
+
 def serving_part(args, env: dict[str, str]) -> dict:
     from tests.serving_support import publish_model
 
@@ -132,21 +143,20 @@ def serving_part(args, env: dict[str, str]) -> dict:
         rss_idle = rss_mb(server.pid)
         plan = []
         for tenant, key in tenants:
-            status, answer = post(f"{base}/v1/models/ctr:predict", {"instances": [VISITOR]}, key)
+            status, answer = post(f"{base}/v1/models/ctr:predict", {"instances": VISITORS}, key)
             if status != 200:
                 raise SystemExit(f"{tenant.slug}: reference request answered {status} {answer}")
+            expected = [p["probability"] for p in answer["predictions"]]
             plan.append(
-                {
-                    "path": "/v1/models/ctr:predict",
-                    "key": key,
-                    "body": {"instances": [VISITOR]},
-                    "expected": answer["predictions"][0]["probability"],
-                }
+                {"path": "/v1/models/ctr:predict", "key": key, "body": {"instances": VISITORS}, "expected": expected}
             )
-        distinct = len({round(entry["expected"], 5) for entry in plan})
+        distinct = len({tuple(round(p, 5) for p in entry["expected"]) for entry in plan})
         rss_loaded = rss_mb(server.pid)
         results = {}
-        for label, subset in (("one tenant", plan[:1]), (f"{len(plan)} tenants", plan)):
+        unlimited = f"{len(plan)} tenants, no rate limit"
+        runs = (("one tenant, no rate limit", plan[:1]), (unlimited, plan), (f"{len(plan)} tenants, plan limits", plan))
+        for label, subset in runs:
+            _set_rate_limits(tenants, None if "plan limits" in label else 10**7)
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
                 json.dump(subset, handle)
             done = subprocess.run(
@@ -223,8 +233,8 @@ def api_part(args) -> dict:
         )
         for i in range(10_000)
     )
-    api = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
-    person = Client()
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_HOST="127.0.0.1")
+    person = Client(HTTP_HOST="127.0.0.1")
     person.force_login(_owner(tenant))
     endpoints = [
         (api, "/api/v1/jobs", 10_000),
@@ -403,9 +413,12 @@ def print_serving(result: dict) -> None:
             f"{run['tenants_answered']:17}"
         )
     runs = list(result["runs"].values())
-    print(f"ratio: {runs[1]['ok_rps'] / runs[0]['ok_rps']:.2f}x the one-tenant rate (baseline measured in this run)")
+    print(
+        f"ratio: {runs[1]['ok_rps'] / runs[0]['ok_rps']:.2f}x the one-tenant rate with {result['tenants']} tenants' "
+        "models in use at once (baseline: one tenant, same process and concurrency, this run)"
+    )
     print("RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in result["rss_mb"].items()))
-    bad = runs[1]["errors_not_429"] + runs[1]["foreign"] + runs[1]["unexplained"]
+    bad = sum(run["errors_not_429"] + run["foreign"] + run["unexplained"] for run in runs)
     print(f"target: zero errors that are not 429s and no foreign answer: {'PASS' if not bad else 'FAIL'}")
 
 

@@ -23,6 +23,7 @@ class DefaultPagination(PageNumberPagination):
         if not values:
             return self.page_size
         raw = values[-1]
-        if len(values) > 1 or not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.max_page_size:
+        valid = raw.isascii() and raw.isdigit() and len(raw) <= 3
+        if len(values) > 1 or not valid or not 1 <= int(raw) <= self.max_page_size:
             raise ValidationError({self.page_size_query_param: [f"One whole number from 1 to {self.max_page_size}."]})
         return int(raw)

@@ -19,6 +19,7 @@ ERROR_STATUSES = {
     "413": "Body or file too large.",
     "415": "Unsupported media type.",
     "429": "Too many requests (see Retry-After).",
+    "503": "The database or object storage is briefly unavailable (see Retry-After); retry.",
 }
 ERROR_SCHEMA = {
     "type": "object",

@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 # JSON types each field kind accepts in a JSON body (forms send strings, and are checked by the fields).
 _JSON_TYPES: list[tuple[type[serializers.Field], tuple[type, ...], str]] = [
+    (serializers.MultipleChoiceField, (list,), "a list"),
     (serializers.BooleanField, (bool,), "a boolean"),
     (serializers.IntegerField, (int,), "an integer"),
     (serializers.FloatField, (int, float), "a number"),

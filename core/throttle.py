@@ -3,7 +3,9 @@
 Failures are counted in Django's cache in fixed windows of a minute, so
 with a shared cache (``CACHE_URL=redis://…``) every API process sees the
 same count; with the default in-memory cache each process counts its own.
-Only failures count: a caller with a valid key is never slowed by this.
+API keys are far too long to guess, so a valid key always passes and only
+the failures of a noisy address turn into 429s; passwords can be guessed,
+so sign-ins are counted per account and address and refused while over.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.generic import TemplateView
 
 from core.errors import ServiceError
@@ -39,6 +40,10 @@ def current_membership(request: HttpRequest):
 
 def refusal(request: HttpRequest, *, title: str, message: str, status: int) -> HttpResponse:
     return render(request, "dashboard/refused.html", {"title": title, "message": message}, status=status)
+
+
+# The list page of each section: where switching tenants lands (an object of the old tenant is not in the new one).
+SECTION_PAGES = {"keys": "api-keys"}
 
 
 class TenantPage(TemplateView):
@@ -80,6 +85,7 @@ class TenantPage(TemplateView):
             tenant=self.caller.tenant,
             memberships=selectors.memberships_of(user=self.request.user),
             section=self.section,
+            section_url=reverse(f"dashboard:{SECTION_PAGES.get(self.section, self.section or 'overview')}"),
             can_write=self.can(self.write_role),
             can_admin=self.can(Role.ADMIN),
         )

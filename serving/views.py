@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
@@ -37,7 +38,9 @@ class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
     http_method_names = ["get", "put", "delete", "head", "options"]
 
     def refine_queryset(self, queryset):
-        return queryset.prefetch_related("aliases__version", "versions")
+        # The versions only for the latest ready number: not their manifests and metrics.
+        versions = Prefetch("versions", queryset=ModelVersion.objects.only("id", "model_id", "version", "status"))
+        return queryset.prefetch_related("aliases__version", versions)
 
     @extend_schema(request=AliasInputSerializer, responses=RegisteredModelSerializer)
     @action(detail=True, methods=["put", "delete"], url_path=rf"aliases/(?P<alias>{ALIAS_NAME})")

@@ -36,14 +36,16 @@ class ApiKeyAuthentication(BaseAuthentication):
         header = get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword:
             return None
-        address = throttle.client_address(request)
-        wait = throttle.retry_after(scope=THROTTLE_SCOPE, address=address)
-        if wait is not None:
-            raise exceptions.Throttled(wait=wait, detail="Too many failed API key attempts from this address.")
         try:
             return self._check(header)
         except exceptions.AuthenticationFailed:
+            # Valid keys always pass (they are far too long to guess); an address that keeps failing gets 429s.
+            address = throttle.client_address(request)
+            wait = throttle.retry_after(scope=THROTTLE_SCOPE, address=address)
             throttle.record_failure(scope=THROTTLE_SCOPE, address=address)
+            if wait is not None:
+                detail = "Too many failed API key attempts from this address."
+                raise exceptions.Throttled(wait=wait, detail=detail) from None
             raise
 
     def _check(self, header: list[bytes]):

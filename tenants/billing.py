@@ -41,9 +41,11 @@ def month_or_current(raw: str | None) -> date:
     """The first day of a "YYYY-MM" month; this month for anything else (the pages' lenient month picker)."""
     try:
         year, month = (int(part) for part in (raw or "").split("-"))
-        return date(year, month, 1)
+        if 1970 <= year <= 9998:  # and so its neighbours are dates too
+            return date(year, month, 1)
     except ValueError:
-        return timezone.now().date().replace(day=1)
+        pass
+    return timezone.now().date().replace(day=1)
 
 
 def neighbour_months(first: date) -> tuple[date, date]:

@@ -26,7 +26,6 @@ class TrainingJobAdmin(PlatformWrittenAdmin):
 
     list_display = ["id", "tenant", "template", "model_name", "status", "attempts", "device", "created_at"]
     list_filter = ["status", "template", "tenant", "device", "created_at"]
-    date_hierarchy = "created_at"
     search_fields = ["id", "model_name", "tenant__slug"]
     date_hierarchy = "created_at"
     actions = ["cancel", "retry"]

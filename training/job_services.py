@@ -336,11 +336,18 @@ def heartbeat(*, job_id, progress: dict[str, Any]) -> str:
     return TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or Status.FAILED
 
 
-def keep_alive(*, job_id) -> None:
-    """A heartbeat that leaves the progress as it is (a worker waiting out an outage)."""
-    TrainingJob.objects.filter(pk=job_id, status__in=[Status.RUNNING, Status.CANCELLING]).update(
-        heartbeat_at=timezone.now()
-    )
+def keep_alive(*, job: TrainingJob) -> bool:
+    """A heartbeat that leaves the progress as it is (a worker waiting out an outage); False once the job is no
+    longer this attempt's to run (requeued meanwhile, or cancelled)."""
+    return bool(_attempt(job).filter(status=Status.RUNNING).update(heartbeat_at=timezone.now()))
+
+
+def finish_if_cancelled(*, job: TrainingJob, compute_seconds: float, device: str) -> bool:
+    """An attempt that stopped on an outage while its job was being cancelled ends the job as cancelled."""
+    if not _attempt(job).filter(status=Status.CANCELLING).exists():
+        return False
+    finish_job(job=job, status=Status.CANCELLED, compute_seconds=compute_seconds, device=device)
+    return True
 
 
 def record_epoch(*, job: TrainingJob, epoch: int, values: dict[str, float]) -> None:
@@ -368,7 +375,7 @@ def finish_job(
     traceback_text: str = "",
 ) -> None:
     now = timezone.now()
-    TrainingJob.objects.filter(pk=job.pk).update(
+    if not _attempt(job).update(
         status=status,
         finished_at=now,
         heartbeat_at=now,
@@ -378,13 +385,21 @@ def finish_job(
         error_message=error[:1000],
         error_traceback=traceback_text,
         compute_seconds=F("compute_seconds") + compute_seconds,
-    )
+    ):
+        logger.warning("job %s: attempt %s no longer owns it; its result (%s) is dropped", job.pk, job.attempts, status)
+        return
     log(job, f"{status}" + (f": {error}" if error else ""))
     transaction.on_commit(request_dispatch)
 
 
+def _attempt(job: TrainingJob):
+    """The job's row while this attempt still owns it: a newer attempt (after this worker was presumed dead and
+    the job requeued) owns it instead, and an old attempt's late writes must change nothing."""
+    return TrainingJob.objects.filter(pk=job.pk, worker=job.worker, attempts=job.attempts)
+
+
 def add_compute_seconds(*, job: TrainingJob, seconds: float) -> None:
-    TrainingJob.objects.filter(pk=job.pk).update(compute_seconds=F("compute_seconds") + seconds)
+    _attempt(job).update(compute_seconds=F("compute_seconds") + seconds)
 
 
 def _fail(job: TrainingJob, message: str, traceback_text: str) -> None:
@@ -423,7 +438,7 @@ def requeue_stale_jobs() -> list[str]:
         if TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__lt=lost_before).update(
             dispatched_at=None
         ):
-            log(job, "not started after dispatch; dispatching again")
+            log(job, "still waiting for a worker; dispatched again")
             requeued.append(str(job.pk))
     if requeued:
         transaction.on_commit(request_dispatch)
@@ -432,9 +447,9 @@ def requeue_stale_jobs() -> list[str]:
 
 def requeue_after_error(*, job: TrainingJob, reason: str) -> None:
     """Send a job back to the queue after a transient error; it resumes from its checkpoint."""
-    TrainingJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(status=Status.QUEUED, dispatched_at=None)
-    log(job, f"transient error, will resume: {reason}")
-    transaction.on_commit(request_dispatch)
+    if _attempt(job).filter(status=Status.RUNNING).update(status=Status.QUEUED, dispatched_at=None):
+        log(job, f"transient error, will resume: {reason}")
+        transaction.on_commit(request_dispatch)
 
 
 @transaction.atomic

@@ -27,6 +27,8 @@ class JobListPage(TenantPage):
         status = self.request.GET.get("status", "")
         if status in TrainingJob.Status.values:
             jobs = jobs.filter(status=status)
+        else:
+            status = ""  # only a known status goes back into the page links
         context.update(
             page=Paginator(jobs, 50).get_page(self.request.GET.get("page")),
             status=status,

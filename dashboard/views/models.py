@@ -159,7 +159,7 @@ class TryPredictionView(TenantPage):
                 settings.SERVING_URL.rstrip("/") + path + ":predict",
                 data=request.body,
                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-                timeout=30,
+                timeout=10,  # a 'try it' call never holds an API worker for long
             )
         except requests.RequestException as exc:
             logger.warning("try-it prediction could not reach serving at %s: %s", settings.SERVING_URL, exc)

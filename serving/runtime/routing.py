@@ -84,12 +84,12 @@ class Router:
         return await asyncio.shield(pending)
 
     async def caller(self, authorization: bytes | None, client: str) -> KeyGrant:
-        """The grant of a request's key; an address whose keys keep failing gets 429 before any lookup."""
-        self.auth_failures.check(client)
+        """The grant of a request's key; an address whose keys keep failing gets 429s instead of 401s."""
         try:
             return await self._grant(authorization)
         except HTTPError as error:
             if error.status == 401:
+                self.auth_failures.check(client)
                 self.auth_failures.failed(client)
             raise
 
@@ -103,11 +103,17 @@ class Router:
             raw_key = raw.strip().decode("ascii")
         except UnicodeDecodeError:
             raise HTTPError(401, "Invalid API key.") from None
+        if tokens.is_token(raw_key):  # short-lived and tied to a membership: checked on every request, never cached
+            grant = await self._read(("token", raw_key), tokens.grant_for_token, raw=raw_key)
+            return self._allowed(grant)
         cache_key = hashlib.sha256(raw_key.encode()).hexdigest()
         found, grant = self._keys.get(cache_key)
         if not found and not self._unknown_keys.get(cache_key)[0]:
             grant = await self._read(("key", cache_key), _grant_for_secret, raw_key=raw_key)
             (self._keys if grant is not None else self._unknown_keys).put(cache_key, grant)
+        return self._allowed(grant)
+
+    def _allowed(self, grant: KeyGrant | None) -> KeyGrant:
         if grant is None:
             raise HTTPError(401, "Invalid API key.")
         if grant.revoked:
@@ -184,8 +190,6 @@ def choose_version(routes: ModelRoutes, *, version: int | None = None, label: st
 
 
 def _grant_for_secret(*, raw_key: str) -> KeyGrant | None:
-    if tokens.is_token(raw_key):  # the dashboard's "try it" box, acting as a signed-in member
-        return tokens.grant_for_token(raw=raw_key)
     key = tenant_services.use_api_key(raw_key=raw_key)
     return selectors.key_grant(key=key) if key is not None else None
 

@@ -63,7 +63,7 @@ def resilient(function, /, *args, **kwargs):
     return None
 
 
-def wait_for_dependencies(job: TrainingJob) -> bool:
+def wait_for_dependencies(job: TrainingJob) -> None:
     """Before a transient failure is requeued, wait (beating) until storage and the database answer again.
 
     Requeued at once, the next attempt would start while the outage lasts and
@@ -71,18 +71,18 @@ def wait_for_dependencies(job: TrainingJob) -> bool:
     Gives up after ``TRAINING_OUTAGE_WAIT_SECONDS`` (the job is requeued
     anyway and the periodic tasks take it from there).
     """
-    deadline = time.monotonic() + settings.TRAINING_OUTAGE_WAIT_SECONDS
+    deadline = time.monotonic() + settings.TRAINING_OUTAGE_WAIT_SECONDS  # then requeued anyway
     delay = 1.0
     while time.monotonic() < deadline:
         try:
-            job_services.keep_alive(job_id=job.id)
+            if not job_services.keep_alive(job=job):
+                return  # requeued to another attempt, or cancelled, meanwhile
             if storage.reachable()[0]:
-                return True
+                return
         except DATABASE_LOST:
             connection.close()
         time.sleep(delay)
         delay = min(delay * 2, 10.0)
-    return False
 
 
 def transient(exc: BaseException) -> bool:
@@ -118,6 +118,8 @@ def run_job(*, job_id: str, worker: str) -> None:
         if transient(exc) and job.attempts < job.max_attempts:
             logger.warning("job %s: transient error, requeued once storage and database answer: %s", job.id, exc)
             wait_for_dependencies(job)
+            if resilient(job_services.finish_if_cancelled, job=job, compute_seconds=seconds, device=device):
+                return
             resilient(job_services.add_compute_seconds, job=job, seconds=seconds)
             resilient(job_services.requeue_after_error, job=job, reason=f"{type(exc).__name__}: {exc}")
             return
