@@ -109,7 +109,8 @@ def weed_ports(s3_port: int) -> dict[str, int]:
         "s3.port": s3_port,
         "admin.port": 23646 + offset,
         "s3.port.iceberg": 8181 + offset,
-        "s3.metricsPort": 9101 + offset,
+        # Lance's namespace server listens on 9101 whatever the S3 port, so a second stack would fail to start.
+        "s3.port.lance": 0,
     }
     # weed's gRPC ports default to HTTP port + 10000, so the 8333 stack's gRPC ports (18333, 19333, ...) would
     # take the test stack's HTTP ports; +20000 keeps both stacks' ports apart.

@@ -1,8 +1,9 @@
-"""Faults in the broker: a Redis broker stopped for 20 s while jobs are queued and running, then started again.
+"""Faults in the broker: Redis, then RabbitMQ, stopped for 20 s while jobs are queued and running, then started.
 
-The test runs its own ``redis-server`` (persistent, as a production broker
-is) on a free port, points a worker and this process at it, and stops and
-starts only that server, by process id. A small stand-in for Celery beat
+The test runs its own broker (a persistent ``redis-server``, or a RabbitMQ
+node of its own name, port and data folder) on a free port, points a worker
+and this process at it, and stops and starts only that server, by process
+id. A small stand-in for Celery beat
 sends the periodic dispatch and requeue tasks, as production's beat does.
 
 What must hold: a job submitted while the broker is down is accepted (201)
@@ -13,7 +14,9 @@ each epoch recorded once); nothing of another tenant changes.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -32,44 +35,86 @@ PARAMS = {"epochs": 4, "batch_size": 8, "max_len": 30, "embedding_dim": 16, "con
 OUTAGE_SECONDS = 20
 
 
-class RedisServer:
-    """A persistent redis-server of this test's own, started and stopped by process id."""
+class OwnBroker:
+    """A broker server of this test's own, started and stopped by process id (never the machine's)."""
+
+    program = ""
 
     def __init__(self) -> None:
-        if not shutil.which("redis-server"):
-            pytest.fail("redis-server is not installed (Debian package redis-server)", pytrace=False)
+        if not shutil.which(self.program):
+            pytest.fail(f"{self.program} is not installed", pytrace=False)
         self.port = free_port()
-        self.folder = ROOT / "var" / "test" / f"redis-{self.port}"
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = ROOT / "var" / "test" / f"{self.program}-{self.port}"
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
         self.process: subprocess.Popen | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
 
     def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
-        wait_for(lambda: _answers(self.port), 20, "redis did not start")
+        command, env = self.command()
+        with open(self.folder / "server.log", "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=os.environ | env, start_new_session=True
+            )
+        wait_for(lambda: self._answers(), 90, f"{self.program} did not start")
+
+    def _answers(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
             stop_process_group(self.process)
             self.process = None
+            wait_for(lambda: not self._answers(), 30, f"{self.program} did not stop")
 
 
-def _answers(port: int) -> bool:
-    import socket
+class OwnRedis(OwnBroker):
+    program = "redis-server"
 
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(16).startswith(b"+PONG")
-    return False
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self):
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)]
+        return command, {}
+
+
+class OwnRabbitMQ(OwnBroker):
+    program = "rabbitmq-server"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def command(self):
+        (self.folder / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        (self.folder / "enabled_plugins").write_text("[].\n")
+        (self.folder / "rabbitmq-env.conf").write_text("")
+        env = {
+            "HOME": str(self.folder),  # its own Erlang cookie
+            "RABBITMQ_NODENAME": f"chaos{self.port}@localhost",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_CONFIG_FILE": str(self.folder / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.folder / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.folder / "log"),
+        }
+        return ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env
 
 
 @contextlib.contextmanager
 def broker(url: str):
     """This process's Celery app sends to ``url`` (and the workers it starts use it too)."""
-    import os
-
     from config.celery import app
 
     saved = app.conf.broker_url, app.conf.broker_transport_options, os.environ.get("CELERY_BROKER_URL")
@@ -97,33 +142,34 @@ def mini_beat(stop: threading.Event) -> None:
             requeue_stale_jobs.delay()
 
 
-def test_broker_down_for_20_seconds_while_jobs_are_queued_and_running(api_a, tenant_a, tenant_b):
+@pytest.mark.parametrize("kind", [OwnRedis, OwnRabbitMQ], ids=["redis", "rabbitmq"])
+def test_broker_down_for_20_seconds_while_jobs_are_queued_and_running(kind, api_a, tenant_a, tenant_b):
     from tests.dashboard_support import bystander
 
     b_before = bystander(tenant_b.tenant)
-    redis = RedisServer()
-    redis.start()
+    server = kind()
+    server.start()
     stop = threading.Event()
     try:
-        with broker(redis.url), celery_worker("gpu,cpu,default"):
+        with broker(server.url), celery_worker("gpu,cpu,default"):
             beat = threading.Thread(target=mini_beat, args=(stop,))
             beat.start()
             dataset_id = ctr_dataset(api_a, 400)
             jobs = [submit(api_a, dataset_id, params=PARAMS, seed=n, model_name=f"m{n}").json()["id"] for n in range(3)]
             wait_for(lambda: job_state(jobs[0]).progress.get("epoch"), 240, "nothing started")
-            redis.stop()
+            server.stop()
             started = time.monotonic()
             during = submit(api_a, dataset_id, params=PARAMS, seed=9, model_name="m9")
             assert during.status_code == 201 and time.monotonic() - started < 15  # accepted, not stuck
             jobs.append(during.json()["id"])
             time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - started)))
-            redis.start()
+            server.start()
             done = wait_for(
                 lambda: all(job_state(j).status in TrainingJob.TERMINAL for j in jobs) and jobs, 420, "jobs stuck"
             )
     finally:
         stop.set()
-        redis.stop()
+        server.stop()
     finals = [job_state(j) for j in done]
     assert [j.status for j in finals] == ["succeeded"] * 4, [(j.status, j.error_message) for j in finals]
     for job in finals:
