@@ -93,9 +93,13 @@ def test_signatures_are_enforced():
         forged.list_objects_v2(Bucket=settings.S3_BUCKET)
 
 
-def test_the_make_up_and_test_s3_stacks_use_disjoint_ports():
+def test_the_make_up_test_and_chaos_s3_stacks_use_disjoint_ports():
     from core.s3server import weed_ports
+    from tests.chaos.test_storage_faults import S3_PORT as CHAOS_S3_PORT
 
-    development, tests = set(weed_ports(8333).values()), set(weed_ports(18333).values())
-    assert not development & tests
-    assert all(0 < port < 65536 for port in development | tests)
+    stacks = [weed_ports(s3_port) for s3_port in (8333, 18333, CHAOS_S3_PORT)]
+    listening = [{port for port in stack.values() if port} for stack in stacks]  # 0 turns a server off
+    assert all(not listening[i] & listening[j] for i in range(3) for j in range(i + 1, 3))
+    assert all(0 < port < 65536 for ports in listening for port in ports)
+    # Lance's server would take 9101 on every stack whatever its S3 port.
+    assert all(stack["s3.port.lance"] == 0 for stack in stacks)
