@@ -100,7 +100,7 @@ def write_identities(path: Path, *, access_key: str, secret_key: str) -> None:
 
 
 def weed_ports(s3_port: int) -> dict[str, int]:
-    """Every port ``weed mini`` opens, as offsets of the S3 port, so stacks on 8333 and 18333 never collide."""
+    """Every port ``weed mini`` opens, as offsets of the S3 port, so stacks on 8333, 18333 and 28433 never collide."""
     offset = s3_port - 8333
     ports = {
         "master.port": 9333 + offset,

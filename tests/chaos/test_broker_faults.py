@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 
 import pytest
 
+from core.s3server import port_is_open
 from serving.models import ModelVersion
 from tests.test_isolation import tenant_rows
 from tests.test_training_jobs import submit
@@ -38,67 +38,67 @@ OUTAGE_SECONDS = 20
 class OwnBroker:
     """A broker server of this test's own, started and stopped by process id (never the machine's)."""
 
-    program = ""
+    name = ""
+    executable = ""
+    url_template = ""  # formatted with this server's port
 
     def __init__(self) -> None:
-        if not shutil.which(self.program):
-            pytest.fail(f"{self.program} is not installed", pytrace=False)
+        if not shutil.which(self.executable):
+            pytest.fail(f"{self.executable} is not installed", pytrace=False)
         self.port = free_port()
-        self.folder = ROOT / "var" / "test" / f"{self.program}-{self.port}"
+        self.url = self.url_template.format(port=self.port)
+        self.folder = ROOT / "var" / "test" / f"{self.name}-{self.port}"
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self.process: subprocess.Popen | None = None
 
-    def command(self) -> tuple[list[str], dict[str, str]]:
+    def arguments_and_environment(self) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
 
     def start(self) -> None:
-        command, env = self.command()
+        arguments, environment = self.arguments_and_environment()
         with open(self.folder / "server.log", "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=os.environ | env, start_new_session=True
+                [self.executable, *arguments],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=os.environ | environment,
+                start_new_session=True,
             )
-        wait_for(lambda: self._answers(), 90, f"{self.program} did not start")
+        wait_for(self._answers, 90, f"{self.name} did not start")
 
     def _answers(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-            return True
-        return False
+        return port_is_open("127.0.0.1", self.port)
 
     def stop(self) -> None:
         if self.process is not None:
             stop_process_group(self.process)
             self.process = None
-            wait_for(lambda: not self._answers(), 30, f"{self.program} did not stop")
+            wait_for(lambda: not self._answers(), 30, f"{self.name} did not stop")
 
 
 class OwnRedis(OwnBroker):
-    program = "redis-server"
+    name = executable = "redis-server"
+    url_template = "redis://127.0.0.1:{port}/0"
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def command(self):
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)]
-        return command, {}
+    def arguments_and_environment(self):
+        arguments = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        arguments += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)]
+        return arguments, {}
 
 
 class OwnRabbitMQ(OwnBroker):
-    program = "rabbitmq-server"
+    name = "rabbitmq"
+    executable = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the node itself, not /usr/sbin's wrapper that su's
+    url_template = "amqp://guest:guest@127.0.0.1:{port}//"
 
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
-
-    def command(self):
+    def arguments_and_environment(self):
         (self.folder / "rabbitmq.conf").write_text(
             f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n"
         )
         (self.folder / "enabled_plugins").write_text("[].\n")
-        (self.folder / "rabbitmq-env.conf").write_text("")
-        env = {
+        (self.folder / "rabbitmq-env.conf").write_text("")  # not the machine's /etc/rabbitmq one
+        environment = {
             "HOME": str(self.folder),  # its own Erlang cookie
             "RABBITMQ_NODENAME": f"chaos{self.port}@localhost",
             "RABBITMQ_NODE_PORT": str(self.port),
@@ -109,7 +109,7 @@ class OwnRabbitMQ(OwnBroker):
             "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.folder / "log"),
         }
-        return ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env
+        return [], environment
 
 
 @contextlib.contextmanager
