@@ -58,6 +58,8 @@ class Plan(models.Model):
     storage_bytes = models.PositiveBigIntegerField(default=10 * 1024**3)
     max_dataset_bytes = models.PositiveBigIntegerField(default=2 * 1024**3)
     predictions_per_minute = models.PositiveIntegerField(default=600)
+    # A job's estimated parameter + activation memory may not exceed this (checked at submission).
+    max_job_memory_bytes = models.PositiveBigIntegerField(default=2 * 1024**3)
     # Prices (in the plan's currency); amounts are computed with Decimal and rounded to cents.
     currency = models.CharField(max_length=3, default="USD")
     monthly_base_fee = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
@@ -71,6 +73,30 @@ class Plan(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PlanPrice(models.Model):
+    """A plan's prices from ``effective_from`` (a day) until the next row: a past month is billed at its own prices.
+
+    The price fields on ``Plan`` are the current prices; every change to them appends a row here.
+    """
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="price_history")
+    effective_from = models.DateField(db_index=True)
+    currency = models.CharField(max_length=3, default="USD")
+    monthly_base_fee = models.DecimalField(max_digits=12, decimal_places=2)
+    price_gpu_hour = models.DecimalField(max_digits=12, decimal_places=4)
+    price_cpu_hour = models.DecimalField(max_digits=12, decimal_places=4)
+    price_gb_month = models.DecimalField(max_digits=12, decimal_places=4)
+    price_per_1k_predictions = models.DecimalField(max_digits=12, decimal_places=4)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["plan", "-effective_from"]
+        constraints = [models.UniqueConstraint(fields=["plan", "effective_from"], name="one_price_per_plan_and_day")]
+
+    def __str__(self) -> str:
+        return f"{self.plan} from {self.effective_from}"
 
 
 class Tenant(models.Model):
@@ -166,6 +192,8 @@ class ApiKey(TenantOwnedModel):
     scopes = models.JSONField(default=list)
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The key that made this key (None when a person made it in a session): a key never outlives its parent.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -243,3 +271,26 @@ class AuditEvent(TenantOwnedModel):
 
     def delete(self, *args, **kwargs):
         raise TypeError("Audit events are never deleted (they go only with their tenant).")
+
+
+class IdempotencyRecord(TenantOwnedModel):
+    """The first answer to a POST sent with an ``Idempotency-Key``, replayed to retries for 24 hours.
+
+    ``request_fingerprint`` is the sha256 of the method, path and body: the same key with another body is a 422.
+    While ``response_status`` is None the first request is still running (a retry then gets 409).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=255)
+    request_fingerprint = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.BinaryField(null=True, blank=True)
+    response_content_type = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="one_idempotency_record_per_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.response_status or 'in progress'})"

@@ -122,11 +122,16 @@ class TrainingJob(TenantOwnedModel):
     max_attempts = models.PositiveIntegerField(default=3)
     progress = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)  # machine-readable reason of a failure or stop
     error_message = models.CharField(max_length=1000, blank=True)
     error_traceback = models.TextField(blank=True)  # operators only; never in the tenant API
     worker = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=16, blank=True)
-    compute_seconds = models.FloatField(default=0.0)
+    compute_seconds = models.FloatField(default=0.0)  # the sum of its attempts' seconds (JobAttempt)
+    # Budget reserved against the monthly compute quota while the job is queued or running; the job is stopped
+    # (checkpoint kept) when it has used this much.
+    max_runtime_seconds = models.PositiveIntegerField(null=True, blank=True)
+    estimated_memory_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True)  # seconds per phase of the last attempt
     model_version = models.PositiveIntegerField(null=True, blank=True)
 
@@ -167,3 +172,26 @@ class JobLogLine(TenantOwnedModel):
 
     class Meta:
         ordering = ["id"]
+
+
+class JobAttempt(TenantOwnedModel):
+    """One worker start of a job, with its compute seconds: written by attempt number, so a retried write
+    (after a lost connection) sets the same row again instead of adding twice, and an attempt that was killed
+    is charged from its last heartbeat."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.PositiveIntegerField()
+    worker = models.CharField(max_length=200, blank=True)
+    device = models.CharField(max_length=16, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    compute_seconds = models.FloatField(default=0.0)
+    outcome = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="one_row_per_job_attempt")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} attempt {self.number}"
