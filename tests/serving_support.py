@@ -8,8 +8,11 @@ so the serving process reads exactly what training writes.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -136,3 +139,20 @@ def serving_server(**settings_overrides):
         finally:
             server.should_exit = True
             thread.join(timeout=30)
+
+
+def call(base: str, method: str, path: str, body=None, key: str | None = None, raw: bytes | None = None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(base + path, data=data, method=method)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = response.read()
+            status, headers = response.status, response.headers
+    except urllib.error.HTTPError as exc:
+        payload, status, headers = exc.read(), exc.code, exc.headers
+    content = json.loads(payload) if headers.get("Content-Type", "").startswith("application/json") else payload
+    return status, content, headers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -12,26 +11,9 @@ import pytest
 from serving import services as registry
 from serving.models import ModelVersion, PredictionUsage
 from tests.factories import make_key
-from tests.serving_support import publish_model, serving_server
+from tests.serving_support import call, publish_model, serving_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def call(base: str, method: str, path: str, body=None, key: str | None = None, raw: bytes | None = None):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(base + path, data=data, method=method)
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = response.read()
-            status, headers = response.status, response.headers
-    except urllib.error.HTTPError as exc:
-        payload, status, headers = exc.read(), exc.code, exc.headers
-    content = json.loads(payload) if headers.get("Content-Type", "").startswith("application/json") else payload
-    return status, content, headers
 
 
 def test_tfserving_rows_and_columns(tenant_a):

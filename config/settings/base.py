@@ -292,6 +292,8 @@ CELERY_BEAT_SCHEDULE |= {
 # --- Serving (the separate prediction process, `manage.py serve_models`) ----
 # Models are downloaded here once and verified against their manifest before loading.
 SERVING_CACHE_DIR = Path(env_str("SERVING_CACHE_DIR", str(VAR_DIR / "model-cache")))
+# The disk cache keeps the files of versions not loaded now within this many bytes (least recently used go first).
+SERVING_CACHE_DISK_BUDGET_BYTES = env_int("SERVING_CACHE_DISK_BUDGET_BYTES", 10 * 1024**3, minimum=0)
 # Loaded models may use this much memory in all; idle ones are evicted, least recently used first.
 SERVING_MEMORY_BUDGET_BYTES = env_int("SERVING_MEMORY_BUDGET_BYTES", 2 * 1024**3, minimum=1)
 # Versions never evicted: "<tenant slug>/<model>/<version>", comma-separated.

@@ -66,6 +66,7 @@ class ServingApp:
             load=loader.load,
             load_executor=self._loads,
             on_unload=self._forget,
+            prune_disk=loader.prune_disk_cache,
         )
         self.router = Router(
             ttl=settings.SERVING_ROUTE_TTL_SECONDS, db_executor=self._db, on_routes_changed=self._routes_changed

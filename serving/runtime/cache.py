@@ -56,12 +56,14 @@ class ModelCache:
         load: Callable[[VersionSpec], LoadedModel],
         load_executor: Executor,
         on_unload: Callable[[Key], None] | None = None,
+        prune_disk: Callable[..., object] | None = None,
     ) -> None:
         self.budget_bytes = budget_bytes
         self.pinned = pinned  # "<tenant slug>/<model>/<version>"
         self._load = load
         self._load_executor = load_executor
         self._on_unload = on_unload
+        self._prune_disk = prune_disk  # called as prune_disk(keep=<loaded keys>) after each load
         self._entries: OrderedDict[Key, Entry] = OrderedDict()
         self._loading: dict[Key, asyncio.Future] = {}
         self._failed: dict[Key, tuple[float, BaseException]] = {}  # a failed load is not retried for a while
@@ -120,6 +122,7 @@ class ModelCache:
 
     async def _load_into(self, spec: VersionSpec, done: asyncio.Future) -> None:
         counters = self._counters(spec)
+        loaded = False
         try:
             on_disk = sum(int(f.get("size", 0)) for f in (spec.manifest.get("files") or {}).values())
             self._make_room(on_disk, spec)
@@ -130,6 +133,7 @@ class ModelCache:
             counters.loads += 1
             counters.load_seconds += model.load_seconds
             done.set_result(None)
+            loaded = True
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
             counters.load_failures += 1
             if not isinstance(exc, CapacityError):  # room may free up any moment; a bad file will not
@@ -138,6 +142,15 @@ class ModelCache:
             done.exception()  # retrieved here: nobody may be waiting any more
         finally:
             self._loading.pop(spec.key, None)
+        if loaded and self._prune_disk is not None:
+            await self._prune(keep=set(self._entries))
+
+    async def _prune(self, *, keep: set[Key]) -> None:
+        """Trim the disk cache to its budget, sparing the loaded versions; a failure costs disk, not answers."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._load_executor, lambda: self._prune_disk(keep=keep))
+        except Exception:
+            logger.exception("pruning the disk cache failed")
 
     def _make_room(self, needed: int, spec: VersionSpec) -> None:
         """Evict idle, unpinned models, least recently used first, until ``needed`` more bytes fit."""

@@ -105,6 +105,7 @@ def fetch(spec: VersionSpec) -> Path:
     if target.is_dir():
         try:
             _verify(target, files, spec)
+            os.utime(target)  # its last use, for the disk budget
             return target
         except IntegrityError:
             logger.error("%s: the disk cache failed verification; fetching it again", spec.label)
@@ -126,6 +127,52 @@ def fetch(spec: VersionSpec) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@dataclass(frozen=True)
+class CachedVersion:
+    path: Path
+    size_bytes: int
+    last_used: float
+
+
+def _cached_versions(root: Path) -> list[CachedVersion]:
+    """Every version folder (<tenant>/<model>/<version>) in the disk cache, with its size and last use."""
+    found = []
+    for path in root.glob("*/*/*"):
+        if not path.is_dir() or path.name.startswith("."):  # staging folders of a fetch in progress
+            continue
+        try:
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            found.append(CachedVersion(path=path, size_bytes=size, last_used=path.stat().st_mtime))
+        except FileNotFoundError:  # removed meanwhile (another process pruning)
+            continue
+    return found
+
+
+def prune_disk_cache(*, keep: set[tuple[str, str, int]], budget_bytes: int | None = None) -> list[Path]:
+    """Delete the files of versions not loaded now, least recently used first, until the cache fits its budget.
+
+    Loaded versions (``keep``) are never deleted, whatever the budget: their files are what a restart of a
+    lease would verify against. A deleted version is simply fetched and verified again on its next request.
+    """
+    root = Path(settings.SERVING_CACHE_DIR)
+    budget = settings.SERVING_CACHE_DISK_BUDGET_BYTES if budget_bytes is None else budget_bytes
+    versions = _cached_versions(root)
+    used = sum(version.size_bytes for version in versions)
+    kept = {str(root / tenant / model / str(number)) for tenant, model, number in keep}
+    removed = []
+    for version in sorted(versions, key=lambda v: v.last_used):
+        if used <= budget:
+            break
+        if str(version.path) in kept:
+            continue
+        shutil.rmtree(version.path, ignore_errors=True)
+        used -= version.size_bytes
+        removed.append(version.path)
+    if removed:
+        logger.info("disk cache: removed %d unloaded versions; %d MB left", len(removed), used // 2**20)
+    return removed
 
 
 def _verify(folder: Path, files: dict[str, dict[str, Any]], spec: VersionSpec) -> None:
