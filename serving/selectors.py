@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from django.db.models import Prefetch, QuerySet
 
 from serving.models import ModelAlias, ModelVersion, RegisteredModel
+from tenants import keys as tenant_keys
+from tenants import selectors as tenant_selectors
 from tenants.models import ApiKey, Tenant
 
 
@@ -44,14 +46,19 @@ class KeyGrant:
 
 
 def key_grant(*, key: ApiKey) -> KeyGrant:
+    """The grant of a key from ``tenants.services.use_api_key``: its rights now, not its stored role and scopes.
+
+    A key whose creator left the tenant or whose parent key was revoked is refused like a revoked key.
+    """
+    rights = getattr(key, "rights", None) or tenant_selectors.key_rights(key=key)
     return KeyGrant(
         key_id=str(key.pk),
         tenant_id=str(key.tenant_id),
         tenant_slug=key.tenant.slug,
         tenant_active=key.tenant.is_active,
-        scopes=frozenset(key.scopes),
-        revoked=key.revoked_at is not None,
-        expired=key.revoked_at is None and not key.is_usable(),
+        scopes=rights.scopes,
+        revoked=not rights.usable and rights.refusal != tenant_keys.EXPIRED,
+        expired=rights.refusal == tenant_keys.EXPIRED,
         predictions_per_minute=key.tenant.plan.predictions_per_minute,
     )
 

@@ -60,10 +60,9 @@ class ApiKeyAuthentication(BaseAuthentication):
         api_key = services.use_api_key(raw_key=raw_key)
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
-        if api_key.revoked_at is not None:
-            raise exceptions.AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
-        if not api_key.is_usable():
-            raise exceptions.AuthenticationFailed("This API key has expired.", code="api_key_expired")
+        # Revoked, expired, made by someone no longer a member, or made by a key that can no longer act.
+        if not api_key.rights.usable:
+            raise exceptions.AuthenticationFailed(api_key.rights.message, code=api_key.rights.refusal)
         return ApiKeyPrincipal(api_key), api_key
 
     def authenticate_header(self, request) -> str:

@@ -178,6 +178,15 @@ class Scope(models.TextChoices):
     PREDICT = "predict", "Predict"
 
 
+# The scopes a person of each role acts with (a session, or a key whose rights are capped by its creator's role).
+ROLE_SCOPES = {
+    Role.VIEWER: frozenset({Scope.READ}),
+    Role.MEMBER: frozenset({Scope.READ, Scope.WRITE, Scope.PREDICT}),
+    Role.ADMIN: frozenset({Scope.READ, Scope.WRITE, Scope.PREDICT}),
+    Role.OWNER: frozenset({Scope.READ, Scope.WRITE, Scope.PREDICT}),
+}
+
+
 class ApiKey(TenantOwnedModel):
     """A tenant's API key: only its SHA-256 is stored; the secret is shown once.
 

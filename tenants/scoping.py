@@ -16,22 +16,19 @@ from dataclasses import dataclass, field
 
 from django.db.models import QuerySet
 from rest_framework import viewsets
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from core.errors import ForbiddenError
 from tenants import audit, selectors
-from tenants.models import ROLE_RANK, ApiKey, Membership, Role, Scope, Tenant, TenantOwnedModel, User
+from tenants.idempotency import IdempotentWritesMixin
+from tenants.models import ROLE_RANK, ROLE_SCOPES, ApiKey, Membership, Role, Scope, Tenant, TenantOwnedModel, User
+from tenants.schema import TenantAutoSchema
 
 TENANT_HEADER = "X-Tenant"
 SESSION_TENANT_KEY = "tenant_id"
-ROLE_SCOPES = {
-    Role.VIEWER: {Scope.READ},
-    Role.MEMBER: {Scope.READ, Scope.WRITE, Scope.PREDICT},
-    Role.ADMIN: {Scope.READ, Scope.WRITE, Scope.PREDICT},
-    Role.OWNER: {Scope.READ, Scope.WRITE, Scope.PREDICT},
-}
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,11 @@ def resolve_caller(request: Request) -> Caller:
     """The caller of an authenticated request; raises 403/404 envelopes otherwise."""
     if isinstance(request.auth, ApiKey):
         key = request.auth
-        caller = Caller(tenant=key.tenant, role=key.role, scopes=frozenset(key.scopes), api_key=key)
+        # The key's rights now: never above its creator's current role or its parent key's rights.
+        rights = getattr(key, "rights", None) or selectors.key_rights(key=key)
+        if not rights.usable:
+            raise AuthenticationFailed(rights.message, code=rights.refusal)
+        caller = Caller(tenant=key.tenant, role=rights.role, scopes=rights.scopes, api_key=key)
     else:
         hint = request.headers.get(TENANT_HEADER) or request.session.get(SESSION_TENANT_KEY)
         membership = selectors.membership_in(user=request.user, tenant_hint=hint)
@@ -81,7 +82,7 @@ def resolve_caller(request: Request) -> Caller:
     return caller
 
 
-class TenantScopedAPIView(APIView):
+class TenantScopedAPIView(IdempotentWritesMixin, APIView):
     """Base of every tenant API view: resolves the caller and checks scope and role.
 
     ``read_scope``/``write_scope`` name the key scope needed for safe and
@@ -92,6 +93,7 @@ class TenantScopedAPIView(APIView):
     write_scope: str = Scope.WRITE
     read_role: str = Role.VIEWER
     write_role: str = Role.MEMBER
+    schema = TenantAutoSchema()  # documents the Idempotency-Key header on every write
 
     caller: Caller
 
@@ -106,6 +108,8 @@ class TenantScopedAPIView(APIView):
         role = self.read_role if safe else self.write_role
         if not self.caller.has_role(role):
             raise ForbiddenError(f"This needs the {role} role or higher.", code="role_required")
+        # Last: a caller refused above never claims an Idempotency-Key (tenants/idempotency.py).
+        self.begin_idempotent_request(request, tenant=self.caller.tenant)
 
     def finalize_response(self, request, response, *args, **kwargs):
         token = getattr(self, "_audit_token", None)

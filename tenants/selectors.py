@@ -1,16 +1,21 @@
-"""Reads of tenants, members and keys. Callers pass the tenant; only ``every_tenants_bill`` crosses tenants."""
+"""Reads of tenants, members and keys. Callers pass the tenant.
+
+Only ``every_tenants_bill`` (operators) and ``recent_credential_changes`` (the serving process's key cache)
+cross tenants.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
 from tenants import billing, keys
-from tenants.models import ApiKey, Membership, Tenant, UsageRecord, User
+from tenants.models import ApiKey, AuditEvent, Membership, Plan, PlanPrice, Tenant, UsageRecord, User
 
 
 def api_key_for_secret(*, raw_key: str) -> ApiKey | None:
@@ -25,6 +30,73 @@ def api_key_for_secret(*, raw_key: str) -> ApiKey | None:
         keys.digest_matches(raw_key, "0" * 64)
         return None
     return key if keys.digest_matches(raw_key, key.key_hash) else None
+
+
+# Deeper chains than this (a key made by a key made by a key ...) are refused rather than walked.
+MAX_KEY_CHAIN = 32
+
+
+def key_rights(*, key: ApiKey) -> keys.KeyRights:
+    """What ``key`` may do now: its own rights narrowed by every ancestor key and every creator's membership.
+
+    Read on every use (API and serving), so a removal, a demotion or a parent's revocation binds the key at
+    once, however it happened. Costs one query per ancestor key plus one for the creators' memberships.
+    """
+    chain = [key]
+    while chain[-1].parent_id is not None:
+        if len(chain) > MAX_KEY_CHAIN:
+            return keys.refused(keys.PARENT_UNUSABLE)
+        parent = ApiKey.objects.for_tenant(key.tenant_id).filter(pk=chain[-1].parent_id).first()
+        if parent is None or any(parent.pk == seen.pk for seen in chain):
+            return keys.refused(keys.PARENT_UNUSABLE)
+        chain.append(parent)
+    creators = {link.created_by_id for link in chain if link.created_by_id is not None}
+    roles = dict(
+        Membership.objects.for_tenant(key.tenant_id)
+        .filter(user_id__in=creators, user__is_active=True)
+        .values_list("user_id", "role")
+    )
+    now = timezone.now()
+    rights: keys.KeyRights | None = None
+    for link in reversed(chain):  # from the key a person (or an operator) made down to this one
+        rights = keys.narrow(
+            role=link.role,
+            scopes=link.scopes,
+            revoked=link.revoked_at is not None,
+            expired=not link.is_usable(now) and link.revoked_at is None,
+            creator_role=keys.NO_CREATOR if link.created_by_id is None else roles.get(link.created_by_id),
+            parent=rights,
+        )
+    return rights if rights is not None else keys.refused(keys.REVOKED)  # the chain is never empty
+
+
+def key_tree(*, tenant: Tenant, roots: list[ApiKey]) -> list[tuple[ApiKey, ApiKey]]:
+    """Every key made (directly or not) by ``roots``, each with the key that made it, parents before children."""
+    found: list[tuple[ApiKey, ApiKey]] = []
+    seen = {root.pk for root in roots}
+    level = {root.pk: root for root in roots}
+    while level:
+        children = list(ApiKey.objects.for_tenant(tenant).filter(parent_id__in=list(level)).exclude(pk__in=seen))
+        found.extend((child, level[child.parent_id]) for child in children)
+        seen.update(child.pk for child in children)
+        level = {child.pk: child for child in children}
+    return found
+
+
+# Audit actions after which a cached key may act with less (the serving process drops its cached grants).
+CREDENTIAL_ACTIONS = ("api_key.revoke", "member.role", "member.remove")
+
+
+def recent_credential_changes(*, seconds: int) -> dict[str, str]:
+    """Audit events of the last ``seconds`` that narrow some key's rights: event id -> tenant id.
+
+    The serving process polls this twice a second to drop cached grants of the tenants concerned.
+    """
+    since = timezone.now() - timedelta(seconds=seconds)
+    rows = AuditEvent.objects.filter(created_at__gte=since, action__in=CREDENTIAL_ACTIONS).values_list(
+        "id", "tenant_id"
+    )
+    return {str(event_id): str(tenant_id) for event_id, tenant_id in rows}
 
 
 def memberships_of(*, user: User) -> QuerySet[Membership]:
@@ -79,12 +151,29 @@ def _month_bounds(month: date) -> tuple[date, date]:
     return first, first.replace(day=billing.days_in(first))
 
 
-def _bill(tenant: Tenant, first: date, totals: dict[str, Decimal]) -> dict[str, Any]:
-    items = billing.line_items(plan=tenant.plan, month=first, totals=totals)
+def _price_schedules(*, plans: list[Plan], first: date, last: date) -> dict[Any, list[billing.Prices]]:
+    """Each plan's prices in force during the month (one query): the opening set, then each change."""
+    history: dict[Any, list[billing.Prices]] = {}
+    for row in PlanPrice.objects.filter(plan__in=plans, effective_from__lte=last):
+        history.setdefault(row.plan_id, []).append(billing.Prices.of(row))
+    return {
+        plan.pk: billing.month_schedule(
+            history=history.get(plan.pk, []), fallback=billing.Prices.of(plan), first=first, last=last
+        )
+        for plan in plans
+    }
+
+
+def _bill(
+    tenant: Tenant, first: date, daily: dict[date, dict[str, Decimal]], schedule: list[billing.Prices]
+) -> dict[str, Any]:
+    """A month's bill: each day's usage at the prices in force that day; ``prices`` lists the sets used."""
+    items = billing.bill_items(month=first, daily=daily, schedule=schedule)
     return {
         "month": first.strftime("%Y-%m"),
         "plan": tenant.plan.slug,
-        "currency": tenant.plan.currency,
+        "currency": schedule[0].currency,
+        "prices": [prices.as_dict() for prices in schedule],
         "line_items": [item.as_dict() for item in items],
         "total": str(billing.total(items)),
     }
@@ -92,36 +181,45 @@ def _bill(tenant: Tenant, first: date, totals: dict[str, Decimal]) -> dict[str, 
 
 def billing_estimate(*, tenant: Tenant, month: date) -> dict[str, Any]:
     first, last = _month_bounds(month)
-    totals = {
-        kind: Decimal(quantity)
-        for kind, quantity in UsageRecord.objects.for_tenant(tenant)
+    daily: dict[date, dict[str, Decimal]] = {}
+    rows = (
+        UsageRecord.objects.for_tenant(tenant)
         .filter(day__gte=first, day__lte=last)
-        .values_list("kind")
+        .values_list("day", "kind")
         .annotate(total=Sum("quantity"))
-    }
-    return _bill(tenant, first, totals)
+    )
+    for day, kind, quantity in rows:
+        daily.setdefault(day, {})[kind] = Decimal(quantity)
+    schedule = _price_schedules(plans=[tenant.plan], first=first, last=last)[tenant.plan.pk]
+    return _bill(tenant, first, daily, schedule)
 
 
 def every_tenants_bill(*, month: date) -> list[dict[str, Any]]:
-    """Operators only (the admin console): each tenant's usage and bill for the month, in two queries."""
+    """Operators only (the admin console): each tenant's usage and bill for the month, in three queries."""
     first, last = _month_bounds(month)
-    totals: dict[Any, dict[str, Decimal]] = {}
+    daily: dict[Any, dict[date, dict[str, Decimal]]] = {}
     rows = (
         UsageRecord.objects.filter(day__gte=first, day__lte=last)
-        .values_list("tenant_id", "kind")
+        .values_list("tenant_id", "day", "kind")
         .annotate(total=Sum("quantity"))
     )
-    for tenant_id, kind, total in rows:
-        totals.setdefault(tenant_id, {})[kind] = Decimal(total)
+    for tenant_id, day, kind, total in rows:
+        daily.setdefault(tenant_id, {}).setdefault(day, {})[kind] = Decimal(total)
+    tenants = list(Tenant.objects.select_related("plan").order_by("slug"))
+    plans = list({tenant.plan.pk: tenant.plan for tenant in tenants}.values())
+    schedules = _price_schedules(plans=plans, first=first, last=last)
     return [
-        {"tenant": tenant, **_bill(tenant, first, totals.get(tenant.pk, {}))}
-        for tenant in Tenant.objects.select_related("plan").order_by("slug")
+        {"tenant": tenant, **_bill(tenant, first, daily.get(tenant.pk, {}), schedules[tenant.plan.pk])}
+        for tenant in tenants
     ]
 
 
 def quota_use(*, tenant: Tenant) -> dict[str, Any]:
-    """Each plan limit beside what the tenant uses of it now."""
-    from training import job_services
+    """Each plan limit beside what the tenant uses of it now.
+
+    Compute counts the seconds attempts ran this month (a killed one up to its last heartbeat) and, apart, the
+    unused budgets queued and running jobs have reserved against the same quota.
+    """
     from training import selectors as training_selectors
     from training.models import TrainingJob
 
@@ -134,9 +232,15 @@ def quota_use(*, tenant: Tenant) -> dict[str, Any]:
             {"name": "concurrent_jobs", "used": running, "limit": plan.max_concurrent_jobs},
             {
                 "name": "compute_seconds_this_month",
-                "used": round(job_services.compute_seconds_this_month(tenant=tenant), 3),
+                "used": round(training_selectors.compute_seconds_this_month(tenant=tenant), 3),
                 "limit": plan.compute_seconds_per_month,
             },
+            {
+                "name": "compute_seconds_reserved",
+                "used": round(training_selectors.compute_seconds_reserved(tenant=tenant), 3),
+                "limit": plan.compute_seconds_per_month,
+            },
+            {"name": "job_memory_bytes", "used": None, "limit": plan.max_job_memory_bytes},
             {
                 "name": "storage_bytes",
                 "used": training_selectors.storage_bytes_used(tenant=tenant),

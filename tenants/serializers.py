@@ -44,9 +44,36 @@ class MemberUpdateSerializer(StrictInputSerializer):
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
+    created_by = serializers.EmailField(
+        source="created_by.email",
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="The email of the person who made the key (null when a key or an operator made it).",
+    )
+    parent = serializers.CharField(
+        source="parent.prefix",
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="The prefix of the key that made this key (null when a person or an operator made it).",
+    )
+
     class Meta:
         model = ApiKey
-        fields = ["id", "name", "prefix", "scopes", "role", "created_at", "expires_at", "revoked_at", "last_used_at"]
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "role",
+            "created_by",
+            "parent",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+        ]
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):

@@ -12,8 +12,20 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.errors import ConflictError, ForbiddenError, NotFoundError, ServiceError
-from tenants import audit, keys, selectors
-from tenants.models import ROLE_RANK, ApiKey, Membership, Plan, Role, Scope, Tenant, UsageRecord, User
+from tenants import audit, billing, keys, selectors
+from tenants.models import (
+    ROLE_RANK,
+    ROLE_SCOPES,
+    ApiKey,
+    Membership,
+    Plan,
+    PlanPrice,
+    Role,
+    Scope,
+    Tenant,
+    UsageRecord,
+    User,
+)
 
 DEFAULT_PLAN_SLUG = "starter"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -43,18 +55,31 @@ def _unique_slug(name: str) -> str:
 
 @transaction.atomic
 def create_tenant(
-    *, name: str, owner_email: str, slug: str | None = None, plan: Plan | None = None, key_name: str = "initial"
-) -> tuple[Tenant, CreatedKey]:
-    """Create a tenant with its owner and a first all-scope owner key."""
+    *,
+    name: str,
+    owner_email: str | None,
+    slug: str | None = None,
+    plan: Plan | None = None,
+    key_name: str = "initial",
+) -> tuple[Tenant, CreatedKey | None]:
+    """Create a tenant with its owner and a first all-scope owner key.
+
+    Without ``owner_email`` (the admin's add form, whose member rows then go through ``add_member``) the
+    tenant starts with no member and no key.
+    """
     name = name.strip()
     if not name:
         raise ServiceError("A tenant needs a name.", code="invalid_name")
     if slug and Tenant.objects.filter(slug=slug).exists():
         raise ConflictError(f"A tenant with slug {slug!r} already exists.", code="slug_taken")
     tenant = Tenant.objects.create(name=name, slug=slug or _unique_slug(name), plan=plan or default_plan())
-    owner = _user_for_email(owner_email)
-    Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
-    audit.record(tenant=tenant, action="tenant.create", target=tenant, details={"owner": owner.email})
+    owner = _user_for_email(owner_email) if owner_email else None
+    if owner is not None:
+        Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
+    details = {"owner": owner.email if owner else None, "plan": tenant.plan.slug}
+    audit.record(tenant=tenant, action="tenant.create", target=tenant, details=details)
+    if owner is None:
+        return tenant, None
     created = create_api_key(
         tenant=tenant, name=key_name, scopes=[s.value for s in Scope], role=Role.OWNER, acting_role=Role.OWNER
     )
@@ -70,6 +95,173 @@ def set_tenant_status(*, tenant: Tenant, status: str) -> Tenant:
     tenant.save(update_fields=["status"])
     audit.record(tenant=tenant, action="tenant.status", target=tenant, details={"status": status, "previous": previous})
     return tenant
+
+
+@transaction.atomic
+def rename_tenant(*, tenant: Tenant, name: str) -> Tenant:
+    """Change a tenant's display name (its slug, which keys, pins and URLs use, stays)."""
+    name = name.strip()
+    if not name:
+        raise ServiceError("A tenant needs a name.", code="invalid_name")
+    previous = tenant.name
+    if name != previous:
+        tenant.name = name
+        tenant.save(update_fields=["name"])
+        audit.record(tenant=tenant, action="tenant.rename", target=tenant, details={"name": name, "previous": previous})
+    return tenant
+
+
+@transaction.atomic
+def set_tenant_plan(*, tenant: Tenant, plan: Plan) -> Tenant:
+    """Move a tenant to another plan: its limits apply at once, and its bills use that plan's prices."""
+    previous = tenant.plan
+    if plan.pk != previous.pk:
+        tenant.plan = plan
+        tenant.save(update_fields=["plan"])
+        audit.record(
+            tenant=tenant, action="tenant.plan", target=tenant, details={"plan": plan.slug, "previous": previous.slug}
+        )
+    return tenant
+
+
+# --- Plans and their prices ----------------------------------------------------------
+#
+# Plans belong to no tenant, but a change to one changes what every tenant on it may use and pays. So each
+# change writes one audit row per tenant on the plan (the audit log is per tenant, and that tenant's owners
+# read it through the API); the price history itself (PlanPrice rows, never edited) is the platform-level
+# record of what was charged when.
+
+PLAN_FIELDS = (
+    "slug",
+    "name",
+    "max_concurrent_jobs",
+    "compute_seconds_per_month",
+    "storage_bytes",
+    "max_dataset_bytes",
+    "predictions_per_minute",
+    "max_job_memory_bytes",
+)
+PRICE_FIELDS = billing.PRICE_FIELDS
+# The seed row of a plan's price history: its first prices applied since before any usage.
+PRICE_HISTORY_START = date(1970, 1, 1)
+
+
+def _audit_plan(plan: Plan, *, action: str, details: dict) -> int:
+    tenants = list(Tenant.objects.filter(plan=plan).only("pk"))
+    for tenant in tenants:
+        audit.record(tenant=tenant, action=action, target=plan, details={"plan": plan.slug, **details})
+    return len(tenants)
+
+
+def _check_prices(prices: dict) -> dict:
+    unknown = sorted(set(prices) - set(PRICE_FIELDS))
+    if unknown:
+        raise ServiceError("Unknown price fields.", code="invalid_prices", details={"unknown": unknown})
+    checked = {}
+    for name, value in prices.items():
+        if name == "currency":
+            if not (isinstance(value, str) and len(value) == 3 and value.isascii() and value.isalpha()):
+                raise ServiceError("currency is a 3-letter code.", code="invalid_prices", details={name: str(value)})
+            checked[name] = value.upper()
+            continue
+        try:
+            amount = Decimal(str(value))
+        except ArithmeticError:
+            raise ServiceError(f"{name} is not a number.", code="invalid_prices", details={name: str(value)}) from None
+        if not amount.is_finite() or amount < 0:
+            raise ServiceError(f"{name} must be zero or more.", code="invalid_prices", details={name: str(value)})
+        checked[name] = amount
+    return checked
+
+
+@transaction.atomic
+def create_plan(*, slug: str, name: str, prices: dict | None = None, **limits) -> Plan:
+    """A new plan and the first row of its price history (in force since before any usage)."""
+    unknown = sorted(set(limits) - set(PLAN_FIELDS))
+    if unknown:
+        raise ServiceError("Unknown plan fields.", code="invalid_plan", details={"unknown": unknown})
+    if Plan.objects.filter(slug=slug).exists():
+        raise ConflictError(f"A plan with slug {slug!r} already exists.", code="slug_taken")
+    plan = Plan.objects.create(slug=slug, name=name, **limits, **_check_prices(prices or {}))
+    PlanPrice.objects.create(
+        plan=plan, effective_from=PRICE_HISTORY_START, **{field: getattr(plan, field) for field in PRICE_FIELDS}
+    )
+    return plan
+
+
+@transaction.atomic
+def update_plan(*, plan: Plan, changes: dict) -> Plan:
+    """Change a plan's name or limits (not prices: :func:`set_plan_prices`); audited for each tenant on it."""
+    unknown = sorted(set(changes) - set(PLAN_FIELDS))
+    if unknown:
+        raise ServiceError("Unknown plan fields.", code="invalid_plan", details={"unknown": unknown})
+    locked = Plan.objects.select_for_update().get(pk=plan.pk)
+    changed = {name: value for name, value in changes.items() if getattr(locked, name) != value}
+    if "slug" in changed and Plan.objects.filter(slug=changed["slug"]).exclude(pk=plan.pk).exists():
+        raise ConflictError(f"A plan with slug {changed['slug']!r} already exists.", code="slug_taken")
+    if not changed:
+        return locked
+    previous = {name: getattr(locked, name) for name in changed}
+    for name, value in changed.items():
+        setattr(locked, name, value)
+    locked.save(update_fields=list(changed))
+    _audit_plan(
+        locked,
+        action="plan.update",
+        details={"changes": {n: {"from": str(previous[n]), "to": str(v)} for n, v in changed.items()}},
+    )
+    for name in changed:
+        setattr(plan, name, getattr(locked, name))
+    return locked
+
+
+@transaction.atomic
+def set_plan_prices(*, plan: Plan, prices: dict, effective_from: date | None = None) -> PlanPrice:
+    """Append the plan's new prices to its history, in force from ``effective_from`` (today by default).
+
+    Past days keep the prices they were used at: a date before today is refused, and a plan with no
+    history first records its current prices as in force since the beginning. A second change for the same
+    day replaces that day's row. The currency may change only from a month's first day (a bill has one
+    currency). The plan's own price fields follow once the new prices are in force today.
+    """
+    today = timezone.now().date()
+    effective_from = effective_from or today
+    if effective_from < today:
+        raise ServiceError(
+            "Prices cannot change in the past: past days are billed at the prices in force then.",
+            code="price_change_in_past",
+            details={"effective_from": effective_from.isoformat(), "today": today.isoformat()},
+        )
+    checked = _check_prices(prices)
+    locked = Plan.objects.select_for_update().get(pk=plan.pk)
+    if not PlanPrice.objects.filter(plan=locked).exists():
+        PlanPrice.objects.create(
+            plan=locked, effective_from=PRICE_HISTORY_START, **{f: getattr(locked, f) for f in PRICE_FIELDS}
+        )
+    in_force = PlanPrice.objects.filter(plan=locked, effective_from__lte=effective_from).order_by("-effective_from")[0]
+    values = {field: checked.get(field, getattr(in_force, field)) for field in PRICE_FIELDS}
+    if values["currency"] != in_force.currency and effective_from.day != 1:
+        raise ServiceError(
+            "The currency can change only from the first day of a month.",
+            code="currency_change_mid_month",
+            details={"effective_from": effective_from.isoformat()},
+        )
+    row, _ = PlanPrice.objects.update_or_create(plan=locked, effective_from=effective_from, defaults=values)
+    if effective_from <= today:
+        for field, value in values.items():
+            setattr(locked, field, value)
+            setattr(plan, field, value)
+        locked.save(update_fields=list(PRICE_FIELDS))
+    _audit_plan(
+        locked,
+        action="plan.prices",
+        details={
+            "effective_from": effective_from.isoformat(),
+            "prices": {f: str(v) for f, v in values.items()},
+            "previous": {f: str(getattr(in_force, f)) for f in PRICE_FIELDS},
+        },
+    )
+    return row
 
 
 def _user_for_email(email: str) -> User:
@@ -101,9 +293,12 @@ def create_api_key(
     acting_expires_at: datetime | None = None,
     created_by: User | None = None,
     expires_at: datetime | None = None,
+    parent: ApiKey | None = None,
 ) -> CreatedKey:
     """Make a key for ``tenant``; the secret is returned once and never stored.
 
+    ``created_by`` is the person who made it, ``parent`` the key that made it: either bounds the new key's
+    rights on every use (never above what its maker holds then), and revoking ``parent`` revokes it too.
     A key made by another key lives no longer than its maker.
     """
     unknown = sorted(set(scopes) - set(Scope.values))
@@ -131,38 +326,75 @@ def create_api_key(
         scopes=sorted(set(scopes)),
         role=role,
         created_by=created_by,
+        parent=parent,
         expires_at=expires_at,
     )
-    audit.record(
-        tenant=tenant,
-        action="api_key.create",
-        target=api_key,
-        details={"name": api_key.name, "prefix": api_key.prefix, "scopes": api_key.scopes, "role": role},
-    )
+    details = {"name": api_key.name, "prefix": api_key.prefix, "scopes": api_key.scopes, "role": role}
+    if parent is not None:
+        details["parent"] = parent.prefix
+    audit.record(tenant=tenant, action="api_key.create", target=api_key, details=details)
     return CreatedKey(api_key=api_key, raw_key=new.raw)
 
 
 @transaction.atomic
 def revoke_api_key(*, tenant: Tenant, key_id, acting_role: str = Role.OWNER) -> ApiKey:
-    api_key = ApiKey.objects.for_tenant(tenant).filter(pk=key_id).first()
+    """Revoke a key and, in the same transaction, every key it made (children, grandchildren, ...)."""
+    api_key = ApiKey.objects.for_tenant(tenant).select_for_update().filter(pk=key_id).first()
     if api_key is None:
         raise NotFoundError("No such API key.")
     if ROLE_RANK[Role(api_key.role)] > ROLE_RANK[Role(acting_role)]:
         raise ForbiddenError(f"A {acting_role} cannot revoke an {api_key.role}'s key.", code="role_too_high")
+    now = timezone.now()
     if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
+        api_key.revoked_at = now
         api_key.save(update_fields=["revoked_at"])
         audit.record(tenant=tenant, action="api_key.revoke", target=api_key, details={"prefix": api_key.prefix})
+    _revoke_tree(tenant=tenant, roots=[api_key], now=now)
     return api_key
 
 
-def use_api_key(*, raw_key: str) -> ApiKey | None:
-    """The key row for a presented secret (None when unknown), its use recorded when it is usable.
+def _revoke_tree(*, tenant: Tenant, roots: list[ApiKey], now: datetime, cause: dict | None = None) -> list[ApiKey]:
+    """Revoke the keys ``roots`` made, at any depth; one audit row each naming the key it cascaded from.
 
-    The one lookup for both front doors: the API's authentication and the serving process.
+    ``cause`` goes into the roots' own rows when they are revoked here too (a member's removal).
+    Keys already revoked are walked through, so a tree left half-revoked by older code is finished.
+    """
+    revoked: list[ApiKey] = []
+    for root in roots:
+        if root.revoked_at is None:
+            root.revoked_at = now
+            root.save(update_fields=["revoked_at"])
+            audit.record(
+                tenant=tenant, action="api_key.revoke", target=root, details={"prefix": root.prefix, **(cause or {})}
+            )
+            revoked.append(root)
+    for child, parent in selectors.key_tree(tenant=tenant, roots=roots):
+        if child.revoked_at is None:
+            child.revoked_at = now
+            child.save(update_fields=["revoked_at"])
+            audit.record(
+                tenant=tenant,
+                action="api_key.revoke",
+                target=child,
+                details={"prefix": child.prefix, "cascade_from": {"api_key": parent.prefix}},
+            )
+            revoked.append(child)
+    return revoked
+
+
+def use_api_key(*, raw_key: str) -> ApiKey | None:
+    """The key row for a presented secret (None when unknown), with ``.rights``: what it may do right now.
+
+    The one lookup for both front doors, the API's authentication and the serving process. ``rights`` is
+    the key's own role and scopes narrowed by its creator's current membership and its parent keys (see
+    ``tenants.keys.narrow``); when ``rights.usable`` is False the key acts with nothing. Use is recorded
+    only for a usable key.
     """
     api_key = selectors.api_key_for_secret(raw_key=raw_key)
-    if api_key is not None and api_key.is_usable():
+    if api_key is None:
+        return None
+    api_key.rights = selectors.key_rights(key=api_key)
+    if api_key.rights.usable:
         touch_api_key(api_key=api_key)
     return api_key
 
@@ -213,23 +445,57 @@ def change_member_role(*, tenant: Tenant, membership_id, role: str, acting_role:
     previous = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
-    audit.record(
-        tenant=tenant,
-        action="member.role",
-        target=membership,
-        details={"email": membership.user.email, "role": role, "previous": previous},
-    )
+    details = {"email": membership.user.email, "role": role, "previous": previous}
+    if ROLE_RANK[Role(role)] < ROLE_RANK[Role(previous)]:
+        # Their keys (and the keys those made) are read through key_rights on every use, so they act with
+        # the new role at once; the stored role stays, and a later promotion gives the keys back their own.
+        details["api_keys_capped"] = [
+            key.prefix
+            for key in _live_keys_made_by(tenant=tenant, user=membership.user)
+            if ROLE_RANK[Role(key.role)] > ROLE_RANK[Role(role)] or not set(key.scopes) <= ROLE_SCOPES[Role(role)]
+        ]
+    audit.record(tenant=tenant, action="member.role", target=membership, details=details)
     return membership
 
 
 @transaction.atomic
 def remove_member(*, tenant: Tenant, membership_id, acting_role: str) -> None:
+    """Remove a person, and revoke in the same transaction the keys they made and the keys those made."""
     membership = _member(tenant, membership_id)
     _require_may_manage(membership=membership, acting_role=acting_role)
     if membership.role == Role.OWNER:
         _require_another_owner(tenant)
-    audit.record(tenant=tenant, action="member.remove", target=membership, details={"email": membership.user.email})
+    email = membership.user.email
+    made = list(ApiKey.objects.for_tenant(tenant).filter(created_by=membership.user))
+    audit.record(
+        tenant=tenant,
+        action="member.remove",
+        target=membership,
+        details={"email": email, "api_keys_revoked": [key.prefix for key in made if key.revoked_at is None]},
+    )
     membership.delete()
+    _revoke_tree(tenant=tenant, roots=made, now=timezone.now(), cause={"cascade_from": {"member": email}})
+
+
+@transaction.atomic
+def revoke_keys_made_by(*, user: User) -> int:
+    """Revoke, in every tenant, the keys ``user`` made and the keys those made (the person is being deleted)."""
+    revoked = 0
+    made = ApiKey.objects.filter(created_by=user).select_related("tenant")
+    by_tenant: dict[Tenant, list[ApiKey]] = {}
+    for key in made:
+        by_tenant.setdefault(key.tenant, []).append(key)
+    for tenant, roots in by_tenant.items():
+        cause = {"cascade_from": {"member": user.email, "reason": "account deleted"}}
+        revoked += len(_revoke_tree(tenant=tenant, roots=roots, now=timezone.now(), cause=cause))
+    return revoked
+
+
+def _live_keys_made_by(*, tenant: Tenant, user: User) -> list[ApiKey]:
+    """The person's unrevoked keys in ``tenant`` and, at any depth, the unrevoked keys those made."""
+    made = list(ApiKey.objects.for_tenant(tenant).filter(created_by=user))
+    tree = made + [child for child, _ in selectors.key_tree(tenant=tenant, roots=made)]
+    return [key for key in tree if key.revoked_at is None]
 
 
 def _require_another_owner(tenant: Tenant) -> None:
@@ -246,14 +512,13 @@ def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
     """Rebuild the day's usage records (every tenant, or one) from jobs, storage and metered predictions.
 
     Idempotent: the day's rows are replaced in one transaction, so the
-    periodic task can run it as often as it likes. Compute is counted on
-    the day a job finished (an unfinished job's seconds count when it
-    ends); storage is the bytes stored when the aggregation runs, times one
-    day; predictions are the serving process's hourly meters summed per day.
+    periodic task can run it as often as it likes. Compute is counted per
+    attempt, on the day the attempt ended (a killed attempt ends at its last
+    heartbeat; a running one counts when it ends); storage is the bytes
+    stored when the aggregation runs, times one day; predictions are the serving process's hourly meters summed per day.
     """
     from serving.models import ModelVersion, PredictionUsage
     from training import selectors as training_selectors
-    from training.models import TrainingJob
 
     start = datetime.combine(day, time.min, tzinfo=UTC)
     end = start + timedelta(days=1)
@@ -261,8 +526,8 @@ def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
     written = 0
     for current in tenants:
         rows: list[UsageRecord] = []
-        jobs = TrainingJob.objects.for_tenant(current).filter(finished_at__gte=start, finished_at__lt=end)
-        for device, seconds in jobs.values_list("device").annotate(total=Sum("compute_seconds")):
+        compute = training_selectors.compute_seconds_by_device(tenant=current, start=start, end=end)
+        for device, seconds in sorted(compute.items()):
             kind = UsageRecord.Kind.GPU_SECONDS if device == "gpu" else UsageRecord.Kind.CPU_SECONDS
             rows.append(UsageRecord(tenant=current, day=day, kind=kind, quantity=Decimal(str(round(seconds, 3)))))
         stored = training_selectors.storage_bytes_used(tenant=current) + (

@@ -76,6 +76,9 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
     write_role = Role.ADMIN
     http_method_names = ["get", "post", "delete", "head", "options"]
 
+    def refine_queryset(self, queryset):
+        return queryset.select_related("created_by", "parent")
+
     @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer})
     def create(self, request):
         data = validated_input(ApiKeyCreateSerializer, request)
@@ -85,12 +88,13 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
             acting_scopes=set(self.caller.scopes),
             acting_expires_at=self.caller.api_key.expires_at if self.caller.api_key else None,
             created_by=self.caller.user,
+            parent=self.caller.api_key,
             **data,
         )
         body = ApiKeySerializer(created.api_key).data | {"key": created.raw_key}
         return Response(body, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None}, description="Revokes the key and every key it made, at any depth.")
     def destroy(self, request, pk=None):
         self.get_object()
         services.revoke_api_key(tenant=self.caller.tenant, key_id=pk, acting_role=self.caller.role)

@@ -74,7 +74,7 @@ class ApiKeysPage(TenantPage):
     def get_context_data(self, form: ApiKeyForm | None = None, created=None, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context.update(
-            keys=ApiKey.objects.for_tenant(self.caller.tenant).select_related("created_by"),
+            keys=ApiKey.objects.for_tenant(self.caller.tenant).select_related("created_by", "parent"),
             form=form or ApiKeyForm(),
             created=created,
             now=timezone.now(),

@@ -1,9 +1,13 @@
 """Who is calling and which version answers: registry reads cached for a few seconds.
 
 Keys, tenants and a model's aliases and traffic split are re-read from the
-database at most every ``SERVING_ROUTE_TTL_SECONDS``, so an alias move or a
-suspension takes effect within that, with no restart. Published versions
-never change, so their manifests are cached until evicted.
+database at most every ``SERVING_ROUTE_TTL_SECONDS``, so an alias move takes
+effect within that, with no restart. What takes rights away does not wait
+for the TTL: suspensions, and every revocation, member removal or demotion
+(read from the audit log), are polled every
+``SERVING_SUSPENSION_POLL_MILLISECONDS`` and drop the cached grants of the
+tenant concerned. Published versions never change, so their manifests are
+cached until evicted.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from serving.runtime.http import HTTPError
 from serving.runtime.limits import AuthFailures
 from serving.runtime.loader import VersionSpec
 from serving.selectors import KeyGrant, ModelRoutes
+from tenants import selectors as tenant_selectors
 from tenants import services as tenant_services
 from training.job_services import MODEL_NAME_RE
 
@@ -51,6 +56,13 @@ class TTLCache:
         while len(self._items) > self.max_entries:
             self._items.popitem(last=False)
 
+    def drop_where(self, predicate: Callable[[Any], bool]) -> int:
+        """Forget every entry whose value matches; returns how many."""
+        doomed = [key for key, (_, value) in self._items.items() if predicate(value)]
+        for key in doomed:
+            del self._items[key]
+        return len(doomed)
+
 
 class Router:
     def __init__(
@@ -68,11 +80,24 @@ class Router:
         self.suspended: set[str] = (
             set()
         )  # refreshed every SERVING_SUSPENSION_POLL_MILLISECONDS, apart from the key cache
+        self._credential_changes: dict[str, str] | None = None  # recent audit event id -> tenant id
+        self._drops = 0  # grants read before a drop are not cached after it (they may predate the change)
 
     async def refresh_suspended(self) -> None:
-        self.suspended = await asyncio.get_running_loop().run_in_executor(
-            self._db, _with_connection, selectors.suspended_tenant_ids, {}
+        """Re-read suspended tenants, and drop cached grants of tenants where a key lost rights since the last poll.
+
+        A revoked key (or one revoked by cascade), a removed member's keys and a demoted member's keys are
+        then read again on their next request, so they are refused or narrowed within this poll, not the TTL.
+        """
+        self.suspended, changes = await asyncio.get_running_loop().run_in_executor(
+            self._db, _with_connection, _poll, {}
         )
+        if self._credential_changes is not None:
+            tenants = {tenant for event, tenant in changes.items() if event not in self._credential_changes}
+            if tenants:
+                self._drops += 1
+                self._keys.drop_where(lambda grant: grant is not None and grant.tenant_id in tenants)
+        self._credential_changes = changes
 
     async def _read(self, key: Any, function: Callable[..., Any], **kwargs: Any) -> Any:
         """One database read per key at a time: concurrent misses wait for the same answer."""
@@ -109,8 +134,12 @@ class Router:
         cache_key = hashlib.sha256(raw_key.encode()).hexdigest()
         found, grant = self._keys.get(cache_key)
         if not found and not self._unknown_keys.get(cache_key)[0]:
+            drops = self._drops
             grant = await self._read(("key", cache_key), _grant_for_secret, raw_key=raw_key)
-            (self._keys if grant is not None else self._unknown_keys).put(cache_key, grant)
+            if grant is None:
+                self._unknown_keys.put(cache_key, grant)
+            elif drops == self._drops:
+                self._keys.put(cache_key, grant)
         return self._allowed(grant)
 
     def _allowed(self, grant: KeyGrant | None) -> KeyGrant:
@@ -192,6 +221,17 @@ def choose_version(routes: ModelRoutes, *, version: int | None = None, label: st
 def _grant_for_secret(*, raw_key: str) -> KeyGrant | None:
     key = tenant_services.use_api_key(raw_key=raw_key)
     return selectors.key_grant(key=key) if key is not None else None
+
+
+# How far back each poll looks for credential changes: longer than any transaction that writes one takes to
+# commit, so a change committed late (its audit row's time is when it was written) is still seen.
+CREDENTIAL_CHANGE_WINDOW_SECONDS = 120
+
+
+def _poll() -> tuple[set[str], dict[str, str]]:
+    return selectors.suspended_tenant_ids(), tenant_selectors.recent_credential_changes(
+        seconds=CREDENTIAL_CHANGE_WINDOW_SECONDS
+    )
 
 
 def _with_connection(function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
