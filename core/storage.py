@@ -271,12 +271,32 @@ def create_multipart_upload(key: str) -> str:
     return client().create_multipart_upload(Bucket=bucket(), Key=key, **extra)["UploadId"]
 
 
-def presigned_part_url(key: str, *, upload_id: str, part_number: int, expires_in: int | None = None) -> str:
+def presigned_part_url(
+    key: str, *, upload_id: str, part_number: int, content_length: int, expires_in: int | None = None
+) -> str:
+    """A URL for PUTting one part of exactly ``content_length`` bytes.
+
+    The length is a signed header (``X-Amz-SignedHeaders=content-length;host``), so S3 refuses a PUT of any
+    other size with ``SignatureDoesNotMatch``: a client cannot store more than it declared (and was counted for).
+    """
     return client().generate_presigned_url(
         "upload_part",
-        Params={"Bucket": bucket(), "Key": key, "UploadId": upload_id, "PartNumber": part_number},
+        Params={
+            "Bucket": bucket(),
+            "Key": key,
+            "UploadId": upload_id,
+            "PartNumber": part_number,
+            "ContentLength": content_length,
+        },
         ExpiresIn=expires_in or settings.S3_PRESIGNED_URL_TTL_SECONDS,
     )
+
+
+def list_parts(key: str, *, upload_id: str) -> Iterator[dict[str, Any]]:
+    """The parts S3 holds for a multipart upload (``PartNumber``, ``Size``, ``ETag``), all pages."""
+    paginator = client().get_paginator("list_parts")
+    for page in paginator.paginate(Bucket=bucket(), Key=key, UploadId=upload_id):
+        yield from page.get("Parts", [])
 
 
 def complete_multipart_upload(key: str, *, upload_id: str, parts: list[dict[str, Any]]) -> None:

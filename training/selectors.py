@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from django.db.models import Max, QuerySet, Sum
+from django.db.models import Exists, Max, OuterRef, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from core import storage
+from core.errors import ServiceError
 from tenants.models import Tenant
-from training.models import Dataset, TrainingJob
+from training.models import Dataset, JobAttempt, TrainingJob
 from training.profiling import json_safe
-from training.readers import open_rows
+from training.readers import DatasetFormatError, open_rows
 
 # Datasets whose objects occupy storage (invalid ones have theirs removed).
 STORED_STATUSES = [Dataset.Status.UPLOADING, Dataset.Status.VALIDATING, Dataset.Status.READY]
@@ -26,9 +30,87 @@ def jobs_of(*, tenant: Tenant) -> QuerySet[TrainingJob]:
 
 
 def storage_bytes_used(*, tenant: Tenant) -> int:
-    """Bytes of the tenant's stored dataset objects (for quotas and metering)."""
+    """Bytes of the tenant's dataset objects (for quotas and metering): those stored, and those in flight.
+
+    A multipart upload's dataset is ``uploading`` from its start with its declared size, and S3 takes no more
+    than that (each part URL signs its length), so bytes in flight are counted before they arrive.
+    """
     total = datasets_of(tenant=tenant).filter(status__in=STORED_STATUSES).aggregate(total=Sum("size_bytes"))["total"]
     return int(total or 0)
+
+
+# --- compute quota ------------------------------------------------------------------------
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    return (now or timezone.now()).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def attempts_last_active(queryset: QuerySet[JobAttempt]) -> QuerySet[JobAttempt]:
+    """Attempts annotated with ``last_active``: when they ended, else their last heartbeat, else their start.
+
+    Compute is counted when it ran: a killed attempt never gets ``ended_at`` from its worker, and is charged up to
+    its last heartbeat (``requeue_stale_jobs`` or the next claim closes it)."""
+    return queryset.annotate(last_active=Coalesce("ended_at", "heartbeat_at", "started_at"))
+
+
+def compute_seconds_this_month(*, tenant: Tenant, now: datetime | None = None) -> float:
+    """Seconds the tenant's attempts ran this month (a running one up to its last heartbeat).
+
+    Jobs without attempt rows (run before attempts were recorded) count by their finish, as they used to.
+    """
+    start = month_start(now)
+    attempts = attempts_last_active(JobAttempt.objects.for_tenant(tenant)).filter(last_active__gte=start)
+    seconds = attempts.aggregate(total=Sum("compute_seconds"))["total"] or 0.0
+    legacy = (
+        TrainingJob.objects.for_tenant(tenant)
+        .filter(Q(finished_at__gte=start) | Q(finished_at__isnull=True))
+        .exclude(Exists(JobAttempt.objects.filter(job=OuterRef("pk"))))
+        .aggregate(total=Sum("compute_seconds"))["total"]
+    )
+    return float(seconds + (legacy or 0.0))
+
+
+def compute_seconds_by_device(*, tenant: Tenant, start: datetime, end: datetime) -> dict[str, float]:
+    """Compute seconds of the attempts that ended in [start, end), as ``{"gpu": s, "cpu": s}`` (for metering).
+
+    An attempt counts once, on the day it ended; a killed one ends at its last heartbeat. Jobs without attempt rows
+    (run before attempts were recorded) count on the day they finished.
+    """
+    totals: dict[str, float] = {}
+    attempts = JobAttempt.objects.for_tenant(tenant).filter(ended_at__gte=start, ended_at__lt=end)
+    legacy = (
+        TrainingJob.objects.for_tenant(tenant)
+        .filter(finished_at__gte=start, finished_at__lt=end)
+        .exclude(Exists(JobAttempt.objects.filter(job=OuterRef("pk"))))
+    )
+    for rows in (attempts, legacy):
+        for device, seconds in rows.values_list("device").annotate(total=Sum("compute_seconds")).order_by():
+            key = "gpu" if device == "gpu" else "cpu"
+            totals[key] = totals.get(key, 0.0) + float(seconds or 0.0)
+    return totals
+
+
+def unused_budget(*, max_runtime_seconds: int | None, compute_seconds: float) -> float:
+    """What a job may still run: its budget less what its attempts used (0 for jobs without a budget)."""
+    return max(0.0, (max_runtime_seconds or 0) - compute_seconds)
+
+
+def compute_seconds_reserved(*, tenant: Tenant, exclude_job_id=None) -> float:
+    """The unused runtime budgets of the tenant's queued and running jobs: promised, so not available to new work."""
+    jobs = TrainingJob.objects.for_tenant(tenant).filter(status__in=TrainingJob.ACTIVE)
+    if exclude_job_id is not None:
+        jobs = jobs.exclude(pk=exclude_job_id)
+    return sum(
+        unused_budget(max_runtime_seconds=budget, compute_seconds=spent)
+        for budget, spent in jobs.values_list("max_runtime_seconds", "compute_seconds")
+    )
+
+
+def compute_seconds_remaining(*, tenant: Tenant) -> float:
+    """The month's compute quota less what ran and what queued and running jobs have reserved."""
+    quota = tenant.plan.compute_seconds_per_month
+    return quota - compute_seconds_this_month(tenant=tenant) - compute_seconds_reserved(tenant=tenant)
 
 
 def next_version(*, tenant: Tenant, name: str) -> int:
@@ -42,11 +124,36 @@ def duplicate_of(*, tenant: Tenant, sha256: str, exclude_id=None) -> Dataset | N
     return same.order_by("created_at").first()
 
 
+# A preview shows what a dataset looks like, so its cells are abbreviated: 100 rows of 30 MiB texts must not
+# become a multi-gigabyte response (the reader already bounds one row).
+PREVIEW_CELL_CHARS = 2000
+PREVIEW_CELL_ITEMS = 200
+
+
+def _preview_cell(value: Any) -> Any:
+    if isinstance(value, str | bytes) and len(value) > PREVIEW_CELL_CHARS:
+        return value[:PREVIEW_CELL_CHARS] + ("…" if isinstance(value, str) else b"...")
+    if isinstance(value, list) and len(value) > PREVIEW_CELL_ITEMS:
+        return [_preview_cell(v) for v in value[:PREVIEW_CELL_ITEMS]] + ["…"]
+    if isinstance(value, list):
+        return [_preview_cell(v) for v in value]
+    if isinstance(value, dict) and len(value) > PREVIEW_CELL_ITEMS:
+        return {k: _preview_cell(v) for k, v in list(value.items())[:PREVIEW_CELL_ITEMS]}
+    return value
+
+
 def preview_rows(*, dataset: Dataset, rows: int) -> dict[str, Any]:
-    """The first ``rows`` rows of a stored dataset, as stored (PII already hashed or dropped)."""
-    with storage.open_reader(dataset.object_key, buffer_size=1024 * 1024) as stream:
-        columns, records = open_rows(dataset.format, stream)
-        first = [row for _, row in islice(records, rows)]
+    """The first ``rows`` rows of a stored dataset, as stored (PII already hashed or dropped), long cells abbreviated.
+
+    Goes through the same guarded reader as validation, so a stored object that would
+    expand past the limits is refused with its code (422) instead of filling memory.
+    """
+    try:
+        with storage.open_reader(dataset.object_key, buffer_size=1024 * 1024) as stream:
+            columns, records = open_rows(dataset.format, stream)
+            first = [{c: _preview_cell(row.get(c)) for c in columns} for _, row in islice(records, rows)]
+    except DatasetFormatError as exc:
+        raise ServiceError(exc.message, code=exc.code, details=exc.details, status_code=422) from None
     return {"columns": columns, "rows": [[json_safe(row.get(c)) for c in columns] for row in first]}
 
 

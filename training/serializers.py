@@ -1,5 +1,6 @@
 import json
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -89,6 +90,9 @@ class UploadCompleteSerializer(StrictInputSerializer):
 
 class PartUrlSerializer(serializers.Serializer):
     part_number = serializers.IntegerField()
+    size = serializers.IntegerField(
+        help_text="Exact bytes to PUT to this URL: the length is signed, S3 refuses others."
+    )
     url = serializers.URLField()
 
 
@@ -134,9 +138,12 @@ class TrainingJobSerializer(serializers.ModelSerializer):
             "attempts",
             "progress",
             "metrics",
+            "error_code",
             "error_message",
             "device",
             "compute_seconds",
+            "max_runtime_seconds",
+            "estimated_memory_bytes",
             "timings",
             "created_at",
             "dispatched_at",
@@ -157,3 +164,13 @@ class TrainingJobCreateSerializer(StrictInputSerializer):
     )
     validation_split = serializers.FloatField(required=False, default=0.2)
     seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**31 - 1)
+    max_runtime_seconds = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.TRAINING_TIME_LIMIT_SECONDS,
+        help_text=(
+            "Runtime budget, reserved against the month's compute quota while the job waits or runs; the job stops "
+            "(its checkpoint kept) once it has used it. Default: TRAINING_DEFAULT_MAX_RUNTIME_SECONDS, at most "
+            "what is left of the quota."
+        ),
+    )

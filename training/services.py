@@ -99,6 +99,19 @@ def check_size(*, tenant: Tenant, size: int) -> None:
         )
 
 
+def reserve_storage(*, tenant: Tenant, size: int) -> Tenant:
+    """Check the quota for ``size`` more bytes under a lock on the tenant; call inside the transaction that
+    inserts the row holding them.
+
+    The lock (the tenant row ``FOR UPDATE`` on PostgreSQL; SQLite's transactions are IMMEDIATE, so writers take
+    turns) serializes concurrent uploads of one tenant between the check and the insert, so two uploads that each
+    fit cannot both pass and together exceed the quota. Other tenants are not held up.
+    """
+    locked = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+    check_size(tenant=locked, size=size)
+    return locked
+
+
 def inspect_head(stream: IO[bytes], *, fmt: str | None, filename: str, label_column: str, tags: dict[str, str]) -> str:
     """Detect the format and check the header and first row; the stream must be seekable."""
     head = stream.read(HEAD_BYTES)
@@ -250,6 +263,7 @@ def create_dataset(
             dataset.sha256, dataset.size_bytes = staged_sha256, staged_size
         dataset.duplicate_of = selectors.duplicate_of(tenant=tenant, sha256=dataset.sha256)
         with transaction.atomic():
+            reserve_storage(tenant=tenant, size=dataset.size_bytes)  # concurrent uploads may have used it meanwhile
             _insert_with_next_version(dataset)
             _enqueue_validation(dataset.id)
             audit.record(
@@ -318,6 +332,7 @@ def start_multipart_upload(
     s3_upload_id = storage.create_multipart_upload(dataset.object_key)
     try:
         with transaction.atomic():
+            reserve_storage(tenant=tenant, size=size)  # the declared bytes count from now (see storage_bytes_used)
             _insert_with_next_version(dataset)
             upload = DatasetUpload.objects.create(
                 tenant=tenant,
@@ -339,18 +354,57 @@ def start_multipart_upload(
     return upload, part_urls(upload)
 
 
+def part_sizes(*, declared_size: int, part_size: int) -> list[int]:
+    """The exact size of each part of an upload: ``part_size`` each, the last one what remains."""
+    count = math.ceil(declared_size / part_size)
+    return [part_size] * (count - 1) + [declared_size - part_size * (count - 1)]
+
+
 def part_urls(upload: DatasetUpload) -> list[dict[str, Any]]:
-    count = math.ceil(upload.declared_size / upload.part_size)
-    ttl = min(settings.DATASET_UPLOAD_TTL_HOURS * 3600, 7 * 24 * 3600)  # URLs live as long as the upload (SigV4 max)
+    """A presigned PUT URL per part, each signing the part's exact length: S3 refuses any other body size.
+
+    The URLs live DATASET_PART_URL_TTL_SECONDS (not as long as the upload); ``GET …/uploads/<id>`` signs fresh
+    ones while the upload is pending.
+    """
+    upload_left = int((upload.expires_at - timezone.now()).total_seconds())
+    ttl = max(1, min(settings.DATASET_PART_URL_TTL_SECONDS, upload_left))
+    sizes = part_sizes(declared_size=upload.declared_size, part_size=upload.part_size)
     return [
         {
             "part_number": n,
+            "size": size,
             "url": storage.presigned_part_url(
-                upload.dataset.object_key, upload_id=upload.s3_upload_id, part_number=n, expires_in=ttl
+                upload.dataset.object_key,
+                upload_id=upload.s3_upload_id,
+                part_number=n,
+                content_length=size,
+                expires_in=ttl,
             ),
         }
-        for n in range(1, count + 1)
+        for n, size in enumerate(sizes, start=1)
     ]
+
+
+def check_stored_parts(*, upload: DatasetUpload) -> None:
+    """Refuse the upload unless S3 holds exactly the declared layout: every part at its signed size, no others.
+
+    Defence in depth behind the signed lengths (an S3 that does not enforce them, or a URL signed by older code):
+    nothing larger than declared is ever completed into an object.
+    """
+    expected = dict(enumerate(part_sizes(declared_size=upload.declared_size, part_size=upload.part_size), start=1))
+    stored = {
+        part["PartNumber"]: part["Size"]
+        for part in storage.list_parts(upload.dataset.object_key, upload_id=upload.s3_upload_id)
+    }
+    wrong = sorted(n for n, size in stored.items() if expected.get(n) != size)
+    missing = sorted(set(expected) - set(stored))
+    if wrong or missing or sum(stored.values()) != upload.declared_size:
+        raise DatasetRejected(
+            f"The parts in storage hold {sum(stored.values())} bytes; {upload.declared_size} were declared "
+            "in parts of the sizes given at the start.",
+            code="size_mismatch",
+            details={"wrong_size_parts": wrong[:100], "missing_parts": missing[:100]},
+        )
 
 
 def complete_multipart_upload(*, tenant: Tenant, upload_id, parts: list[dict[str, Any]]) -> Dataset:
@@ -363,6 +417,18 @@ def complete_multipart_upload(*, tenant: Tenant, upload_id, parts: list[dict[str
         abort_upload(upload=upload)
         raise ConflictError("This upload expired and was aborted; start a new one.", code="upload_expired")
     dataset = upload.dataset
+    try:
+        check_stored_parts(upload=upload)
+    except DatasetRejected:
+        _discard(upload)
+        raise
+    except storage.ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            raise  # storage unavailable: a retryable 503
+        # NoSuchUpload with the object present: completed by an earlier call (its size is checked below).
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code != "NoSuchUpload" or storage.head(dataset.object_key) is None:
+            raise ServiceError(f"S3 refused to list the upload's parts ({code}).", code="invalid_parts") from None
     s3_parts = [{"PartNumber": int(p["part_number"]), "ETag": str(p["etag"])} for p in parts]
     try:
         storage.complete_multipart_upload(dataset.object_key, upload_id=upload.s3_upload_id, parts=s3_parts)

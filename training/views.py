@@ -70,8 +70,11 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request={"multipart/form-data": DatasetCreateSerializer}, responses={201: DatasetSerializer})
-    def create(self, request):
+    def receive_body(self, request):
+        """Stage the file under the tenant's limits (once; also before an Idempotency-Key fingerprints it)."""
+        if self.action != "create" or getattr(self, "_received", False):
+            return
+        self._received = True
         tenant = self.caller.tenant
         max_dataset, left = services.upload_limit(tenant=tenant)
         self.staging.limit_bytes = min(max_dataset, left)
@@ -84,6 +87,11 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         request.data  # noqa: B018 - parse now, through the staging handler
         if self.staging.exceeded:
             raise _size_error(max_dataset, left)
+
+    @extend_schema(request={"multipart/form-data": DatasetCreateSerializer}, responses={201: DatasetSerializer})
+    def create(self, request):
+        tenant = self.caller.tenant
+        self.receive_body(request)
         data = validated_input(DatasetCreateSerializer, request)
         staged = data.pop("file")
         try:
@@ -170,6 +178,13 @@ class DatasetUploadViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
 
     def refine_queryset(self, queryset):
         return queryset.select_related("dataset")
+
+    @extend_schema(responses=DatasetUploadCreatedSerializer)
+    def retrieve(self, request, *args, **kwargs):
+        """The upload, with freshly signed part URLs while it is pending (they live DATASET_PART_URL_TTL_SECONDS)."""
+        upload = self.get_object()
+        parts = services.part_urls(upload) if upload.status == DatasetUpload.Status.PENDING else []
+        return Response(DatasetUploadSerializer(upload).data | {"parts": parts})
 
     @extend_schema(request=UploadCreateSerializer, responses={201: DatasetUploadCreatedSerializer})
     def create(self, request):
