@@ -12,7 +12,7 @@ so the retry runs again.
 
 It lives in :class:`IdempotentWritesMixin`, a base of the tenant-scoped API
 view, so every write endpoint has it without opting in. Stored bodies are
-encrypted with a key derived from ``SECRET_KEY``, the tenant and the
+encrypted (AES-GCM) with a key derived from ``SECRET_KEY``, the tenant and the
 idempotency key, because some answers (a new API key's secret) must never
 sit in the database in clear.
 """
@@ -27,6 +27,8 @@ import os
 import re
 from datetime import datetime, timedelta
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, IntegrityError, transaction
@@ -199,36 +201,29 @@ def purge_expired(*, now: datetime | None = None) -> int:
     return deleted
 
 
-# --- encryption of stored answers (stdlib only: SHAKE-256 keystream, encrypt-then-HMAC) -------------------------
+# --- encryption of stored answers (AES-256-GCM, a key per tenant and idempotency key) ----------------------------
+
+_NONCE_BYTES = 12
 
 
-def _keys(tenant_id, key: str) -> tuple[bytes, bytes]:
-    root = hmac.new(
+def _aead(tenant_id, key: str) -> AESGCM:
+    derived = hmac.new(
         settings.SECRET_KEY.encode(), b"idempotency\x00" + str(tenant_id).encode() + b"\x00" + key.encode(), "sha256"
     ).digest()
-    return hmac.new(root, b"encrypt", "sha256").digest(), hmac.new(root, b"authenticate", "sha256").digest()
-
-
-def _xor(data: bytes, stream: bytes) -> bytes:
-    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(len(data), "big")
+    return AESGCM(derived)
 
 
 def _seal(plaintext: bytes, *, tenant_id, key: str) -> bytes:
-    encrypt_key, mac_key = _keys(tenant_id, key)
-    nonce = os.urandom(16)
-    ciphertext = _xor(plaintext, hashlib.shake_256(encrypt_key + nonce).digest(len(plaintext)))
-    tag = hmac.new(mac_key, nonce + ciphertext, "sha256").digest()
-    return nonce + tag + ciphertext
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + _aead(tenant_id, key).encrypt(nonce, plaintext, None)
 
 
 def _open(sealed: bytes, *, tenant_id, key: str) -> bytes | None:
-    if len(sealed) < 48:
+    """The stored answer, or None when it cannot be authenticated (SECRET_KEY changed, or a tampered row)."""
+    try:
+        return _aead(tenant_id, key).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], None)
+    except (InvalidTag, ValueError):
         return None
-    encrypt_key, mac_key = _keys(tenant_id, key)
-    nonce, tag, ciphertext = sealed[:16], sealed[16:48], sealed[48:]
-    if not hmac.compare_digest(tag, hmac.new(mac_key, nonce + ciphertext, "sha256").digest()):
-        return None
-    return _xor(ciphertext, hashlib.shake_256(encrypt_key + nonce).digest(len(ciphertext)))
 
 
 # --- the view mixin -----------------------------------------------------------------------------------------------
