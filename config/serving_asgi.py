@@ -13,5 +13,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 django.setup()
 
 from serving.runtime.app import ServingApp  # noqa: E402 - needs django.setup() first
+from serving.runtime.metrics import require_token  # noqa: E402
 
+require_token()  # also when uvicorn is started on this module directly, not through serve_models
 application = ServingApp()

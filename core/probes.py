@@ -1,8 +1,13 @@
-"""A round trip through the broker to a worker and back through S3.
+"""Probes: readiness checks of the database, broker and S3, and a round trip through a worker.
 
-Used by ``make demo``, by the operators' ``probe_worker`` command and by the
-tests that prove workers run with the standard library's ``platform`` module
-and without TensorFlow in a process that forks.
+The readiness checks return the failure's text (exception class and message,
+which name internal hosts and ports): ``core.health`` logs it and shows it
+only to operators, never to an anonymous caller of ``/readyz``.
+
+The worker round trip is used by ``make demo``, by the operators'
+``probe_worker`` command and by the tests that prove workers run with the
+standard library's ``platform`` module and without TensorFlow in a process
+that forks.
 """
 
 from __future__ import annotations
@@ -17,6 +22,34 @@ import time
 from core import storage
 
 PROBE_PREFIX = "system/probes"
+
+
+def readiness() -> dict[str, tuple[bool, str]]:
+    """Each component's (reachable, reason): reason is "ok" or the failure's text, for logs and operators only."""
+    return {"database": database_check(), "broker": broker_check(), "storage": storage.reachable()}
+
+
+def database_check() -> tuple[bool, str]:
+    from django.db import connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return False, f"{type(exc).__name__}: {exc}"[:500]
+    return True, "ok"
+
+
+def broker_check() -> tuple[bool, str]:
+    """A real protocol round trip through kombu, not only an open port."""
+    from config.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return False, f"{type(exc).__name__}: {exc}"[:500]
+    return True, "ok"
 
 
 def probe_key(probe_id: str) -> str:

@@ -5,7 +5,11 @@ from serving.models import ModelVersion, PredictionUsage, RegisteredModel, Servi
 
 
 @admin.register(RegisteredModel)
-class RegisteredModelAdmin(admin.ModelAdmin):
+class RegisteredModelAdmin(PlatformWrittenAdmin):
+    """Read-only: a model's name is in its versions' object keys and its tenant's routes, and deleting it
+    would take its versions and aliases past the registry services (versions go one by one, through the API)."""
+
+    deletable = False
     list_display = ["name", "tenant", "created_at"]
     list_filter = ["tenant"]
     search_fields = ["name", "tenant__slug"]
@@ -24,6 +28,8 @@ class ModelVersionAdmin(PlatformWrittenAdmin):
 @admin.register(PredictionUsage)
 class PredictionUsageAdmin(RecordAdmin):
     """Metered predictions per tenant, model, version and hour (written by the serving process)."""
+
+    deletable = False  # billing records
 
     list_display = ["period_start", "tenant", "model_name", "version", "requests", "predictions", "errors"]
     list_filter = ["tenant"]

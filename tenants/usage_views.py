@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -10,8 +10,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from core.errors import ServiceError
 from core.serializers import StrictInputSerializer
-from tenants import selectors
+from tenants import billing, selectors
 from tenants.scoping import TenantScopedAPIView
 
 MAX_RANGE_DAYS = 366
@@ -38,11 +39,21 @@ class UsageQuerySerializer(StrictInputSerializer):
 
 
 class MonthQuerySerializer(StrictInputSerializer):
-    month = serializers.RegexField(r"^\d{4}-(0[1-9]|1[0-2])$", required=False)
+    # Parsed by billing.parse_month, not a regex here: "\d" and int() accept any Unicode digit, and a year
+    # such as 0000 matched the pattern but is no date (that was a 500).
+    month = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
 
     def validate(self, attrs):
-        raw = attrs.get("month")
-        return {"month": date(int(raw[:4]), int(raw[5:]), 1) if raw else timezone.now().date().replace(day=1)}
+        if "month" not in attrs:
+            return {"month": timezone.now().date().replace(day=1)}
+        try:
+            return {"month": billing.parse_month(attrs["month"])}
+        except billing.InvalidMonth as exc:
+            raise ServiceError(
+                f"Invalid month {attrs['month'][:20]!r}: {exc}",
+                code="invalid_month",
+                details={"month": [str(exc)], "min": f"{billing.MIN_YEAR}-01", "max": f"{billing.MAX_YEAR}-12"},
+            ) from None
 
 
 def _query(serializer_class, request) -> dict:
@@ -69,10 +80,17 @@ class UsageView(TenantScopedAPIView):
 
 
 class BillingEstimateView(TenantScopedAPIView):
-    """The month's line items and total from its usage and the plan's prices."""
+    """The month's line items and total: each day's usage at the plan's prices in force that day."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("month", str, description="YYYY-MM (default: this month)")],
+        parameters=[
+            OpenApiParameter(
+                "month",
+                str,
+                description=f"YYYY-MM, {billing.MIN_YEAR}-01 to {billing.MAX_YEAR}-12 (default: this month); "
+                "anything else is a 400 with code invalid_month",
+            )
+        ],
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request):

@@ -164,7 +164,7 @@ def test_least_recently_used_idle_model_is_evicted_within_the_budget():
 
     assert run(main()) == [1, 3, 4]
     assert loads == [1, 2, 3, 4]
-    assert cache.counters["acme/m/2"].evictions == 1
+    assert cache.counters[("t1", "m", 2)].evictions == 1
     assert cache.used_bytes <= 300
 
 
@@ -190,7 +190,7 @@ def test_concurrent_first_requests_trigger_one_load():
 
     run(main())
     assert loads == [7]
-    assert cache.counters["acme/m/7"].loads == 1
+    assert cache.counters[("t1", "m", 7)].loads == 1
 
 
 def test_a_retired_version_is_unloaded_when_its_last_request_ends():
@@ -234,7 +234,7 @@ def test_a_failed_load_reaches_every_waiter_and_is_retried_only_after_a_pause(mo
     first = run(main())
     assert all(isinstance(r, OSError) for r in first)
     assert attempts == [1, 1]
-    assert cache.counters["acme/m/1"].load_failures == 1
+    assert cache.counters[("t1", "m", 1)].load_failures == 1
 
 
 def test_closed_loop_clients_form_full_batches_not_one_row_and_the_rest():

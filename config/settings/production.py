@@ -20,3 +20,7 @@ SESSION_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
+
+# The serving process's /metrics name models and versions: it refuses to start without a scrape token here
+# (serving.runtime.metrics.require_token, checked by ``manage.py serve_models`` and the serving ASGI entry).
+SERVING_METRICS_TOKEN_REQUIRED = True

@@ -1,11 +1,22 @@
-"""Prometheus text exposition for ``GET /metrics`` on the serving process (no client library needed)."""
+"""Prometheus text exposition for ``GET /metrics`` on the serving process (no client library needed).
+
+The metrics name models and versions, so they are behind a bearer token
+(``SERVING_METRICS_TOKEN``, compared in constant time) and label each model
+by its tenant's id, never the slug: a scrape, a dashboard or a leaked
+screenshot says which models are busy, not whose. Production settings refuse
+to start the serving process without a token (:func:`require_token`).
+"""
 
 from __future__ import annotations
 
 import bisect
+import hmac
 from collections import defaultdict
 
-from serving.runtime.cache import ModelCache
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from serving.runtime.cache import Key, ModelCache
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -17,6 +28,31 @@ def _escape(value: str) -> str:
 
 def _labels(**labels: str) -> str:
     return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}" if labels else ""
+
+
+def _model_labels(key: Key) -> str:
+    tenant_id, model_name, version = key
+    return _labels(tenant=tenant_id, model=model_name, version=str(version))
+
+
+def authorized(presented: bytes | None) -> bool:
+    """Whether an ``Authorization`` header carries the metrics token (open when none is configured).
+
+    Compared with ``hmac.compare_digest`` so the answer time does not tell how much of a guess was right.
+    """
+    token = settings.SERVING_METRICS_TOKEN
+    if not token:
+        return True
+    return hmac.compare_digest(presented or b"", f"Bearer {token}".encode())
+
+
+def require_token() -> None:
+    """Refuse to start where settings demand a metrics token (production) and none is set."""
+    if getattr(settings, "SERVING_METRICS_TOKEN_REQUIRED", False) and not settings.SERVING_METRICS_TOKEN:
+        raise ImproperlyConfigured(
+            "SERVING_METRICS_TOKEN must be set with config.settings.production: the serving process's /metrics "
+            "name models and versions and must not be open."
+        )
 
 
 class Histogram:
@@ -40,7 +76,7 @@ class Histogram:
 class Metrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
-        self.predictions: dict[str, int] = defaultdict(int)
+        self.predictions: dict[Key, int] = defaultdict(int)  # by VersionSpec.key: (tenant id, model, version)
         self.latency = Histogram(LATENCY_BUCKETS)
         self.batch_rows = Histogram(BATCH_BUCKETS)
 
@@ -59,7 +95,7 @@ class Metrics:
         lines.append("# TYPE serving_batch_rows histogram")
         lines += self.batch_rows.lines("serving_batch_rows")
         lines.append("# TYPE serving_predictions_total counter")
-        lines += [f"serving_predictions_total{_labels(model=m)} {n}" for m, n in sorted(self.predictions.items())]
+        lines += [f"serving_predictions_total{_model_labels(k)} {n}" for k, n in sorted(self.predictions.items())]
         lines += [
             "# TYPE serving_cache_budget_bytes gauge",
             f"serving_cache_budget_bytes {cache.budget_bytes}",
@@ -76,7 +112,7 @@ class Metrics:
         }
         for metric, field in per_model.items():
             lines.append(f"# TYPE {metric} counter")
-            lines += [f"{metric}{_labels(model=m)} {getattr(c, field)}" for m, c in sorted(cache.counters.items())]
+            lines += [f"{metric}{_model_labels(k)} {getattr(c, field)}" for k, c in sorted(cache.counters.items())]
         lines.append("# TYPE serving_model_memory_bytes gauge")
-        lines += [f"serving_model_memory_bytes{_labels(model=m.spec.label)} {m.memory_bytes}" for m in cache.loaded()]
+        lines += [f"serving_model_memory_bytes{_model_labels(m.spec.key)} {m.memory_bytes}" for m in cache.loaded()]
         return "\n".join(lines) + "\n"

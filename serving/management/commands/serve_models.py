@@ -21,6 +21,10 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, workers: int, **options) -> None:
         import uvicorn
 
+        from serving.runtime.metrics import require_token
+
+        require_token()  # before any port opens: production never serves an open /metrics
+
         uvicorn.run(
             "config.serving_asgi:application",
             host=host,
