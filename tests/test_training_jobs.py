@@ -157,7 +157,8 @@ def test_dispatch_is_fair_and_respects_concurrency(monkeypatch):
     busy_client, other_client = client_for(busy.raw_key), client_for(other.raw_key)
     busy_data = ready_dataset(busy_client, "ctr", 60, "clicked")
     other_data = ready_dataset(other_client, "ctr", 60, "clicked")
-    busy_jobs = [submit(busy_client, busy_data).json()["id"] for _ in range(50)]
+    # Small runtime budgets: fifty jobs at the default budget would not fit in the plan's monthly compute.
+    busy_jobs = [submit(busy_client, busy_data, max_runtime_seconds=60).json()["id"] for _ in range(50)]
     other_job = submit(other_client, other_data).json()["id"]
 
     first = job_services.dispatch_queued_jobs()

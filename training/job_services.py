@@ -17,13 +17,15 @@ from typing import Any
 import jsonschema
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, Sum
+from django.db.models import OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.errors import ConflictError, QuotaExceededError, ServiceError
 from tenants import audit
 from tenants.models import Tenant
-from training.models import Dataset, JobLogLine, JobMetric, TrainingJob
+from training import selectors
+from training.models import Dataset, JobAttempt, JobLogLine, JobMetric, TrainingJob
 from training.templates import TEMPLATES, Template
 
 logger = logging.getLogger(__name__)
@@ -31,15 +33,32 @@ MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOG_LINE_MAX = 2000
 Status = TrainingJob.Status
 
+# Why a job failed or stopped, as tenants see it: a code and a fixed plain message. The raw exception text and the
+# traceback go to the worker's log and to ``error_traceback`` (operators, in the admin), never to tenants: they
+# can name hosts, buckets, paths and internals.
+COMPUTE_QUOTA_EXCEEDED = "compute_quota_exceeded"
+TENANT_SUSPENDED = "tenant_suspended"
+ERROR_MESSAGES = {
+    "training_failed": "Training failed. The platform's operators have the details.",
+    "invalid_data": "The dataset could not be read for training. Check its format and values.",
+    "out_of_memory": "Training ran out of memory. Try a smaller batch_size, embedding or vocabulary.",
+    "storage_unavailable": "Storage or the database was unavailable on every attempt. Retry the job later.",
+    "worker_lost": "The worker running the job stopped responding on every attempt.",
+    COMPUTE_QUOTA_EXCEEDED: (
+        "Stopped: the job's runtime budget (max_runtime_seconds) or the plan's monthly compute quota is used up. "
+        "Its last checkpoint is kept; a retry after the plan changes resumes from it."
+    ),
+    TENANT_SUSPENDED: "Stopped: the tenant is suspended. Its last checkpoint is kept.",
+}
+STOP_CODES = (COMPUTE_QUOTA_EXCEEDED, TENANT_SUSPENDED)
+
 
 # --- submission -------------------------------------------------------------------------
 
 
 def compute_seconds_this_month(*, tenant: Tenant, now=None) -> float:
-    now = now or timezone.now()
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    jobs = TrainingJob.objects.for_tenant(tenant).filter(Q(finished_at__gte=start) | Q(finished_at__isnull=True))
-    return float(jobs.aggregate(total=Sum("compute_seconds"))["total"] or 0.0)
+    """Kept for callers of the old name; the read lives in ``training.selectors``."""
+    return selectors.compute_seconds_this_month(tenant=tenant, now=now)
 
 
 def _schema_types(dataset: Dataset) -> dict[str, str]:
@@ -93,9 +112,7 @@ def _check_columns(template: Template, dataset: Dataset, label_column: str, feat
             code="wrong_column_type",
             details={"feature_columns": wrong},
         )
-    classes = len((dataset.stats or {}).get("label_distribution") or {})
-    if dataset.label_column != label_column:
-        classes = (dataset.stats.get("columns", {}).get(label_column, {}) or {}).get("distinct", 0)
+    classes = _label_classes(dataset, label_column)
     if classes < 2:
         raise ServiceError(f"The label {label_column!r} has fewer than two classes.", code="single_class_label")
     if spec.task == "binary" and classes != 2:
@@ -103,6 +120,70 @@ def _check_columns(template: Template, dataset: Dataset, label_column: str, feat
             f"{template.name} is a binary model; {label_column!r} has {classes} classes.", code="not_binary_label"
         )
     return list(feature_columns)
+
+
+def _label_classes(dataset: Dataset, label_column: str) -> int:
+    classes = len((dataset.stats or {}).get("label_distribution") or {})
+    if dataset.label_column != label_column:
+        classes = ((dataset.stats or {}).get("columns", {}).get(label_column, {}) or {}).get("distinct", 0)
+    return int(classes)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.1f} GiB"
+
+
+def estimate_job_memory(
+    *, template: Template, params: dict[str, Any], dataset: Dataset, feature_columns: list[str], label_column: str
+) -> int:
+    """Bytes the job's model needs while training: parameters with gradients and Adam's state, plus one batch's
+    activations, from the template, the params and the dataset's profile (vocabulary from its largest id, capped;
+    categories per column; label classes)."""
+    column_stats = (dataset.stats or {}).get("columns", {})
+    types = _schema_types(dataset)
+    columns = {name: {"type": types.get(name)} | (column_stats.get(name) or {}) for name in feature_columns}
+    _, size = template.estimate_memory(params, columns=columns, classes=max(2, _label_classes(dataset, label_column)))
+    return size
+
+
+def _check_memory(*, tenant: Tenant, size: int) -> None:
+    limit = tenant.plan.max_job_memory_bytes
+    if size > limit:
+        raise ServiceError(
+            f"This job needs about {_gib(size)} of memory (parameters, optimizer state and one batch of "
+            f"activations); the plan allows {_gib(limit)} ({limit} bytes) per job. Reduce embedding_dim, "
+            "vocab_size, max_tokens, hidden_units or batch_size.",
+            code="job_memory_exceeded",
+            details={"estimated_memory_bytes": size, "max_job_memory_bytes": limit},
+        )
+
+
+def _reserve_runtime(*, tenant: Tenant, requested: int | None) -> int:
+    """The job's runtime budget, reserved against the month's compute quota (call inside the job's transaction).
+
+    The tenant's row is locked first, so concurrent submissions reserve one after another and cannot together
+    promise more than the quota.
+    """
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).first()
+    quota = tenant.plan.compute_seconds_per_month
+    remaining = int(selectors.compute_seconds_remaining(tenant=tenant))
+    details = {"compute_seconds_per_month": quota, "compute_seconds_available": max(0, remaining)}
+    if remaining < 1:
+        raise QuotaExceededError(
+            f"This month's {quota} compute seconds are spent or reserved by queued and running jobs.",
+            code=COMPUTE_QUOTA_EXCEEDED,
+            details=details,
+        )
+    if requested is None:
+        return min(settings.TRAINING_DEFAULT_MAX_RUNTIME_SECONDS, remaining)
+    if requested > remaining:
+        raise QuotaExceededError(
+            f"max_runtime_seconds={requested} is more than the {remaining} compute seconds left this month "
+            "(after what queued and running jobs have reserved).",
+            code=COMPUTE_QUOTA_EXCEEDED,
+            details=details | {"max_runtime_seconds": requested},
+        )
+    return requested
 
 
 @transaction.atomic
@@ -117,8 +198,13 @@ def create_job(
     feature_columns: list[str] | None = None,
     validation_split: float = 0.2,
     seed: int = 0,
+    max_runtime_seconds: int | None = None,
 ) -> TrainingJob:
-    """Check everything a worker would trip over, then queue the job (dispatch follows the commit)."""
+    """Check everything a worker would trip over, then queue the job (dispatch follows the commit).
+
+    The job's memory is estimated and held to the plan's per-job limit, and its runtime budget
+    (``max_runtime_seconds``, else the default, at most what is left of the month's quota) is reserved.
+    """
     chosen = TEMPLATES.get(template)
     if chosen is None:
         raise ServiceError(
@@ -144,11 +230,16 @@ def create_job(
     columns = _check_columns(chosen, dataset, label_column, list(feature_columns or []))
     if not 0.05 <= validation_split <= 0.5:
         raise ServiceError("validation_split is between 0.05 and 0.5.", code="invalid_validation_split")
-    plan = tenant.plan
-    if compute_seconds_this_month(tenant=tenant) >= plan.compute_seconds_per_month:
-        raise QuotaExceededError(
-            f"This month's {plan.compute_seconds_per_month} compute seconds are spent.", code="compute_quota_exceeded"
+    if max_runtime_seconds is not None and not 1 <= max_runtime_seconds <= settings.TRAINING_TIME_LIMIT_SECONDS:
+        raise ServiceError(
+            f"max_runtime_seconds is between 1 and {settings.TRAINING_TIME_LIMIT_SECONDS}.",
+            code="invalid_max_runtime_seconds",
         )
+    memory = estimate_job_memory(
+        template=chosen, params=resolved, dataset=dataset, feature_columns=columns, label_column=label_column
+    )
+    _check_memory(tenant=tenant, size=memory)
+    budget = _reserve_runtime(tenant=tenant, requested=max_runtime_seconds)
     job = TrainingJob.objects.create(
         tenant=tenant,
         dataset=dataset,
@@ -160,13 +251,20 @@ def create_job(
         validation_split=validation_split,
         seed=seed,
         max_attempts=settings.TRAINING_MAX_ATTEMPTS,
+        max_runtime_seconds=budget,
+        estimated_memory_bytes=memory,
     )
     log(job, f"queued: {template} on dataset {dataset.name} v{dataset.version}")
     audit.record(
         tenant=tenant,
         action="job.create",
         target=job,
-        details={"template": template, "model_name": model_name, "dataset": str(dataset.id)},
+        details={
+            "template": template,
+            "model_name": model_name,
+            "dataset": str(dataset.id),
+            "max_runtime_seconds": budget,
+        },
     )
     transaction.on_commit(request_dispatch)
     return job
@@ -192,19 +290,31 @@ def request_dispatch() -> None:
 
 
 def dispatch_queued_jobs() -> list[str]:
-    """Send queued jobs to the gpu queue, fairly across tenants and within each plan's concurrency.
+    """Send queued jobs to the gpu queue, fairly across tenants and within each plan's concurrency and budget.
 
     A tenant's jobs in flight (dispatched, running or cancelling) never exceed
     its plan's ``max_concurrent_jobs``; the rest wait ``queued``. Tenants take
     turns (fewest in flight first, then the longest waiting), so one tenant's
     fifty jobs never sit in front of another tenant's first. A conditional
     update claims each job, so concurrent dispatchers cannot send one twice.
+
+    Spending is checked here, before a worker is taken: a suspended tenant's
+    jobs stay queued (they go once it is active again); a job whose own budget
+    is used, or whose tenant has spent the month's compute, fails with
+    ``compute_quota_exceeded`` (waiting for next month would hold a reservation
+    nobody sees; a retry after a plan change resumes from the checkpoint); a job
+    whose budget does not fit beside what the tenant's jobs in flight may still
+    use waits for them.
     """
     in_flight: dict[Any, int] = defaultdict(int)
+    in_flight_budget: dict[Any, float] = defaultdict(float)
     for row in TrainingJob.objects.filter(
         Q(status__in=[Status.RUNNING, Status.CANCELLING]) | Q(status=Status.QUEUED, dispatched_at__isnull=False)
-    ).values("tenant_id"):
+    ).values("tenant_id", "max_runtime_seconds", "compute_seconds"):
         in_flight[row["tenant_id"]] += 1
+        in_flight_budget[row["tenant_id"]] += selectors.unused_budget(
+            max_runtime_seconds=row["max_runtime_seconds"], compute_seconds=row["compute_seconds"]
+        )
     waiting: dict[Any, list[TrainingJob]] = defaultdict(list)
     for job in (
         TrainingJob.objects.filter(status=Status.QUEUED, dispatched_at__isnull=True)
@@ -212,6 +322,11 @@ def dispatch_queued_jobs() -> list[str]:
         .order_by("created_at")[: settings.TRAINING_DISPATCH_BATCH]
     ):
         waiting[job.tenant_id].append(job)
+    used = {
+        tenant_id: selectors.compute_seconds_this_month(tenant=jobs[0].tenant)
+        for tenant_id, jobs in waiting.items()
+        if jobs[0].tenant.is_active
+    }
 
     sent: list[str] = []
     while waiting:
@@ -219,17 +334,31 @@ def dispatch_queued_jobs() -> list[str]:
         progressed = False
         for tenant_id in turn:
             job = waiting[tenant_id][0]
-            if in_flight[tenant_id] >= job.tenant.plan.max_concurrent_jobs:
-                del waiting[tenant_id]
+            tenant = job.tenant
+            if not tenant.is_active or in_flight[tenant_id] >= tenant.plan.max_concurrent_jobs:
+                del waiting[tenant_id]  # suspended: its jobs stay queued; at its limit: they wait for a slot
+                continue
+            budget = selectors.unused_budget(
+                max_runtime_seconds=job.max_runtime_seconds, compute_seconds=job.compute_seconds
+            )
+            quota = tenant.plan.compute_seconds_per_month
+            spent = used[tenant_id] >= quota or (job.max_runtime_seconds is not None and budget <= 0)
+            if not spent and in_flight[tenant_id] and used[tenant_id] + in_flight_budget[tenant_id] + budget > quota:
+                del waiting[tenant_id]  # does not fit beside what is running: wait for it to finish
                 continue
             waiting[tenant_id].pop(0)
             if not waiting[tenant_id]:
                 del waiting[tenant_id]
+            if spent:
+                _fail_queued(job, code=COMPUTE_QUOTA_EXCEEDED)
+                progressed = True
+                continue
             claimed = TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__isnull=True).update(
                 dispatched_at=timezone.now()
             )
             if claimed:
                 in_flight[tenant_id] += 1
+                in_flight_budget[tenant_id] += budget
                 sent.append(str(job.pk))
                 progressed = True
         if not progressed:
@@ -239,6 +368,14 @@ def dispatch_queued_jobs() -> list[str]:
     for job_id in sent:
         train_model.apply_async(kwargs={"job_id": job_id})
     return sent
+
+
+def _fail_queued(job: TrainingJob, *, code: str) -> None:
+    """A queued job that must not start ends failed with ``code`` (unless someone else took it meanwhile)."""
+    if TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__isnull=True).update(
+        status=Status.FAILED, finished_at=timezone.now(), error_code=code, error_message=ERROR_MESSAGES[code]
+    ):
+        log(job, f"failed before it started: {ERROR_MESSAGES[code]}")
 
 
 # --- cancellation ------------------------------------------------------------------------
@@ -272,11 +409,15 @@ def cancel_job(*, tenant: Tenant, job_id) -> TrainingJob:
 
 
 def claim_job(*, job_id, worker: str) -> TrainingJob | None:
-    """Mark a job running for this worker, or None when it must not run here.
+    """Mark a job running for this worker (a new attempt row), or None when it must not run here.
 
     Safe against redelivered and duplicate messages: a job runs only when it
     was dispatched and not yet started, or when it was running but its
-    heartbeat stopped (its worker died). Each start counts an attempt.
+    heartbeat stopped (its worker died; that attempt is closed and charged up
+    to its last heartbeat). Each start counts an attempt. Spending is checked
+    again here, when the worker is about to start: a suspended tenant's job
+    goes back to the queue without running (and without using an attempt); a
+    job without budget left fails with ``compute_quota_exceeded``.
     """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_SECONDS)
@@ -290,18 +431,79 @@ def claim_job(*, job_id, worker: str) -> TrainingJob | None:
         )
         if not runnable:
             return None
+        if job.status == Status.RUNNING:
+            _close_lost_attempt(job)
+            job.refresh_from_db(fields=["compute_seconds"])
+        tenant = Tenant.objects.select_related("plan").get(pk=job.tenant_id)
+        if not tenant.is_active:
+            job.status, job.dispatched_at = Status.QUEUED, None
+            job.save(update_fields=["status", "dispatched_at"])
+            log(job, "not started: the tenant is suspended; the job waits in the queue")
+            return None
+        if _out_of_budget(job, tenant):
+            _fail(job, ERROR_MESSAGES[COMPUTE_QUOTA_EXCEEDED], "", code=COMPUTE_QUOTA_EXCEEDED)
+            return None
         if job.attempts >= job.max_attempts:
-            _fail(job, f"gave up after {job.attempts} attempts (the worker kept stopping)", "")
+            _fail(job, ERROR_MESSAGES["worker_lost"], f"gave up after {job.attempts} attempts", code="worker_lost")
             return None
         job.status = Status.RUNNING
-        job.attempts = F("attempts") + 1
+        job.attempts += 1
         job.worker = worker[:200]
         job.started_at = job.started_at or now
         job.heartbeat_at = now
         job.save(update_fields=["status", "attempts", "worker", "started_at", "heartbeat_at"])
+        JobAttempt.objects.create(
+            tenant_id=job.tenant_id, job=job, number=job.attempts, worker=job.worker, started_at=now, heartbeat_at=now
+        )
     job.refresh_from_db()
     log(job, f"attempt {job.attempts} started on {worker}")
     return job
+
+
+def _out_of_budget(job: TrainingJob, tenant: Tenant) -> bool:
+    """The job used its runtime budget, or the tenant its month's compute."""
+    if job.max_runtime_seconds is not None and job.compute_seconds >= job.max_runtime_seconds:
+        return True
+    return selectors.compute_seconds_this_month(tenant=tenant) >= tenant.plan.compute_seconds_per_month
+
+
+def _attempt_row(job: TrainingJob):
+    """This attempt's own row (by number: whoever owns the job now, an attempt's seconds are its own)."""
+    return JobAttempt.objects.filter(job_id=job.pk, number=job.attempts)
+
+
+def _recompute_compute_seconds(job_id) -> None:
+    """The job's compute seconds are the sum of its attempts' (set in one statement, never incremented)."""
+    total = JobAttempt.objects.filter(job=OuterRef("pk")).values("job").annotate(total=Sum("compute_seconds"))
+    TrainingJob.objects.filter(pk=job_id).update(compute_seconds=Coalesce(Subquery(total.values("total")), Value(0.0)))
+
+
+def _charge_attempt(job: TrainingJob, *, at, seconds: float | None = None, ended: bool = False, **fields) -> None:
+    """Set (never add) the attempt's compute seconds: ``seconds``, else its time from start to ``at``.
+
+    Written by attempt number, so the same write made twice (a retry after a lost connection) counts once.
+    """
+    attempt = _attempt_row(job).first()
+    if attempt is None:
+        return
+    if seconds is None:
+        seconds = max(0.0, (at - attempt.started_at).total_seconds())
+    updates = {"heartbeat_at": at, "compute_seconds": seconds, **fields}
+    if ended:
+        updates["ended_at"] = at
+    _attempt_row(job).update(**updates)
+    _recompute_compute_seconds(job.pk)
+
+
+def _close_lost_attempt(job: TrainingJob, outcome: str = "lost") -> None:
+    """A killed attempt (no worker will report for it) is charged from its start to its last heartbeat."""
+    attempt = _attempt_row(job).filter(ended_at__isnull=True).first()
+    if attempt is None:
+        return
+    last = attempt.heartbeat_at or attempt.started_at
+    _charge_attempt(
+        job, at=last, seconds=max(0.0, (last - attempt.started_at).total_seconds()), ended=True, outcome=outcome
+    )
 
 
 def worker_identity(hostname: str) -> str:
@@ -327,18 +529,46 @@ def _died_on_this_host(previous: str, current: str) -> bool:
     return False
 
 
-def heartbeat(*, job_id, progress: dict[str, Any]) -> str:
-    """Record progress and liveness; returns the job's status (so the trainer sees a cancel)."""
+def heartbeat(*, job: TrainingJob, progress: dict[str, Any]) -> str:
+    """Record progress and liveness, and charge the attempt up to now; tells the trainer whether to go on.
+
+    Returns the job's status (``cancelling`` when the tenant cancelled it), or a
+    stop code: ``compute_quota_exceeded`` once the job has used its runtime
+    budget or the tenant the month's compute, ``tenant_suspended`` once the
+    tenant is suspended. The trainer then stops, keeping its last checkpoint.
+    """
     now = timezone.now()
-    if TrainingJob.objects.filter(pk=job_id, status=Status.RUNNING).update(heartbeat_at=now, progress=progress):
-        return Status.RUNNING  # the common case: one query
-    TrainingJob.objects.filter(pk=job_id, status=Status.CANCELLING).update(heartbeat_at=now, progress=progress)
-    return TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or Status.FAILED
+    with transaction.atomic():
+        owned = _attempt(job).filter(status__in=[Status.RUNNING, Status.CANCELLING])
+        if not owned.update(heartbeat_at=now, progress=progress):
+            return TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first() or Status.FAILED
+        _charge_attempt(job, at=now)
+    return stop_reason(job=job)
+
+
+def stop_reason(*, job: TrainingJob) -> str:
+    """The job's status, or why it must stop now (see ``heartbeat``)."""
+    current = TrainingJob.objects.select_related("tenant__plan").get(pk=job.pk)
+    if current.status != Status.RUNNING:
+        return current.status
+    if not current.tenant.is_active:
+        return TENANT_SUSPENDED
+    if _out_of_budget(current, current.tenant):
+        return COMPUTE_QUOTA_EXCEEDED
+    return current.status
+
+
+def record_device(*, job: TrainingJob, device: str) -> None:
+    """The device of this attempt (so a killed attempt is billed as GPU or CPU time too)."""
+    _attempt_row(job).update(device=device)
 
 
 def keep_alive(*, job: TrainingJob) -> bool:
     """A heartbeat that leaves the progress as it is (a worker waiting out an outage); False once the job is no
-    longer this attempt's to run (requeued meanwhile, or cancelled)."""
+    longer this attempt's to run (requeued meanwhile, or cancelled).
+
+    The attempt's row is left alone: waiting out the platform's outage is not charged to the tenant (a worker
+    killed meanwhile is charged up to its last training heartbeat)."""
     return bool(_attempt(job).filter(status=Status.RUNNING).update(heartbeat_at=timezone.now()))
 
 
@@ -371,24 +601,38 @@ def finish_job(
     device: str,
     metrics: dict | None = None,
     model_version: int | None = None,
+    error_code: str = "",
     error: str = "",
     traceback_text: str = "",
 ) -> None:
+    """End the attempt and, while the attempt still owns it, the job.
+
+    ``compute_seconds`` are this attempt's, set on its row (not added), so a
+    retried write counts once; the job's seconds are recomputed from its
+    attempts. ``error`` is what tenants see (a fixed message for
+    ``error_code``); ``traceback_text`` is for operators only.
+    """
     now = timezone.now()
-    if not _attempt(job).update(
-        status=status,
-        finished_at=now,
-        heartbeat_at=now,
-        device=device,
-        metrics=metrics or {},
-        model_version=model_version,
-        error_message=error[:1000],
-        error_traceback=traceback_text,
-        compute_seconds=F("compute_seconds") + compute_seconds,
-    ):
-        logger.warning("job %s: attempt %s no longer owns it; its result (%s) is dropped", job.pk, job.attempts, status)
-        return
-    log(job, f"{status}" + (f": {error}" if error else ""))
+    with transaction.atomic():
+        _charge_attempt(job, at=now, seconds=compute_seconds, ended=True, device=device)
+        owned = _attempt(job).update(
+            status=status,
+            finished_at=now,
+            heartbeat_at=now,
+            device=device,
+            metrics=metrics or {},
+            model_version=model_version,
+            error_code=error_code,
+            error_message=error[:1000],
+            error_traceback=traceback_text,
+        )
+        if not owned:
+            logger.warning(
+                "job %s: attempt %s no longer owns it; its result (%s) is dropped", job.pk, job.attempts, status
+            )
+            return
+        _attempt_row(job).update(outcome=error_code or status)
+        log(job, f"{status}" + (f": {error}" if error else ""))
     transaction.on_commit(request_dispatch)
 
 
@@ -398,19 +642,23 @@ def _attempt(job: TrainingJob):
     return TrainingJob.objects.filter(pk=job.pk, worker=job.worker, attempts=job.attempts)
 
 
-def add_compute_seconds(*, job: TrainingJob, seconds: float) -> None:
-    _attempt(job).update(compute_seconds=F("compute_seconds") + seconds)
+def record_attempt_seconds(*, job: TrainingJob, seconds: float) -> None:
+    """Set this attempt's compute seconds (idempotent; see ``finish_job``)."""
+    _charge_attempt(job, at=timezone.now(), seconds=seconds)
 
 
-def _fail(job: TrainingJob, message: str, traceback_text: str) -> None:
+def _fail(job: TrainingJob, message: str, traceback_text: str, *, code: str) -> None:
     job.status, job.finished_at = Status.FAILED, timezone.now()
-    job.error_message, job.error_traceback = message[:1000], traceback_text
-    job.save(update_fields=["status", "finished_at", "error_message", "error_traceback"])
+    job.error_code, job.error_message, job.error_traceback = code, message[:1000], traceback_text
+    job.save(update_fields=["status", "finished_at", "error_code", "error_message", "error_traceback"])
     log(job, f"failed: {message}")
 
 
 def requeue_stale_jobs() -> list[str]:
-    """Jobs whose worker stopped beating are sent again (resuming from their checkpoint) or failed."""
+    """Jobs whose worker stopped beating are sent again (resuming from their checkpoint) or failed.
+
+    The silent attempt is closed and charged up to its last heartbeat.
+    """
     stale_before = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_SECONDS)
     requeued = []
     for job in TrainingJob.objects.filter(
@@ -420,12 +668,18 @@ def requeue_stale_jobs() -> list[str]:
             locked = TrainingJob.objects.select_for_update().filter(pk=job.pk, heartbeat_at__lt=stale_before).first()
             if locked is None:
                 continue
+            _close_lost_attempt(locked)
             if locked.status == Status.CANCELLING:
                 locked.status, locked.finished_at = Status.CANCELLED, timezone.now()
                 locked.save(update_fields=["status", "finished_at"])
                 log(locked, "cancelled (its worker stopped)")
             elif locked.attempts >= locked.max_attempts:
-                _fail(locked, f"the worker stopped responding {locked.attempts} times", "")
+                _fail(
+                    locked,
+                    ERROR_MESSAGES["worker_lost"],
+                    f"the worker stopped responding {locked.attempts} times",
+                    code="worker_lost",
+                )
             else:
                 locked.status, locked.dispatched_at = Status.QUEUED, None
                 locked.save(update_fields=["status", "dispatched_at"])
@@ -445,32 +699,86 @@ def requeue_stale_jobs() -> list[str]:
     return requeued
 
 
-def requeue_after_error(*, job: TrainingJob, reason: str) -> None:
-    """Send a job back to the queue after a transient error; it resumes from its checkpoint."""
-    if _attempt(job).filter(status=Status.RUNNING).update(status=Status.QUEUED, dispatched_at=None):
-        log(job, f"transient error, will resume: {reason}")
-        transaction.on_commit(request_dispatch)
+def requeue_after_error(*, job: TrainingJob, reason: str, compute_seconds: float | None = None) -> None:
+    """Send a job back to the queue after a transient error; it resumes from its checkpoint.
+
+    ``reason`` is shown to the tenant in the job's log: a plain sentence, not the exception text.
+    """
+    with transaction.atomic():
+        if compute_seconds is not None:
+            _charge_attempt(job, at=timezone.now(), seconds=compute_seconds, ended=True, outcome="requeued")
+        if _attempt(job).filter(status=Status.RUNNING).update(status=Status.QUEUED, dispatched_at=None):
+            log(job, f"transient error, will resume: {reason}")
+            transaction.on_commit(request_dispatch)
 
 
 @transaction.atomic
 def retry_jobs(*, job_ids: list) -> int:
-    """Operators' retry: failed or cancelled jobs go back to the queue with a fresh attempt budget."""
+    """Operators' retry: failed or cancelled jobs go back to the queue with a fresh attempt budget.
+
+    Attempt numbers go on (each attempt keeps its row and its compute seconds); the job's runtime budget grows by
+    the default budget, as far as the tenant's month has room (else the dispatcher ends it with
+    ``compute_quota_exceeded`` again).
+    """
     locked = list(
         TrainingJob.objects.select_for_update()
         .filter(pk__in=job_ids, status__in=[Status.FAILED, Status.CANCELLED])
-        .values_list("id", "tenant_id")
+        .select_related("tenant__plan")
     )
-    for job_id, tenant_id in locked:
-        audit.record(tenant=tenant_id, action="job.retry", target=("trainingjob", job_id))
-    count = TrainingJob.objects.filter(pk__in=[job_id for job_id, _ in locked]).update(
-        status=Status.QUEUED,
-        dispatched_at=None,
-        finished_at=None,
-        cancel_requested_at=None,
-        attempts=0,
-        error_message="",
-        error_traceback="",
-    )
-    if count:
+    room: dict[Any, float] = {}
+    for job in locked:
+        audit.record(tenant=job.tenant_id, action="job.retry", target=("trainingjob", job.pk))
+        if job.tenant_id not in room:
+            room[job.tenant_id] = selectors.compute_seconds_remaining(tenant=job.tenant)
+        extra = int(max(0.0, min(settings.TRAINING_DEFAULT_MAX_RUNTIME_SECONDS, room[job.tenant_id])))
+        room[job.tenant_id] -= extra
+        TrainingJob.objects.filter(pk=job.pk).update(
+            status=Status.QUEUED,
+            dispatched_at=None,
+            finished_at=None,
+            cancel_requested_at=None,
+            max_attempts=job.attempts + settings.TRAINING_MAX_ATTEMPTS,
+            max_runtime_seconds=int(job.compute_seconds) + extra,
+            error_code="",
+            error_message="",
+            error_traceback="",
+        )
+    if locked:
         transaction.on_commit(request_dispatch)
-    return count
+    return len(locked)
+
+
+# --- deletion (operators) ----------------------------------------------------------------
+
+
+def delete_job(*, tenant: Tenant, job_id) -> None:
+    """Delete an ended job's row, then its objects (checkpoints, logs) once that is committed.
+
+    Refused while the job is queued or running (cancel it first), and while its compute time still counts
+    toward this month's quota and bill: usage is rolled up from job rows, so deleting one earlier would
+    refund the seconds it used. A published version keeps its lineage (job id and dataset in its manifest).
+    """
+    from core import storage
+    from core.errors import NotFoundError
+
+    with transaction.atomic():
+        job = TrainingJob.objects.for_tenant(tenant).select_for_update().filter(pk=job_id).first()
+        if job is None:
+            raise NotFoundError("No such job.")
+        if job.status in TrainingJob.ACTIVE:
+            raise ConflictError(f"The job is {job.status}; cancel it first.", code="job_active")
+        month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        if job.compute_seconds and (job.finished_at is None or job.finished_at >= month_start):
+            raise ConflictError(
+                "The job's compute time counts toward this month's quota and bill; it can be deleted next month.",
+                code="job_in_billing_period",
+            )
+        folder = storage.tenant_key(tenant.id, "jobs", str(job.id)) + "/"
+        audit.record(
+            tenant=tenant,
+            action="job.delete",
+            target=job,
+            details={"model_name": job.model_name, "status": job.status, "compute_seconds": job.compute_seconds},
+        )
+        job.delete()
+    transaction.on_commit(lambda: storage.delete_prefix(folder))

@@ -272,7 +272,17 @@ DATASET_STAGING_DIR.mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_TEMP_DIR = str(DATASET_STAGING_DIR)
 DATASET_PREVIEW_MAX_ROWS = 100
 DATASET_UPLOAD_TTL_HOURS = env_int("DATASET_UPLOAD_TTL_HOURS", 24, minimum=1)
+# Lifetime of a multipart upload's presigned part URLs (each signs its part's exact length); a client that needs
+# longer gets fresh ones from GET /api/v1/datasets/uploads/<id> while the upload is pending.
+DATASET_PART_URL_TTL_SECONDS = env_int("DATASET_PART_URL_TTL_SECONDS", 900, minimum=60)
 DATASET_MULTIPART_MAX_PARTS = 10_000
+# Parquet compresses twice (a codec, then dictionary/run-length encoding), so a tiny file can declare or decode to
+# gigabytes. Every reader (upload, validation, preview, trainer) refuses a file whose footer declares more than
+# RATIO times its size uncompressed (`decompression_bomb`), or more than MAX_UNCOMPRESSED bytes declared or decoded
+# (`file_too_large_uncompressed`), or a row group over MAX_ROW_GROUP bytes (`row_group_too_large`).
+DATASET_MAX_DECOMPRESSION_RATIO = env_int("DATASET_MAX_DECOMPRESSION_RATIO", 100, minimum=2)
+DATASET_MAX_UNCOMPRESSED_BYTES = env_int("DATASET_MAX_UNCOMPRESSED_BYTES", 4 * 1024**3, minimum=1024**2)
+DATASET_MAX_ROW_GROUP_BYTES = env_int("DATASET_MAX_ROW_GROUP_BYTES", 512 * 1024**2, minimum=1024**2)
 
 # --- Training ---------------------------------------------------------------
 TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
@@ -283,6 +293,12 @@ TRAINING_OUTAGE_WAIT_SECONDS = env_int("TRAINING_OUTAGE_WAIT_SECONDS", 300, mini
 TRAINING_DISPATCH_BATCH = 1000
 # A dispatched job that no worker started within this long is dispatched again (its message was lost).
 TRAINING_DISPATCH_TIMEOUT_SECONDS = env_int("TRAINING_DISPATCH_TIMEOUT_SECONDS", 600, minimum=5)
+# A job's runtime budget when the request names none (capped by what remains of the tenant's monthly compute);
+# the budget is reserved against the quota while the job waits or runs, and the job stops when it is used.
+TRAINING_DEFAULT_MAX_RUNTIME_SECONDS = env_int("TRAINING_DEFAULT_MAX_RUNTIME_SECONDS", 3600, minimum=1)
+# The largest vocabulary (embedding rows) derived from the ids in a dataset: one huge id must not size the model;
+# ids above it share the out-of-vocabulary bucket. A job may still ask for more with its vocab_size parameter.
+TRAINING_MAX_VOCAB_SIZE = env_int("TRAINING_MAX_VOCAB_SIZE", 1_000_000, minimum=100)
 CELERY_BEAT_SCHEDULE |= {
     "dispatch-training-jobs": {"task": "training.tasks.dispatch_jobs", "schedule": 30.0},
     "requeue-stale-training-jobs": {"task": "training.tasks.requeue_stale_jobs", "schedule": 60.0},
@@ -307,6 +323,10 @@ SERVING_CONCURRENT_BATCHES = env_int("SERVING_CONCURRENT_BATCHES", 2, minimum=1)
 SERVING_TF_THREADS = env_int("SERVING_TF_THREADS", 0, minimum=0)
 SERVING_MAX_INSTANCES = env_int("SERVING_MAX_INSTANCES", 1000, minimum=1)
 SERVING_MAX_BODY_BYTES = env_int("SERVING_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+# Bodies over 16 KiB are parsed and checked in this many spawned processes, off the event loop (JSON parsing holds
+# the interpreter lock); each tenant may have SERVING_DECODES_PER_TENANT of them in flight (more get 429).
+SERVING_DECODE_PROCESSES = env_int("SERVING_DECODE_PROCESSES", 2, minimum=1)
+SERVING_DECODES_PER_TENANT = env_int("SERVING_DECODES_PER_TENANT", 1, minimum=1)
 # How long keys, tenants and alias/traffic routes are cached; an alias move is live within this.
 SERVING_ROUTE_TTL_SECONDS = env_int("SERVING_ROUTE_TTL_SECONDS", 2, minimum=0)
 SERVING_METERING_FLUSH_SECONDS = env_int("SERVING_METERING_FLUSH_SECONDS", 5, minimum=1)
@@ -318,4 +338,5 @@ SERVING_METRICS_TOKEN = env_str("SERVING_METRICS_TOKEN", "")
 SERVING_URL = env_url("SERVING_URL", "http://127.0.0.1:8001", schemes={"http", "https"})
 CELERY_BEAT_SCHEDULE |= {
     "aggregate-tenant-usage": {"task": "tenants.tasks.aggregate_usage", "schedule": 3600.0},
+    "purge-idempotency-records": {"task": "tenants.tasks.purge_idempotency_records", "schedule": 3600.0},
 }

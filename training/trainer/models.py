@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.templates import TABULAR_MAX_CATEGORIES
+
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
@@ -115,7 +117,10 @@ def tabular_classifier(
     for name, column_type in columns.items():
         if column_type == "string":
             raw = keras.Input(shape=(1,), dtype="string", name=name)
-            lookup = keras.layers.StringLookup(output_mode="one_hot", name=f"{name}_lookup")
+            # The most frequent categories only: a column of unique values must not widen the network without bound.
+            lookup = keras.layers.StringLookup(
+                output_mode="one_hot", max_tokens=TABULAR_MAX_CATEGORIES, name=f"{name}_lookup"
+            )
             lookup.adapt(features[name].astype(str))
             encoded.append(lookup(raw))
         else:

@@ -22,7 +22,7 @@ from django.db import InterfaceError, OperationalError, connection
 
 from core import storage
 from serving import publishing
-from training import job_services
+from training import job_services, templates
 from training.evaluation import binary_metrics, multiclass_metrics
 from training.models import TrainingJob
 from training.trainer.data import TrainingData, load
@@ -34,6 +34,18 @@ Status = TrainingJob.Status
 
 class Cancelled(Exception):
     """The tenant cancelled the job while it ran."""
+
+
+class Stopped(Exception):
+    """The platform stopped the job (its budget or the tenant's quota is used up, or the tenant was suspended)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class InvalidData(Exception):
+    """The dataset could not be read into training arrays (the cause is chained, for operators)."""
 
 
 def checkpoint_prefix(job: TrainingJob) -> str:
@@ -101,6 +113,7 @@ def run_job(*, job_id: str, worker: str) -> None:
     device = "cpu"
     try:
         device = configure_devices(mixed_precision=job.params.get("mixed_precision", False))
+        resilient(job_services.record_device, job=job, device=device)
         resilient(job_services.log, job, f"training on {device}")
         metrics, version = train_and_publish(job)
     except Cancelled:
@@ -111,26 +124,43 @@ def run_job(*, job_id: str, worker: str) -> None:
             compute_seconds=time.monotonic() - started,
             device=device,
         )
+    except Stopped as stop:
+        logger.info("job %s stopped: %s", job.id, stop.code)
+        resilient(
+            job_services.finish_job,
+            job=job,
+            status=Status.FAILED,
+            compute_seconds=time.monotonic() - started,
+            device=device,
+            error_code=stop.code,
+            error=job_services.ERROR_MESSAGES[stop.code],
+        )
     except Exception as exc:  # every failure ends the attempt with a recorded reason
         seconds = time.monotonic() - started
         if isinstance(exc, DATABASE_LOST):
             connection.close()  # the next write opens a new one
         if transient(exc) and job.attempts < job.max_attempts:
             logger.warning("job %s: transient error, requeued once storage and database answer: %s", job.id, exc)
-            wait_for_dependencies(job)
+            wait_for_dependencies(job)  # the wait is the platform's outage: not charged to the tenant
             if resilient(job_services.finish_if_cancelled, job=job, compute_seconds=seconds, device=device):
                 return
-            resilient(job_services.add_compute_seconds, job=job, seconds=seconds)
-            resilient(job_services.requeue_after_error, job=job, reason=f"{type(exc).__name__}: {exc}")
+            resilient(
+                job_services.requeue_after_error,
+                job=job,
+                reason="storage or the database was unavailable",
+                compute_seconds=seconds,
+            )
             return
         logger.exception("job %s failed", job.id)
+        code = failure_code(exc)
         resilient(
             job_services.finish_job,
             job=job,
             status=Status.FAILED,
             compute_seconds=seconds,
             device=device,
-            error=user_message(exc),
+            error_code=code,
+            error=job_services.ERROR_MESSAGES[code],
             traceback_text=traceback.format_exc(),
         )
     else:
@@ -145,9 +175,15 @@ def run_job(*, job_id: str, worker: str) -> None:
         )
 
 
-def user_message(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"Training failed: {type(exc).__name__}" + (f": {text[:300]}" if text else "")
+def failure_code(exc: BaseException) -> str:
+    """The code tenants see for a failure; its text and traceback stay with the operators."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":  # tf.errors.*
+        return "out_of_memory"
+    if isinstance(exc, InvalidData):
+        return "invalid_data"
+    if transient(exc):
+        return "storage_unavailable"
+    return "training_failed"
 
 
 def configure_devices(*, mixed_precision: bool) -> str:
@@ -210,12 +246,15 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
             )
         if callback.cancelled:
             raise Cancelled
+        if callback.stop_code:
+            raise Stopped(callback.stop_code)
         phases.seconds["fit"] = round(phases.seconds["fit"] - callback.checkpoint_seconds, 4)
         phases.seconds["checkpoint"] = round(callback.checkpoint_seconds, 4)
         phases.seconds["train_examples_per_epoch"] = len(data.train_index)
         phases.seconds["epochs_fitted"] = params["epochs"] - initial_epoch
+    # Training is done: the budget is enforced while it runs, so a finished model is evaluated and published.
     final = _progress(params["epochs"], params["epochs"], steps, steps)
-    if resilient(job_services.heartbeat, job_id=job.id, progress=final) == Status.CANCELLING:
+    if resilient(job_services.heartbeat, job=job, progress=final) == Status.CANCELLING:
         raise Cancelled
     with phases.phase("evaluate"):
         metrics = evaluate(model, validation, data, binary=binary)
@@ -238,15 +277,20 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
 
 def _load_and_build(job: TrainingJob):
     dataset = job.dataset
-    data = load(
-        object_key=dataset.object_key,
-        fmt=dataset.format,
-        schema=dataset.schema,
-        feature_columns=job.feature_columns,
-        label_column=job.label_column,
-        validation_split=job.validation_split,
-        seed=job.seed,
-    )
+    try:
+        data = load(
+            object_key=dataset.object_key,
+            fmt=dataset.format,
+            schema=dataset.schema,
+            feature_columns=job.feature_columns,
+            label_column=job.label_column,
+            validation_split=job.validation_split,
+            seed=job.seed,
+        )
+    except Exception as exc:
+        if transient(exc) or isinstance(exc, MemoryError):
+            raise
+        raise InvalidData(f"{type(exc).__name__}: {exc}") from exc
     resilient(
         job_services.log,
         job,
@@ -291,8 +335,9 @@ def build(job: TrainingJob, data: TrainingData):
     types = {c["name"]: c["type"] for c in job.dataset.schema}
     if job.template == "sequence_ctr":
         (column,) = job.feature_columns
-        max_id = (job.dataset.stats.get("columns", {}).get(column, {}) or {}).get("max_id") or 1000
-        return models.sequence_ctr(column=column, params=params, vocab_size=int(max_id) + 1)
+        stats = (job.dataset.stats.get("columns", {}).get(column, {})) or {}
+        vocab_size = templates.derived_vocab_size(params=params, column_stats=stats)  # capped: see the setting
+        return models.sequence_ctr(column=column, params=params, vocab_size=vocab_size)
     if job.template == "text_classifier":
         (column,) = job.feature_columns
         texts = data.features[column][data.train_index].astype(str)
@@ -387,8 +432,11 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
 
     It has no per-batch hook: Keras would then wait for every batch's logs and
     lose its asynchronous dispatch. A monitor thread beats, reports the step
-    (from the optimizer's iteration counter) and, on a cancel, sets
-    ``stop_training``, which Keras checks after every batch.
+    (from the optimizer's iteration counter) and, on a cancel or a stop (the
+    budget or the quota used up, the tenant suspended), sets ``stop_training``,
+    which Keras checks after every batch. Each epoch's end beats too, after its
+    checkpoint, so a stop there keeps that epoch; a stop mid-epoch keeps the
+    previous one (a partial epoch is never checkpointed).
     """
     import threading
 
@@ -401,6 +449,7 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
             self.epoch_start_iteration = 0
             self.checkpoint_seconds = 0.0
             self.cancelled = False
+            self.stop_code = ""
             self._stop = threading.Event()
             self._thread: threading.Thread | None = None
 
@@ -414,18 +463,27 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
                     try:
                         state = resilient(
                             job_services.heartbeat,
-                            job_id=job.id,
+                            job=job,
                             progress=_progress(self.epoch + 1, epochs, step, steps),
                         )
                     except DATABASE_LOST as exc:  # database busy or away: beat again next time
                         logger.warning("job %s: heartbeat failed, will retry: %s", job.id, exc)
                         continue
-                    if state == Status.CANCELLING:
-                        self.cancelled = True
-                        self.model.stop_training = True
+                    if self.obey(state):
                         return
             finally:
                 connection.close()  # this thread's own database connection
+
+        def obey(self, state: str) -> bool:
+            """Stop training on a cancel or a stop code from the heartbeat; True when stopping."""
+            if state == Status.CANCELLING:
+                self.cancelled = True
+            elif state in job_services.STOP_CODES:
+                self.stop_code = self.stop_code or state
+            else:
+                return False
+            self.model.stop_training = True
+            return True
 
         def on_train_begin(self, logs=None):
             self._thread = threading.Thread(target=self._monitor, name=f"job-{job.id}-monitor", daemon=True)
@@ -441,15 +499,17 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
             self.epoch_start_iteration = self._iteration()
 
         def on_epoch_end(self, epoch, logs=None):
-            if self.cancelled:
-                return
+            if self.cancelled or self.stop_code:
+                return  # stopped mid-epoch: this epoch is not complete, keep the previous checkpoint
             values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float | np.floating)}
             resilient(job_services.record_epoch, job=job, epoch=epoch + 1, values=values)
             started = time.monotonic()
             save_checkpoint(job, self.model, epoch + 1)
             self.checkpoint_seconds += time.monotonic() - started
-            resilient(job_services.heartbeat, job_id=job.id, progress=_progress(epoch + 1, epochs, steps, steps))
+            state = resilient(job_services.heartbeat, job=job, progress=_progress(epoch + 1, epochs, steps, steps))
             summary = ", ".join(f"{k}={v:.4f}" for k, v in values.items())
             resilient(job_services.log, job, f"epoch {epoch + 1}/{epochs}: {summary}")
+            if epoch + 1 < epochs and state in job_services.STOP_CODES:
+                self.obey(state)
 
     return JobCallback()

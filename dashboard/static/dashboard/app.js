@@ -126,6 +126,7 @@
         document.getElementById("job-device").textContent = job.device || "—";
         document.getElementById("job-compute").textContent = (job.compute_seconds || 0).toFixed(1) + " s";
         document.getElementById("job-error").textContent = job.error_message || "";
+        document.getElementById("job-error-code").textContent = job.error_code || "";
         epochCharts(metrics.epochs);
         var pre = document.getElementById("job-log");
         pre.textContent = log.lines.map(function (l) { return l.time.slice(11, 19) + "  " + l.message; }).join("\n");
