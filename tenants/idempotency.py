@@ -77,14 +77,18 @@ def check_key(raw: str) -> str:
     return raw
 
 
-def request_fingerprint(request: Request) -> str:
-    """sha256 of the method, the path with its query and the body.
+def request_fingerprint(request: Request, *, caller: str) -> str:
+    """sha256 of the caller, the method, the path with its query and the body.
+
+    The caller (a key or a person) is part of it: another caller of the same tenant reusing the key and the
+    body gets a 422, never the first caller's answer (which may hold a new key's secret, or show what a
+    higher role was allowed to do).
 
     A multipart body is fingerprinted from its parsed fields and each file's sha256 (computed while the file
     was staged, or read back in chunks), never from the raw bytes: a retry carries another random boundary,
     and a large upload must not be held in memory.
     """
-    digest = hashlib.sha256(f"{request.method}\n{request.get_full_path()}\n".encode())
+    digest = hashlib.sha256(f"{caller}\n{request.method}\n{request.get_full_path()}\n".encode())
     if (request.content_type or "").startswith("multipart/"):
         entries = []
         for name, values in sorted(request.data.lists()):
@@ -241,7 +245,8 @@ class IdempotentWritesMixin:
     def receive_body(self, request: Request) -> None:
         """Read the body before it is fingerprinted (a hook for views that stage uploads under limits)."""
 
-    def begin_idempotent_request(self, request: Request, *, tenant: Tenant) -> None:
+    def begin_idempotent_request(self, request: Request, *, tenant: Tenant, caller: str) -> None:
+        """Claim the request's Idempotency-Key for ``caller`` (``api_key:<id>`` or ``user:<id>``), or replay."""
         raw = request.headers.get(HEADER)
         method = request.method.lower()
         handled = method in self.http_method_names and hasattr(self, method)  # else DRF answers 405 next
@@ -250,7 +255,7 @@ class IdempotentWritesMixin:
         key = check_key(raw)
         refuse_if_running(tenant=tenant, key=key)
         self.receive_body(request)
-        record, finished = claim(tenant=tenant, key=key, fingerprint=request_fingerprint(request))
+        record, finished = claim(tenant=tenant, key=key, fingerprint=request_fingerprint(request, caller=caller))
         if finished is not None:
             raise _Replay(replay(record=finished, key=key))
         self._idempotency = (record, key)

@@ -61,6 +61,9 @@ def digest_matches(raw: str, digest: str) -> bool:
     return hmac.compare_digest(hash_key(raw), digest)
 
 
+# A key made by a key made by a key ... at most this deep: each use walks the chain (one query per level).
+MAX_KEY_DEPTH = 4
+
 # Why a key acts with nothing; each is refused like a revoked key (401).
 REVOKED = "api_key_revoked"
 EXPIRED = "api_key_expired"

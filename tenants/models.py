@@ -202,7 +202,8 @@ class ApiKey(TenantOwnedModel):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # The key that made this key (None when a person made it in a session): a key never outlives its parent.
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    # RESTRICT: deleting a parent row (not its whole tenant) must not turn its children into keys no one made.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.RESTRICT, related_name="children")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -285,7 +286,8 @@ class AuditEvent(TenantOwnedModel):
 class IdempotencyRecord(TenantOwnedModel):
     """The first answer to a POST sent with an ``Idempotency-Key``, replayed to retries for 24 hours.
 
-    ``request_fingerprint`` is the sha256 of the method, path and body: the same key with another body is a 422.
+    ``request_fingerprint`` is the sha256 of the caller, method, path and body: the same key with another caller
+    or body is a 422.
     While ``response_status`` is None the first request is still running (a retry then gets 409).
     """
 

@@ -41,6 +41,11 @@ class Caller:
     user: User | None = None
     api_key: ApiKey | None = None
 
+    @property
+    def identity(self) -> str:
+        """The key or person calling: what an Idempotency-Key's stored answer belongs to."""
+        return f"api_key:{self.api_key.pk}" if self.api_key is not None else f"user:{getattr(self.user, 'pk', None)}"
+
     def has_role(self, minimum: str) -> bool:
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(minimum)]
 
@@ -109,7 +114,7 @@ class TenantScopedAPIView(IdempotentWritesMixin, APIView):
         if not self.caller.has_role(role):
             raise ForbiddenError(f"This needs the {role} role or higher.", code="role_required")
         # Last: a caller refused above never claims an Idempotency-Key (tenants/idempotency.py).
-        self.begin_idempotent_request(request, tenant=self.caller.tenant)
+        self.begin_idempotent_request(request, tenant=self.caller.tenant, caller=self.caller.identity)
 
     def finalize_response(self, request, response, *args, **kwargs):
         token = getattr(self, "_audit_token", None)

@@ -32,10 +32,6 @@ def api_key_for_secret(*, raw_key: str) -> ApiKey | None:
     return key if keys.digest_matches(raw_key, key.key_hash) else None
 
 
-# Deeper chains than this (a key made by a key made by a key ...) are refused rather than walked.
-MAX_KEY_CHAIN = 32
-
-
 def key_rights(*, key: ApiKey) -> keys.KeyRights:
     """What ``key`` may do now: its own rights narrowed by every ancestor key and every creator's membership.
 
@@ -44,7 +40,7 @@ def key_rights(*, key: ApiKey) -> keys.KeyRights:
     """
     chain = [key]
     while chain[-1].parent_id is not None:
-        if len(chain) > MAX_KEY_CHAIN:
+        if len(chain) > keys.MAX_KEY_DEPTH:  # made before the cap, or by hand: refused rather than walked
             return keys.refused(keys.PARENT_UNUSABLE)
         parent = ApiKey.objects.for_tenant(key.tenant_id).filter(pk=chain[-1].parent_id).first()
         if parent is None or any(parent.pk == seen.pk for seen in chain):
@@ -68,6 +64,17 @@ def key_rights(*, key: ApiKey) -> keys.KeyRights:
             parent=rights,
         )
     return rights if rights is not None else keys.refused(keys.REVOKED)  # the chain is never empty
+
+
+def key_depth(*, key: ApiKey) -> int:
+    """How many keys stand above ``key`` (0 for a key a person or an operator made)."""
+    depth, parent_id = 0, key.parent_id
+    while parent_id is not None and depth <= keys.MAX_KEY_DEPTH:
+        depth += 1
+        parent_id = (
+            ApiKey.objects.for_tenant(key.tenant_id).filter(pk=parent_id).values_list("parent_id", flat=True).first()
+        )
+    return depth
 
 
 def key_tree(*, tenant: Tenant, roots: list[ApiKey]) -> list[tuple[ApiKey, ApiKey]]:

@@ -81,7 +81,12 @@ def create_tenant(
     if owner is None:
         return tenant, None
     created = create_api_key(
-        tenant=tenant, name=key_name, scopes=[s.value for s in Scope], role=Role.OWNER, acting_role=Role.OWNER
+        tenant=tenant,
+        name=key_name,
+        scopes=[s.value for s in Scope],
+        role=Role.OWNER,
+        acting_role=Role.OWNER,
+        created_by=owner,  # the founder's key follows the founder: demoted or removed, it follows at once
     )
     return tenant, created
 
@@ -317,6 +322,11 @@ def create_api_key(
         if expires_at is not None and expires_at > acting_expires_at:
             raise ForbiddenError("A key cannot outlive the key that creates it.", code="expiry_too_late")
         expires_at = expires_at or acting_expires_at
+    if parent is not None and selectors.key_depth(key=parent) >= keys.MAX_KEY_DEPTH:
+        raise ForbiddenError(
+            f"Keys can be made by keys at most {keys.MAX_KEY_DEPTH} deep; ask a person to make this key.",
+            code="key_chain_too_deep",
+        )
     new = keys.generate_key()
     api_key = ApiKey.objects.create(
         tenant=tenant,

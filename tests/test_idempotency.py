@@ -128,6 +128,19 @@ def test_the_same_key_with_another_request_is_422(api_a, tenant_a):
 
 
 @pytest.mark.django_db
+def test_another_caller_of_the_same_tenant_never_gets_the_first_callers_answer(api_a, tenant_a):
+    """An admin's key reusing an owner's Idempotency-Key and body must not receive the owner key's secret."""
+    body = {"name": "root", "scopes": ["read", "write", "predict"], "role": "owner"}
+    owners = api_a.post("/api/v1/api-keys", body, format="json", **{HEADER: "make-root"})
+    assert owners.status_code == 201
+    admin = client_for(make_key(tenant_a.tenant, role=Role.ADMIN).raw_key)
+    stolen = admin.post("/api/v1/api-keys", body, format="json", **{HEADER: "make-root"})
+    assert stolen.status_code == 422 and stolen.json()["error"]["code"] == "idempotency_key_reused"
+    assert owners.json()["key"] not in stolen.content.decode()
+    assert ApiKey.objects.for_tenant(tenant_a.tenant).filter(name="root").count() == 1
+
+
+@pytest.mark.django_db
 def test_keys_belong_to_one_tenant(api_a, api_b, tenant_a, tenant_b):
     body = {"name": "ci", "scopes": ["read"]}
     mine = api_a.post("/api/v1/api-keys", body, format="json", **{HEADER: "shared-key"})

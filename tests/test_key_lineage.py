@@ -270,3 +270,92 @@ def test_serving_refuses_a_child_of_a_revoked_parent_and_a_removed_or_demoted_pe
         time.sleep(0.8)
         assert predict(base, demoted_key["key"]) == 200
         assert predict(base, tenant_a.raw_key) == 200  # the tenant's other keys are untouched
+
+
+# --- The founder's first key, chain depth, keys made before lineage was recorded -----------------------------------
+
+
+def test_the_founders_first_key_follows_the_founder(api_a, tenant_a):
+    """create_tenant's all-scope owner key is the founder's: demoted, it acts as the new role; removed, nothing."""
+    _, second_owner = add_member(api_a, "cofounder@example.com", "owner")
+    second = session_api(second_owner, tenant_a.tenant)
+    founder = Membership.objects.get(tenant=tenant_a.tenant, user=tenant_a.owner)
+
+    assert second.patch(f"/api/v1/members/{founder.pk}", {"role": "admin"}, format="json").status_code == 200
+    assert api_a.get("/api/v1/tenant").json()["caller"]["role"] == "admin"
+    promote = api_a.patch(f"/api/v1/members/{founder.pk}", {"role": "owner"}, format="json")
+    assert promote.status_code == 403
+    assert Membership.objects.get(pk=founder.pk).role == "admin"
+
+    assert second.delete(f"/api/v1/members/{founder.pk}").status_code == 204
+    refused(tenant_a.raw_key)
+
+
+def test_keys_made_by_keys_are_at_most_four_deep(api_a):
+    client = api_a
+    for _ in range(4):
+        made = new_key(client, role="owner")
+        client = client_for(made["key"])
+    too_deep = client.post("/api/v1/api-keys", {"name": "k", "scopes": ["read"], "role": "viewer"}, format="json")
+    assert too_deep.status_code == 403 and too_deep.json()["error"]["code"] == "key_chain_too_deep"
+    assert client.get("/api/v1/tenant").status_code == 200  # the deepest allowed key still acts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keys_made_before_lineage_was_recorded_get_their_maker_from_the_audit_log():
+    """The migration gives old keys their parent key or person, and the founder's first key its founder."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    before, after = [("tenants", "0004_keys_lineage_prices_idempotency")], [("tenants", "0005_key_lineage_backfill")]
+    executor.migrate(before)
+    apps = executor.loader.project_state(before).apps
+    Tenant, Plan, User = (apps.get_model("tenants", name) for name in ("Tenant", "Plan", "User"))
+    ApiKey, AuditEvent = apps.get_model("tenants", "ApiKey"), apps.get_model("tenants", "AuditEvent")
+    plan = Plan.objects.create(slug="old", name="Old")
+    tenant = Tenant.objects.create(name="Old", slug="old-tenant", plan=plan)
+    founder = User.objects.create(email="founder@old.test")
+    operator = User.objects.create(email="operator@old.test")
+
+    def key(prefix: str, role: str = "owner"):
+        return ApiKey.objects.create(tenant=tenant, name=prefix, prefix=prefix, key_hash="0" * 64, role=role)
+
+    def made(api_key, *, kind: str, user=None, by_key=None):
+        AuditEvent.objects.create(
+            tenant=tenant,
+            action="api_key.create",
+            target_type="apikey",
+            target_id=str(api_key.pk),
+            actor_kind=kind,
+            actor_label=kind,
+            actor_user=user,
+            actor_api_key=by_key,
+        )
+
+    AuditEvent.objects.create(
+        tenant=tenant,
+        action="tenant.create",
+        target_type="tenant",
+        target_id=str(tenant.pk),
+        actor_kind="operator",
+        actor_label="operator:operator@old.test",
+        actor_user=operator,
+        details={"owner": founder.email},
+    )
+    first = key("first")
+    made(first, kind="operator", user=operator)  # an operator's action: not the operator's key
+    by_person, by_key, by_command = key("person", "member"), key("child", "member"), key("command", "member")
+    made(by_person, kind="user", user=founder)
+    made(by_key, kind="api_key", by_key=first)
+    made(by_command, kind="system")
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(after)
+
+    rows = {row.prefix: row for row in ApiKey.objects.filter(tenant_id=tenant.pk)}
+    assert rows["first"].created_by_id == founder.pk and rows["first"].parent_id is None
+    assert rows["person"].created_by_id == founder.pk
+    assert rows["child"].parent_id == first.pk and rows["child"].created_by_id is None
+    assert rows["command"].created_by_id is None and rows["command"].parent_id is None  # an operator's key

@@ -16,8 +16,9 @@ import pytest
 from django.db import connection
 
 from core import storage
-from tenants.models import Plan
+from tenants.models import Plan, Role
 from tests.conftest import client_for
+from tests.factories import make_key
 from training.models import Dataset, DatasetUpload
 
 KIB, MIB = 1024, 1024 * 1024
@@ -165,10 +166,22 @@ def test_part_urls_are_short_lived_and_can_be_signed_again(api_a, settings):
     for part in upload["parts"]:
         assert parse_qs(urlparse(part["url"]).query)["X-Amz-Expires"] == [str(settings.DATASET_PART_URL_TTL_SECONDS)]
     assert settings.DATASET_PART_URL_TTL_SECONDS == 900
-    again = api_a.get(f"/api/v1/datasets/uploads/{upload['id']}").json()
+    assert "parts" not in api_a.get(f"/api/v1/datasets/uploads/{upload['id']}").json()  # reading signs nothing
+    again = api_a.post(f"/api/v1/datasets/uploads/{upload['id']}/part-urls").json()
     assert [(p["part_number"], p["size"]) for p in again["parts"]] == [(1, PART), (2, KIB)]
     status, _ = put(again["parts"][1]["url"], b"y" * KIB)
     assert status == 200
+
+
+@pytest.mark.django_db
+def test_read_only_callers_get_no_part_urls(api_a, tenant_a):
+    """A URL lets its holder write a part: a read-only key or a viewer must not be able to get one."""
+    upload = start(api_a, PART + KIB).json()
+    reader = client_for(make_key(tenant_a.tenant, scopes=("read",), role=Role.MEMBER).raw_key)
+    viewer = client_for(make_key(tenant_a.tenant, scopes=("read", "write"), role=Role.VIEWER).raw_key)
+    for caller in (reader, viewer):
+        assert "parts" not in caller.get(f"/api/v1/datasets/uploads/{upload['id']}").json()
+        assert caller.post(f"/api/v1/datasets/uploads/{upload['id']}/part-urls").status_code == 403
 
 
 # --- bytes in flight ------------------------------------------------------------------------------------------------

@@ -179,12 +179,18 @@ class DatasetUploadViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
     def refine_queryset(self, queryset):
         return queryset.select_related("dataset")
 
-    @extend_schema(responses=DatasetUploadCreatedSerializer)
-    def retrieve(self, request, *args, **kwargs):
-        """The upload, with freshly signed part URLs while it is pending (they live DATASET_PART_URL_TTL_SECONDS)."""
+    @extend_schema(request=None, responses={200: DatasetUploadCreatedSerializer})
+    @action(detail=True, methods=["post"], url_path="part-urls")
+    def part_urls(self, request, pk=None):
+        """Freshly signed part URLs for a pending upload (they live DATASET_PART_URL_TTL_SECONDS).
+
+        A POST, so it needs the write scope and the member role like starting the upload: a URL lets its
+        holder write a part, which a read-only caller must never be able to do.
+        """
         upload = self.get_object()
-        parts = services.part_urls(upload) if upload.status == DatasetUpload.Status.PENDING else []
-        return Response(DatasetUploadSerializer(upload).data | {"parts": parts})
+        if upload.status != DatasetUpload.Status.PENDING:
+            raise ConflictError(f"This upload is {upload.status}.", code="upload_not_pending")
+        return Response(DatasetUploadSerializer(upload).data | {"parts": services.part_urls(upload)})
 
     @extend_schema(request=UploadCreateSerializer, responses={201: DatasetUploadCreatedSerializer})
     def create(self, request):

@@ -273,7 +273,7 @@ FILE_UPLOAD_TEMP_DIR = str(DATASET_STAGING_DIR)
 DATASET_PREVIEW_MAX_ROWS = 100
 DATASET_UPLOAD_TTL_HOURS = env_int("DATASET_UPLOAD_TTL_HOURS", 24, minimum=1)
 # Lifetime of a multipart upload's presigned part URLs (each signs its part's exact length); a client that needs
-# longer gets fresh ones from GET /api/v1/datasets/uploads/<id> while the upload is pending.
+# longer gets fresh ones from POST /api/v1/datasets/uploads/<id>/part-urls while the upload is pending.
 DATASET_PART_URL_TTL_SECONDS = env_int("DATASET_PART_URL_TTL_SECONDS", 900, minimum=60)
 DATASET_MULTIPART_MAX_PARTS = 10_000
 # Parquet compresses twice (a codec, then dictionary/run-length encoding), so a tiny file can declare or decode to
