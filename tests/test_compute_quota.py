@@ -282,3 +282,37 @@ def test_a_worker_killed_mid_training_is_charged_for_the_time_it_ran(api_a, tena
     assert resumed.outcome == "succeeded"
     assert done.compute_seconds == pytest.approx(killed.compute_seconds + resumed.compute_seconds)
     assert api_a.get(f"/api/v1/jobs/{job_id}").json()["compute_seconds"] == pytest.approx(done.compute_seconds)
+
+
+def test_one_tenants_pile_of_old_jobs_never_keeps_another_tenants_job_from_dispatch(
+    api_a, api_b, tenant_a, tenant_b, sent, settings
+):
+    """Tenant A queues more old jobs than the dispatcher reads at once and sits at its concurrency limit (then is
+    suspended): B's one job still goes, because candidates are each tenant's oldest few, not the oldest overall."""
+    settings.TRAINING_DISPATCH_BATCH = 5
+    _plan(tenant_a.tenant, max_concurrent_jobs=1)
+    dataset_a = ready_dataset(api_a, sample_csv("ctr", 60), label="clicked")
+    piled = [submit_job(api_a, dataset_a, max_runtime_seconds=1).json()["id"] for _ in range(8)]
+    assert job_services.dispatch_queued_jobs() == [piled[0]]  # A at its limit from here on
+    dataset_b = ready_dataset(api_b, sample_csv("ctr", 60), label="clicked")
+    theirs = submit_job(api_b, dataset_b).json()["id"]
+
+    assert job_services.dispatch_queued_jobs() == [theirs]
+
+    tenant_services.set_tenant_status(tenant=tenant_a.tenant, status="suspended")
+    TrainingJob.objects.filter(pk=piled[0]).update(status="succeeded")
+    other = submit_job(api_b, dataset_b).json()["id"]
+    assert job_services.dispatch_queued_jobs() == [other]
+    assert TrainingJob.objects.filter(pk__in=piled[1:], status="queued", dispatched_at=None).count() == 7
+
+
+def test_two_dispatchers_at_once_never_send_past_the_plans_concurrency(api_a, tenant_a, sent):
+    """A dispatcher that read the candidates before another sent one re-counts under the tenant's lock."""
+    _plan(tenant_a.tenant, max_concurrent_jobs=1)
+    dataset_id = ready_dataset(api_a, sample_csv("ctr", 60), label="clicked")
+    first, second = (submit_job(api_a, dataset_id, max_runtime_seconds=1).json()["id"] for _ in range(2))
+    stale_view = TrainingJob.objects.select_related("tenant__plan").get(pk=second)
+    assert job_services.dispatch_queued_jobs() == [first]
+
+    assert job_services._claim_for_dispatch(stale_view) is False  # what a racing dispatcher would try
+    assert TrainingJob.objects.get(pk=second).dispatched_at is None

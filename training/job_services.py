@@ -17,8 +17,8 @@ from typing import Any
 import jsonschema
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F, OuterRef, Q, Subquery, Sum, Value, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from core.errors import ConflictError, QuotaExceededError, ServiceError
@@ -308,16 +308,21 @@ def dispatch_queued_jobs() -> list[str]:
     """
     in_flight: dict[Any, int] = defaultdict(int)
     in_flight_budget: dict[Any, float] = defaultdict(float)
-    for row in TrainingJob.objects.filter(
-        Q(status__in=[Status.RUNNING, Status.CANCELLING]) | Q(status=Status.QUEUED, dispatched_at__isnull=False)
-    ).values("tenant_id", "max_runtime_seconds", "compute_seconds"):
+    for row in _in_flight_jobs().values("tenant_id", "max_runtime_seconds", "compute_seconds"):
         in_flight[row["tenant_id"]] += 1
         in_flight_budget[row["tenant_id"]] += selectors.unused_budget(
             max_runtime_seconds=row["max_runtime_seconds"], compute_seconds=row["compute_seconds"]
         )
     waiting: dict[Any, list[TrainingJob]] = defaultdict(list)
+    # Candidates: each active tenant's oldest queued jobs, at most its plan's concurrency of them. A tenant with
+    # thousands of old jobs (or a suspended one) then cannot fill the batch and keep everyone else's jobs out.
+    per_tenant_rank = Window(RowNumber(), partition_by=[F("tenant_id")], order_by=[F("created_at").asc(), F("id")])
     for job in (
-        TrainingJob.objects.filter(status=Status.QUEUED, dispatched_at__isnull=True)
+        TrainingJob.objects.filter(
+            status=Status.QUEUED, dispatched_at__isnull=True, tenant__status=Tenant.Status.ACTIVE
+        )
+        .annotate(rank_in_tenant=per_tenant_rank)
+        .filter(rank_in_tenant__lte=F("tenant__plan__max_concurrent_jobs"))
         .select_related("tenant__plan")
         .order_by("created_at")[: settings.TRAINING_DISPATCH_BATCH]
     ):
@@ -342,7 +347,12 @@ def dispatch_queued_jobs() -> list[str]:
                 max_runtime_seconds=job.max_runtime_seconds, compute_seconds=job.compute_seconds
             )
             quota = tenant.plan.compute_seconds_per_month
-            spent = used[tenant_id] >= quota or (job.max_runtime_seconds is not None and budget <= 0)
+            if used[tenant_id] >= quota:  # the month is spent: none of the tenant's queued jobs may start
+                _fail_queued(TrainingJob.objects.for_tenant(tenant), code=COMPUTE_QUOTA_EXCEEDED)
+                del waiting[tenant_id]
+                progressed = True
+                continue
+            spent = job.max_runtime_seconds is not None and budget <= 0
             if not spent and in_flight[tenant_id] and used[tenant_id] + in_flight_budget[tenant_id] + budget > quota:
                 del waiting[tenant_id]  # does not fit beside what is running: wait for it to finish
                 continue
@@ -350,13 +360,10 @@ def dispatch_queued_jobs() -> list[str]:
             if not waiting[tenant_id]:
                 del waiting[tenant_id]
             if spent:
-                _fail_queued(job, code=COMPUTE_QUOTA_EXCEEDED)
+                _fail_queued(TrainingJob.objects.filter(pk=job.pk), code=COMPUTE_QUOTA_EXCEEDED)
                 progressed = True
                 continue
-            claimed = TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__isnull=True).update(
-                dispatched_at=timezone.now()
-            )
-            if claimed:
+            if _claim_for_dispatch(job):
                 in_flight[tenant_id] += 1
                 in_flight_budget[tenant_id] += budget
                 sent.append(str(job.pk))
@@ -370,12 +377,39 @@ def dispatch_queued_jobs() -> list[str]:
     return sent
 
 
-def _fail_queued(job: TrainingJob, *, code: str) -> None:
-    """A queued job that must not start ends failed with ``code`` (unless someone else took it meanwhile)."""
-    if TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__isnull=True).update(
-        status=Status.FAILED, finished_at=timezone.now(), error_code=code, error_message=ERROR_MESSAGES[code]
-    ):
-        log(job, f"failed before it started: {ERROR_MESSAGES[code]}")
+def _in_flight_jobs():
+    """Jobs holding a worker slot: dispatched (still queued on the broker), running or cancelling."""
+    return TrainingJob.objects.filter(
+        Q(status__in=[Status.RUNNING, Status.CANCELLING]) | Q(status=Status.QUEUED, dispatched_at__isnull=False)
+    )
+
+
+def _claim_for_dispatch(job: TrainingJob) -> bool:
+    """Mark one queued job dispatched, under a lock on its tenant's row with the tenant's jobs in flight counted
+    again: two dispatchers at once (beat and a worker) cannot together send past the plan's concurrency, nor
+    send a job of a tenant suspended since the candidates were read."""
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update(of=("self",)).select_related("plan").get(pk=job.tenant_id)
+        if not tenant.is_active or _in_flight_jobs().filter(tenant=tenant).count() >= tenant.plan.max_concurrent_jobs:
+            return False
+        return bool(
+            TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__isnull=True).update(
+                dispatched_at=timezone.now()
+            )
+        )
+
+
+def _fail_queued(jobs, *, code: str) -> None:
+    """Queued jobs that must not start end failed with ``code`` (those someone else took meanwhile are left)."""
+    pending = list(jobs.filter(status=Status.QUEUED, dispatched_at__isnull=True).values_list("pk", "tenant_id"))
+    failed = TrainingJob.objects.filter(
+        pk__in=[pk for pk, _ in pending], status=Status.QUEUED, dispatched_at__isnull=True
+    ).update(status=Status.FAILED, finished_at=timezone.now(), error_code=code, error_message=ERROR_MESSAGES[code])
+    if failed:
+        message = f"failed before it started: {ERROR_MESSAGES[code]}"[:LOG_LINE_MAX]
+        JobLogLine.objects.bulk_create(
+            JobLogLine(tenant_id=tenant_id, job_id=pk, message=message) for pk, tenant_id in pending
+        )
 
 
 # --- cancellation ------------------------------------------------------------------------
@@ -721,7 +755,7 @@ def retry_jobs(*, job_ids: list) -> int:
     ``compute_quota_exceeded`` again).
     """
     locked = list(
-        TrainingJob.objects.select_for_update()
+        TrainingJob.objects.select_for_update(of=("self",))
         .filter(pk__in=job_ids, status__in=[Status.FAILED, Status.CANCELLED])
         .select_related("tenant__plan")
     )

@@ -107,7 +107,7 @@ def reserve_storage(*, tenant: Tenant, size: int) -> Tenant:
     turns) serializes concurrent uploads of one tenant between the check and the insert, so two uploads that each
     fit cannot both pass and together exceed the quota. Other tenants are not held up.
     """
-    locked = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+    locked = Tenant.objects.select_for_update(of=("self",)).select_related("plan").get(pk=tenant.pk)
     check_size(tenant=locked, size=size)
     return locked
 
