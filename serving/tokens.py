@@ -13,8 +13,7 @@ from __future__ import annotations
 from django.core import signing
 
 from serving.selectors import KeyGrant
-from tenants.models import Membership, Tenant, User
-from tenants.scoping import ROLE_SCOPES
+from tenants.models import ROLE_SCOPES, Membership, Tenant, User
 
 PREFIX = "mlp-session."
 SALT = "serving.dashboard-prediction"

@@ -28,6 +28,16 @@ class UserAdmin(ServiceWriteAdmin, DjangoUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
+    def save_model(self, request, obj, form, change):
+        """Activation goes through ``set_user_active`` (audited in each of the person's tenants)."""
+        if change and "is_active" in form.changed_data:
+            active = obj.is_active
+            obj.is_active = not active
+            super().save_model(request, obj, form, change)
+            services.set_user_active(user=obj, active=active)
+        else:
+            super().save_model(request, obj, form, change)
+
     def delete_model(self, request, obj):
         """Leave every tenant through ``remove_member`` first (audited; refused for a tenant's last owner)."""
         for membership in Membership.objects.filter(user=obj).select_related("tenant"):

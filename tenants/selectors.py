@@ -91,7 +91,7 @@ def key_tree(*, tenant: Tenant, roots: list[ApiKey]) -> list[tuple[ApiKey, ApiKe
 
 
 # Audit actions after which a cached key may act with less (the serving process drops its cached grants).
-CREDENTIAL_ACTIONS = ("api_key.revoke", "member.role", "member.remove")
+CREDENTIAL_ACTIONS = ("api_key.revoke", "member.role", "member.remove", "user.deactivate")
 
 
 def recent_credential_changes(*, seconds: int) -> dict[str, str]:

@@ -469,6 +469,24 @@ def change_member_role(*, tenant: Tenant, membership_id, role: str, acting_role:
 
 
 @transaction.atomic
+def set_user_active(*, user: User, active: bool) -> User:
+    """Let a person sign in (and their keys act) again, or stop them everywhere at once.
+
+    A deactivated person's keys act with nothing (``selectors.key_rights`` reads only active members), so the
+    change is audited in every tenant they belong to, and serving drops those tenants' cached keys.
+    """
+    if user.is_active == active:
+        return user
+    user.is_active = active
+    user.save(update_fields=["is_active"])
+    action = "user.activate" if active else "user.deactivate"
+    for membership in Membership.objects.filter(user=user).only("tenant_id", "role"):
+        details = {"email": user.email, "role": membership.role}
+        audit.record(tenant=membership.tenant_id, action=action, target=user, details=details)
+    return user
+
+
+@transaction.atomic
 def remove_member(*, tenant: Tenant, membership_id, acting_role: str) -> None:
     """Remove a person, and revoke in the same transaction the keys they made and the keys those made."""
     membership = _member(tenant, membership_id)

@@ -405,3 +405,30 @@ def test_admin_plan_limit_edits_are_audited_per_tenant(operator):
     assert event.details["changes"] == {"max_concurrent_jobs": {"from": "2", "to": "7"}}
     assert not PlanPrice.objects.filter(plan=plan).exclude(effective_from=date(1970, 1, 1)).exists()
     assert operator.get(f"/admin/tenants/plan/{plan.pk}/delete/").status_code == 403
+
+
+def test_admin_deactivating_a_person_stops_their_keys_and_is_audited_in_each_tenant(operator):
+    made = make_tenant("Deactivated")
+    other = make_tenant("Second home").tenant
+    member = make_member(other, role=Role.ADMIN, email=made.owner.email)
+    assert client_for(made.raw_key).get("/api/v1/tenant").status_code == 200
+    user = made.owner
+    joined = timezone.localtime(user.date_joined)
+    form = {
+        "email": user.email,
+        "first_name": "",
+        "last_name": "",
+        "is_staff": "",
+        "is_superuser": "",
+        "date_joined_0": joined.strftime("%Y-%m-%d"),
+        "date_joined_1": joined.strftime("%H:%M:%S"),
+        # is_active left out: unticked
+    }
+    response = operator.post(f"/admin/tenants/user/{user.pk}/change/", form, follow=True)
+    assert response.status_code == 200 and "Nothing was changed" not in page_text(response)
+
+    assert User.objects.get(pk=user.pk).is_active is False
+    assert client_for(made.raw_key).get("/api/v1/tenant").status_code == 401  # the founder's key follows them
+    for tenant in (made.tenant, member.tenant):
+        [row] = events(tenant, "user.deactivate")
+        assert row.actor_label == ACTOR and row.details["email"] == user.email

@@ -56,11 +56,6 @@ STOP_CODES = (COMPUTE_QUOTA_EXCEEDED, TENANT_SUSPENDED)
 # --- submission -------------------------------------------------------------------------
 
 
-def compute_seconds_this_month(*, tenant: Tenant, now=None) -> float:
-    """Kept for callers of the old name; the read lives in ``training.selectors``."""
-    return selectors.compute_seconds_this_month(tenant=tenant, now=now)
-
-
 def _schema_types(dataset: Dataset) -> dict[str, str]:
     return {column["name"]: column["type"] for column in dataset.schema}
 
@@ -490,7 +485,7 @@ def claim_job(*, job_id, worker: str) -> TrainingJob | None:
             tenant_id=job.tenant_id, job=job, number=job.attempts, worker=job.worker, started_at=now, heartbeat_at=now
         )
     job.refresh_from_db()
-    log(job, f"attempt {job.attempts} started on {worker}")
+    log(job, f"attempt {job.attempts} started")  # the worker's host stays in job.worker (operators)
     return job
 
 
