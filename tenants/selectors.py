@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, Max, QuerySet, Sum
 from django.utils import timezone
 
 from tenants import billing, keys
@@ -94,16 +94,20 @@ def key_tree(*, tenant: Tenant, roots: list[ApiKey]) -> list[tuple[ApiKey, ApiKe
 CREDENTIAL_ACTIONS = ("api_key.revoke", "member.role", "member.remove", "user.deactivate")
 
 
-def recent_credential_changes(*, seconds: int) -> dict[str, str]:
-    """Audit events of the last ``seconds`` that narrow some key's rights: event id -> tenant id.
+def recent_credential_changes(*, seconds: int) -> dict[str, tuple[int, str]]:
+    """Per tenant, the count and latest time of the last ``seconds``' audit events that narrow some key's rights.
 
-    The serving process polls this twice a second to drop cached grants of the tenants concerned.
+    The serving process polls this twice a second and drops the cached grants of each tenant whose pair changed.
+    One row per tenant (not per event), so a tenant revoking a large tree of keys costs every process nothing more.
     """
     since = timezone.now() - timedelta(seconds=seconds)
-    rows = AuditEvent.objects.filter(created_at__gte=since, action__in=CREDENTIAL_ACTIONS).values_list(
-        "id", "tenant_id"
+    rows = (
+        AuditEvent.objects.filter(created_at__gte=since, action__in=CREDENTIAL_ACTIONS)
+        .values("tenant_id")
+        .annotate(events=Count("id"), latest=Max("created_at"))
+        .values_list("tenant_id", "events", "latest")
     )
-    return {str(event_id): str(tenant_id) for event_id, tenant_id in rows}
+    return {str(tenant_id): (events, latest.isoformat()) for tenant_id, events, latest in rows}
 
 
 def memberships_of(*, user: User) -> QuerySet[Membership]:

@@ -80,7 +80,7 @@ class Router:
         self.suspended: set[str] = (
             set()
         )  # refreshed every SERVING_SUSPENSION_POLL_MILLISECONDS, apart from the key cache
-        self._credential_changes: dict[str, str] | None = None  # recent audit event id -> tenant id
+        self._credential_changes: dict[str, tuple[int, str]] | None = None  # tenant id -> (recent events, latest)
         self._drops = 0  # grants read before a drop are not cached after it (they may predate the change)
 
     async def refresh_suspended(self) -> None:
@@ -93,7 +93,7 @@ class Router:
             self._db, _with_connection, _poll, {}
         )
         if self._credential_changes is not None:
-            tenants = {tenant for event, tenant in changes.items() if event not in self._credential_changes}
+            tenants = {tenant for tenant, seen in changes.items() if self._credential_changes.get(tenant) != seen}
             if tenants:
                 self._drops += 1
                 self._keys.drop_where(lambda grant: grant is not None and grant.tenant_id in tenants)
@@ -228,7 +228,7 @@ def _grant_for_secret(*, raw_key: str) -> KeyGrant | None:
 CREDENTIAL_CHANGE_WINDOW_SECONDS = 120
 
 
-def _poll() -> tuple[set[str], dict[str, str]]:
+def _poll() -> tuple[set[str], dict[str, tuple[int, str]]]:
     return selectors.suspended_tenant_ids(), tenant_selectors.recent_credential_changes(
         seconds=CREDENTIAL_CHANGE_WINDOW_SECONDS
     )
