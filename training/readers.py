@@ -244,21 +244,166 @@ def read_jsonl(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[s
     return columns, rows()
 
 
+# Parquet is compressed twice over: a codec (zstd, gzip, ...) inside each page, and dictionary/run-length encoding
+# under it, so a 1 KiB file can declare gigabytes. The footer is checked before any page is decoded, string columns
+# are read as dictionaries (an index per row, each distinct value once), and every batch's size as Python values is
+# computed from those indices before a value is built: a file is refused by what it expands to, never by running
+# out of memory while finding out.
+PARQUET_BATCH_ROWS = 256
+PARQUET_BATCH_BYTES = 16 * 1024 * 1024  # decoded bytes turned into Python values at once
+RATIO_FLOOR_BYTES = 1024 * 1024  # below this, a file's compression ratio is not worth refusing
+MAX_COLUMN_CHUNKS = 1_000_000  # row groups x columns: bounds the footer walk itself
+_FIXED_WIDTH = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
+
+
+def decompression_limits() -> tuple[float, int, int]:
+    """(max declared uncompressed/file ratio, max uncompressed or decoded bytes, max uncompressed row group)."""
+    from django.conf import settings
+
+    return (
+        float(getattr(settings, "DATASET_MAX_DECOMPRESSION_RATIO", 100)),
+        int(getattr(settings, "DATASET_MAX_UNCOMPRESSED_BYTES", 4 * 1024**3)),
+        int(getattr(settings, "DATASET_MAX_ROW_GROUP_BYTES", 512 * 1024**2)),
+    )
+
+
+def _too_large(decoded: int, limit: int) -> DatasetFormatError:
+    return DatasetFormatError(
+        "file_too_large_uncompressed",
+        f"The file decodes to over {limit} bytes (at least {decoded}); the limit is {limit}.",
+        limit=limit,
+        declared=decoded,
+    )
+
+
+def check_parquet_metadata(metadata, *, file_size: int) -> None:
+    """Refuse a Parquet file from its footer alone: declared sizes against a ratio of the file and caps.
+
+    ``total_uncompressed_size`` is what the codec inflates to; a lower bound of what
+    the values decode to is one fixed-width value (or a string offset) per value.
+    Both are declared by the file's author, so the decode itself is guarded too.
+    """
+    max_ratio, max_bytes, max_row_group = decompression_limits()
+    if metadata.num_row_groups * max(metadata.num_columns, 1) > MAX_COLUMN_CHUNKS:
+        raise DatasetFormatError(
+            "too_many_row_groups",
+            f"The file has {metadata.num_row_groups} row groups of {metadata.num_columns} columns; "
+            f"the limit is {MAX_COLUMN_CHUNKS} column chunks.",
+            limit=MAX_COLUMN_CHUNKS,
+        )
+    uncompressed = decoded = 0
+    largest_group, largest_index = 0, 0
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        group_bytes = 0
+        for column in range(group.num_columns):
+            chunk = group.column(column)
+            size, values = chunk.total_uncompressed_size, chunk.num_values
+            if size < 0 or values < 0 or chunk.total_compressed_size < 0:
+                raise DatasetFormatError("corrupt_parquet", "The Parquet footer declares negative sizes.")
+            group_bytes += size
+            decoded += values * _FIXED_WIDTH.get(chunk.physical_type, 4)
+        if group_bytes > largest_group:
+            largest_group, largest_index = group_bytes, index
+        uncompressed += group_bytes
+    if uncompressed > RATIO_FLOOR_BYTES and uncompressed > max_ratio * max(file_size, 1):
+        raise DatasetFormatError(
+            "decompression_bomb",
+            f"The file is {file_size} bytes but declares {uncompressed} bytes uncompressed "
+            f"(over {max_ratio:g} times its size).",
+            limit=max_ratio,
+            declared=uncompressed,
+            size=file_size,
+        )
+    if uncompressed > max_bytes or decoded > max_bytes:
+        raise _too_large(max(uncompressed, decoded), max_bytes)
+    if largest_group > max_row_group:
+        raise DatasetFormatError(
+            "row_group_too_large",
+            f"Row group {largest_index} declares {largest_group} bytes uncompressed; the limit is {max_row_group}. "
+            "Write the file with smaller row groups.",
+            limit=max_row_group,
+            declared=largest_group,
+            row_group=largest_index,
+        )
+
+
+def _decoded_bytes(array) -> int:
+    """What ``array`` takes once its dictionaries are expanded, computed without expanding them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        values = array.dictionary
+        if len(array) == 0 or len(values) == 0:
+            return 4 * len(array)
+        if (
+            pa.types.is_string(values.type)
+            or pa.types.is_binary(values.type)
+            or pa.types.is_large_string(values.type)
+            or pa.types.is_large_binary(values.type)
+        ):
+            lengths = pc.binary_length(values).fill_null(0)
+        else:
+            lengths = pa.array([max(1, values.nbytes // len(values))] * len(values), pa.int64())
+        total = pc.sum(pc.take(lengths.cast(pa.int64()), array.indices)).as_py() or 0
+        return int(total) + 4 * len(array)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind):
+        return _decoded_bytes(array.flatten()) + 8 * len(array)
+    if pa.types.is_fixed_size_list(kind):
+        return _decoded_bytes(array.flatten()) + len(array)
+    if pa.types.is_struct(kind):
+        return sum(_decoded_bytes(child) for child in array.flatten()) + len(array)
+    return array.nbytes
+
+
+def _guarded_rows(batch, counted: list[int], limit: int) -> Iterator[dict[str, Any]]:
+    """Rows of ``batch`` as dicts, converted at most PARQUET_BATCH_BYTES of decoded values at a time."""
+    size = sum(_decoded_bytes(column) for column in batch.columns)
+    if len(batch) <= 1 or size <= PARQUET_BATCH_BYTES:
+        if len(batch) == 1 and size > MAX_LINE_BYTES:
+            raise DatasetFormatError(
+                "row_too_large", f"A row decodes to {size} bytes; the limit is {MAX_LINE_BYTES}.", limit=MAX_LINE_BYTES
+            )
+        counted[0] += size
+        if counted[0] > limit:
+            raise _too_large(counted[0], limit)
+        yield from batch.to_pylist()
+        return
+    half = len(batch) // 2
+    yield from _guarded_rows(batch.slice(0, half), counted, limit)
+    yield from _guarded_rows(batch.slice(half), counted, limit)
+
+
 def read_parquet(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
+    """Parquet, checked from its footer before anything is decoded, then decoded in small guarded batches."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    source = KeepOpen(stream)
     try:
-        parquet = pq.ParquetFile(KeepOpen(stream))
+        file_size = source.seek(0, io.SEEK_END)
+        source.seek(0)
+        metadata = pq.read_metadata(source)
+        check_parquet_metadata(metadata, file_size=file_size)
+        strings = [
+            metadata.schema.column(i).path
+            for i in range(metadata.num_columns)
+            if metadata.schema.column(i).physical_type == "BYTE_ARRAY"
+        ]
+        source.seek(0)
+        parquet = pq.ParquetFile(source, metadata=metadata, read_dictionary=strings)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DatasetFormatError("corrupt_parquet", f"The Parquet file cannot be read: {exc}.") from None
     columns = check_raw_names(parquet.schema_arrow.names)
+    _, limit, _ = decompression_limits()
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-        line = 0
+        line, counted = 0, [0]
         try:
-            for batch in parquet.iter_batches(batch_size=4096):
-                for row in batch.to_pylist():
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                for row in _guarded_rows(batch, counted, limit):
                     line += 1
                     yield line, row
         except (pa.ArrowException, OSError, ValueError) as exc:

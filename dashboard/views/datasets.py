@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect
 
+from core.errors import ServiceError
 from dashboard.access import TenantPage
 from training import selectors, services
 from training.models import DatasetFormat, PiiMode
@@ -68,6 +69,9 @@ class DatasetDetailPage(TenantPage):
             return None
         try:
             return selectors.preview_rows(dataset=dataset, rows=PREVIEW_ROWS)
+        except ServiceError as exc:  # the stored object is refused by the reader (e.g. a decompression bomb)
+            logger.warning("preview of dataset %s refused: %s", dataset.pk, exc.code)
+            return {"unavailable": True}
         except (BotoCoreError, ClientError, OSError, ValueError):
             logger.warning("preview of dataset %s failed", dataset.pk, exc_info=True)
             return {"unavailable": True}

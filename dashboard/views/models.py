@@ -215,7 +215,7 @@ def _example_request(version: ModelVersion) -> dict[str, Any]:
     if dataset is not None and features and dataset.status == dataset.Status.READY:
         try:
             preview = training_selectors.preview_rows(dataset=dataset, rows=1)
-        except (BotoCoreError, ClientError, OSError, ValueError):
+        except (BotoCoreError, ClientError, OSError, ValueError, ServiceError):
             preview = None
         if preview and preview["rows"]:
             row = dict(zip(preview["columns"], preview["rows"][0], strict=False))

@@ -1,11 +1,14 @@
 """The serving process's ASGI application: TensorFlow Serving REST and KServe v2 over the registry.
 
 Run it with ``manage.py serve_models`` (uvicorn). Every prediction path
-is: the caller's key (``predict`` scope, tenant active) -> the model name
-inside that tenant only -> a version (named, labelled, traffic split,
-``production`` or latest) -> the request checked against the version's
-signature -> the tenant's rate limit -> a lease on the loaded model -> the
-batcher -> the answer, metered. Errors are ``{"error": "..."}`` with a 4xx
+is: the caller's key (``predict`` scope, tenant active) -> the tenant's rate
+limit (one token, before the body is read) -> the declared body size -> the
+model name inside that tenant only -> a version (named, labelled, traffic
+split, ``production`` or latest) -> for a large body, one of the tenant's
+decoding slots -> the body read, parsed and checked against the version's
+signature, shapes and counts before any conversion (large bodies in a process
+pool, off the event loop; see ``decoding``) -> the rest of the rate limit ->
+a lease on the loaded model -> the batcher -> the answer, metered. Errors are ``{"error": "..."}`` with a 4xx
 (or 503 for capacity); the process keeps serving everyone else.
 """
 
@@ -28,9 +31,19 @@ from serving import services
 from serving.runtime import loader, protocols
 from serving.runtime.batcher import Batcher
 from serving.runtime.cache import CapacityError, ModelCache
-from serving.runtime.http import HTTPError, header, parse_json, read_body, send_json, send_text
-from serving.runtime.limits import Meter, RateLimiter
+from serving.runtime.decoding import Decoder
+from serving.runtime.http import (
+    HTTPError,
+    body_left_unread,
+    check_declared_length,
+    header,
+    read_body,
+    send_json,
+    send_text,
+)
+from serving.runtime.limits import Meter, RateLimiter, Tarpit
 from serving.runtime.metrics import Metrics
+from serving.runtime.metrics import authorized as metrics_authorized
 from serving.runtime.routing import Router, choose_version
 from serving.runtime.signatures import InputError, Signature
 from serving.selectors import KeyGrant, ModelRoutes
@@ -43,6 +56,8 @@ _V1 = re.compile(
 )
 _V2 = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready)?$")
 SERVER_NAME = "mlplatform-serving"
+TARPIT_SECONDS = 0.5  # a tenant's 429s wait this long before they are sent (see limits.Tarpit)
+TARPIT_PER_TENANT = 64
 
 
 def _version_number(raw: str | None) -> int | None:
@@ -72,6 +87,12 @@ class ServingApp:
             ttl=settings.SERVING_ROUTE_TTL_SECONDS, db_executor=self._db, on_routes_changed=self._routes_changed
         )
         self.limiter = RateLimiter()
+        self.tarpit = Tarpit(seconds=TARPIT_SECONDS, per_tenant=TARPIT_PER_TENANT)
+        self.decoder = Decoder(
+            processes=settings.SERVING_DECODE_PROCESSES,
+            per_tenant=settings.SERVING_DECODES_PER_TENANT,
+            max_instances=self.max_instances,
+        )
         self.meter = Meter()
         self.metrics = Metrics()
         self._referenced: dict[tuple[str, str], set[int]] = {}
@@ -79,6 +100,7 @@ class ServingApp:
         self._signatures: dict[tuple[str, str, int], Signature] = {}
         self._flusher: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
+        self._decoder_warm_up: asyncio.Task | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.started_at = timezone.now()
         self.ready = False
@@ -98,7 +120,8 @@ class ServingApp:
             status = await self._dispatch(scope, receive, send)
         except HTTPError as exc:
             status = exc.status
-            await send_json(send, exc.status, {"error": exc.message}, exc.headers)
+            headers = exc.headers | ({"Connection": "close"} if body_left_unread(scope) else {})
+            await send_json(send, exc.status, {"error": exc.message}, headers)
         except Exception:
             logger.exception("serving error on %s %s", scope["method"], scope["path"])
             await send_json(send, 500, {"error": "Internal error; it has been logged."})
@@ -122,6 +145,7 @@ class ServingApp:
         await self.report()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         self._watcher = asyncio.get_running_loop().create_task(self._watch_suspensions())
+        self._decoder_warm_up = asyncio.get_running_loop().create_task(self.decoder.warm_up())
         self.ready = True
 
     async def shutdown(self) -> None:
@@ -130,6 +154,7 @@ class ServingApp:
             if task is not None:
                 task.cancel()
         await self.flush_usage()
+        self.decoder.shutdown()
         try:
             await asyncio.get_running_loop().run_in_executor(
                 self._db, lambda: services.forget_serving_process(name=self.name)
@@ -158,8 +183,7 @@ class ServingApp:
         return status
 
     async def _metrics(self, scope: dict[str, Any], send: Callable) -> int:
-        token = settings.SERVING_METRICS_TOKEN
-        if token and header(scope, b"authorization") != f"Bearer {token}".encode():
+        if not metrics_authorized(header(scope, b"authorization")):
             raise HTTPError(401, "Send the metrics token as 'Authorization: Bearer <token>'.")
         await send_text(send, 200, self.metrics.render(self.cache), "text/plain; version=0.0.4")
         return 200
@@ -213,22 +237,27 @@ class ServingApp:
 
     async def _predict(self, scope, receive, send, protocol: str, name: str, version, label) -> int:
         grant = await self.router.caller(header(scope, b"authorization"), _client(scope))
-        body = await read_body(scope, receive, limit=self.max_body)
+        # The rate limit before the body is read: every request spends a token whatever its answer, and one
+        # refused here costs neither reading nor parsing. Its other instances are taken once they are counted.
+        try:
+            self.limiter.admit(grant.tenant_id, per_minute=grant.predictions_per_minute)
+        except HTTPError:
+            await self.tarpit.hold(grant.tenant_id)
+            raise
+        check_declared_length(scope, limit=self.max_body)
         routes = await self.router.routes(grant, name)
         number = choose_version(routes, version=version, label=label)
         spec = await self.router.spec(grant, routes, number)
         signature = self._signature(spec)
         rows, failed = 0, True
         try:
-            async with self._batcher(spec.key).caller() as submit:
-                payload = parse_json(body)
-                if protocol == "v1":
-                    parsed = protocols.parse_tfserving(payload, signature, max_instances=self.max_instances)
-                else:
-                    parsed = protocols.parse_v2(payload, signature, max_instances=self.max_instances)
-                self.limiter.take(grant.tenant_id, per_minute=grant.predictions_per_minute, count=parsed.rows)
-                async with self.cache.lease(spec):
-                    outputs = await submit(parsed.columns, parsed.rows)
+            # A large body is read and decoded only in one of the tenant's decoding slots, off the event loop.
+            async with self.decoder.slot(grant.tenant_id, _declared_length(scope)):
+                body = await read_body(scope, receive, limit=self.max_body)
+                parsed = await self.decoder.decode(body, protocol, signature)
+            self.limiter.take(grant.tenant_id, per_minute=grant.predictions_per_minute, count=parsed.rows, admitted=1)
+            async with self._batcher(spec.key).caller() as submit, self.cache.lease(spec):
+                outputs = await submit(parsed.columns, parsed.rows)
             if protocol == "v1":
                 answer = protocols.tfserving_response(outputs, parsed)
             else:
@@ -242,12 +271,14 @@ class ServingApp:
             raise HTTPError(503, f"Version {number} of {name} failed verification and is not served.") from None
         except HTTPError as exc:
             failed = exc.status != 429  # a rate-limited request is the tenant's, not the version's, failure
+            if exc.status == 429:
+                await self.tarpit.hold(grant.tenant_id)
             raise
         finally:
             self.meter.record(
                 tenant_id=grant.tenant_id, model_name=name, version=number, predictions=rows, error=failed
             )
-            self.metrics.predictions[spec.label] += rows
+            self.metrics.predictions[spec.key] += rows
         return await self._reply(send, 200, answer, {"X-Model-Version": str(number)})
 
     def _signature(self, spec: loader.VersionSpec) -> Signature:
@@ -361,6 +392,11 @@ class ServingApp:
 def _require(scope: dict[str, Any], method: str) -> None:
     if scope["method"] != method:
         raise HTTPError(405, f"Use {method} here.", headers={"Allow": method})
+
+
+def _declared_length(scope: dict[str, Any]) -> int | None:
+    declared = header(scope, b"content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
 
 
 def _client(scope) -> str:

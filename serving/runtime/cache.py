@@ -67,7 +67,8 @@ class ModelCache:
         self._entries: OrderedDict[Key, Entry] = OrderedDict()
         self._loading: dict[Key, asyncio.Future] = {}
         self._failed: dict[Key, tuple[float, BaseException]] = {}  # a failed load is not retried for a while
-        self.counters: dict[str, Counters] = {}
+        # Keyed by (tenant id, model, version): /metrics labels tenants by id, never by slug.
+        self.counters: dict[Key, Counters] = {}
 
     @property
     def used_bytes(self) -> int:
@@ -84,7 +85,7 @@ class ModelCache:
         return self._entries[key].model
 
     def _counters(self, spec: VersionSpec) -> Counters:
-        return self.counters.setdefault(spec.label, Counters())
+        return self.counters.setdefault(spec.key, Counters())
 
     @contextlib.asynccontextmanager
     async def lease(self, spec: VersionSpec) -> AsyncIterator[Entry]:

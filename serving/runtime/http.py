@@ -43,14 +43,22 @@ def header(scope: dict[str, Any], name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(scope: dict[str, Any], receive, *, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
+def check_declared_length(scope: dict[str, Any], *, limit: int) -> None:
+    """Refuse a declared Content-Length over ``limit`` (413) or not a number (400), before anything is read."""
     declared = header(scope, b"content-length")
     if declared is not None:
         if not declared.isdigit():
             raise HTTPError(400, "Content-Length is not a number.")
         if int(declared) > limit:
             raise HTTPError(413, f"The body is larger than the {limit} bytes this endpoint accepts.")
+
+
+BODY_READ = "mlplatform.body_read"  # set in the ASGI scope once the whole body has been received
+
+
+async def read_body(scope: dict[str, Any], receive, *, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
+    check_declared_length(scope, limit=limit)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -62,7 +70,20 @@ async def read_body(scope: dict[str, Any], receive, *, limit: int) -> bytes:
             raise HTTPError(413, f"The body is larger than the {limit} bytes this endpoint accepts.")
         chunks.append(chunk)
         if not message.get("more_body", False):
+            scope[BODY_READ] = True
             return b"".join(chunks)
+
+
+def body_left_unread(scope: dict[str, Any]) -> bool:
+    """Whether the client sent (or is sending) a body that was not read, e.g. a request refused before its body.
+
+    Such an answer closes the connection: otherwise the server would go on receiving, only to discard it,
+    a body of up to the body limit before the next request on that connection, for every refused request.
+    """
+    if scope.get(BODY_READ):
+        return False
+    length = header(scope, b"content-length")
+    return header(scope, b"transfer-encoding") is not None or (length is not None and length not in {b"0", b""})
 
 
 def parse_json(body: bytes) -> Any:

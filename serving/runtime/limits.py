@@ -10,6 +10,7 @@ by ``serving.services.record_prediction_usage``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from datetime import UTC, datetime
@@ -46,11 +47,21 @@ class AuthFailures:
 
 
 class RateLimiter:
+    """A token bucket per tenant; a request takes one token before its body is read, its other instances after.
+
+    The first token is kept whatever the answer, so a tenant sending malformed or refused bodies
+    spends its budget like one sending predictions, and meets 429s (answered before the body is read).
+    """
+
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
 
-    def take(self, tenant_id: str, *, per_minute: int, count: int) -> None:
-        """Spend ``count`` predictions or raise 429 with the seconds until they would fit."""
+    def admit(self, tenant_id: str, *, per_minute: int) -> None:
+        """Spend the request's first token, before anything is read or parsed, or raise 429."""
+        self.take(tenant_id, per_minute=per_minute, count=1)
+
+    def take(self, tenant_id: str, *, per_minute: int, count: int, admitted: int = 0) -> None:
+        """Spend ``count`` predictions (``admitted`` of them already taken by ``admit``) or raise 429."""
         now = time.monotonic()
         tokens, at = self._buckets.get(tenant_id, (float(per_minute), now))
         rate = per_minute / 60.0
@@ -61,15 +72,45 @@ class RateLimiter:
                 f"{count} instances in one request exceed this plan's {per_minute} predictions per minute.",
                 headers={"Retry-After": "60"},
             )
-        if tokens < count:
+        needed = count - admitted
+        if tokens < needed:
             self._buckets[tenant_id] = (tokens, now)
-            wait = math.ceil((count - tokens) / rate) if rate else 60
+            wait = math.ceil((needed - tokens) / rate) if rate else 60
             raise HTTPError(
                 429,
                 f"Rate limit: this plan allows {per_minute} predictions per minute.",
                 headers={"Retry-After": str(max(1, wait))},
             )
-        self._buckets[tenant_id] = (tokens - count, now)
+        self._buckets[tenant_id] = (tokens - needed, now)
+
+
+class Tarpit:
+    """A tenant's refusals (429) are answered after a short pause, up to ``per_tenant`` held at once.
+
+    Answering a refusal at once invites the next request at once: a tenant over its limits would make
+    the process refuse thousands of requests a second, each costing the event loop a little. Held, a
+    refused connection costs a sleeping coroutine (its unread body stays in the socket) and each of the
+    tenant's connections is slowed to a request per pause; past ``per_tenant`` they are answered at once.
+    """
+
+    def __init__(self, *, seconds: float, per_tenant: int) -> None:
+        self.seconds = seconds
+        self.per_tenant = per_tenant
+        self._held: dict[str, int] = {}
+
+    async def hold(self, tenant_id: str) -> None:
+        held = self._held.get(tenant_id, 0)
+        if self.seconds <= 0 or held >= self.per_tenant:
+            return
+        self._held[tenant_id] = held + 1
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            left = self._held[tenant_id] - 1
+            if left:
+                self._held[tenant_id] = left
+            else:
+                del self._held[tenant_id]
 
 
 class Meter:

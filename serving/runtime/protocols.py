@@ -129,19 +129,23 @@ def parse_v2(body: Any, signature: Signature, *, max_instances: int) -> Parsed:
             raise InputError("Every input tensor needs a distinct string name.")
         by_name[name] = tensor
     _check_names(set(by_name), signature.input_names, where='"inputs"')
-    columns, rows = {}, set()
-    for spec in signature.inputs:
-        values, count = _v2_tensor(by_name[spec.name], spec.name, V2_DATATYPES[spec.dtype])
-        rows.add(count)
-        columns[spec.name] = spec.convert(values)
+    # Every declared shape, datatype and count is checked before a single value is converted: a body of 800,000
+    # values is refused from its shape and length, not after turning them into an array.
+    checked = {
+        spec.name: _v2_tensor(by_name[spec.name], spec.name, V2_DATATYPES[spec.dtype]) for spec in signature.inputs
+    }
+    rows = {count for _, count in checked.values()}
     if len(rows) > 1:
         raise InputError("Every input must have the same number of rows.")
     count = rows.pop()
     _check_rows(count, max_instances)
-    return Parsed(columns=columns, rows=count, request_id=request_id, output_names=_v2_outputs(body, signature))
+    output_names = _v2_outputs(body, signature)
+    columns = {spec.name: spec.convert(_flat(checked[spec.name][0])) for spec in signature.inputs}
+    return Parsed(columns=columns, rows=count, request_id=request_id, output_names=output_names)
 
 
 def _v2_tensor(tensor: dict[str, Any], name: str, datatype: str) -> tuple[list[Any], int]:
+    """The tensor's data and row count, checked without looking at more than the rows' lengths."""
     _unknown_fields(tensor, {"name", "shape", "datatype", "data", "parameters"})
     shape, given_type, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
     if given_type != datatype:
@@ -152,10 +156,16 @@ def _v2_tensor(tensor: dict[str, Any], name: str, datatype: str) -> tuple[list[A
         raise InputError(f"Input '{name}' takes shape [rows] or [rows, 1], not {shape}.")
     if not isinstance(data, list):
         raise InputError(f"Input '{name}': data must be a list.")
-    flat = [v for item in data for v in item] if data and all(isinstance(i, list) for i in data) else data
-    if len(flat) != shape[0]:
-        raise InputError(f"Input '{name}': shape {shape} needs {shape[0]} values, data has {len(flat)}.")
-    return flat, shape[0]
+    rows = shape[0]
+    nested = bool(data) and isinstance(data[0], list)
+    if len(data) != rows or (nested and not all(isinstance(item, list) and len(item) == 1 for item in data)):
+        given = f"{len(data)} row(s)" if nested else f"{len(data)} value(s)"
+        raise InputError(f"Input '{name}': shape {shape} needs {rows} values, one per row; data has {given}.")
+    return data, rows
+
+
+def _flat(data: list[Any]) -> list[Any]:
+    return [item[0] for item in data] if data and isinstance(data[0], list) else data
 
 
 def _v2_outputs(body: dict[str, Any], signature: Signature) -> tuple[str, ...] | None:
