@@ -30,7 +30,7 @@ from django.utils import timezone
 from serving import services
 from serving.runtime import loader, protocols
 from serving.runtime.batcher import Batcher
-from serving.runtime.cache import CapacityError, ModelCache
+from serving.runtime.cache import CapacityError, ModelCache, freeze_long_lived_objects
 from serving.runtime.decoding import Decoder
 from serving.runtime.http import (
     HTTPError,
@@ -141,6 +141,7 @@ class ServingApp:
 
     async def startup(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._loads, loader.warm_up)
+        freeze_long_lived_objects()
         await self.router.refresh_suspended()
         await self.report()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())

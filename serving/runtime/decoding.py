@@ -56,8 +56,13 @@ def _decode_in_worker(body: bytes, protocol: str, signature: Signature, max_inst
 
 
 def _lower_priority() -> None:
-    with contextlib.suppress(OSError):  # not permitted here: decoding still works, only without yielding the cores
-        os.nice(WORKER_NICENESS)
+    """Run only on a core nothing else wants (SCHED_IDLE), else at the lowest nice: decoding one tenant's large
+    body must never take a core from the event loop or a model call answering others."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not permitted
+        with contextlib.suppress(OSError):  # decoding still works, only without yielding the cores
+            os.nice(WORKER_NICENESS)
 
 
 @dataclass
