@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import calendar
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -56,6 +56,7 @@ class Prices:
     price_cpu_hour: Decimal
     price_gb_month: Decimal
     price_per_1k_predictions: Decimal
+    plan: str | None = None  # the plan's slug, when a bill spans more than one plan
 
     @classmethod
     def of(cls, source: Any, *, effective_from: date | None = None) -> Prices:
@@ -67,6 +68,7 @@ class Prices:
     def as_dict(self) -> dict[str, str | None]:
         return {
             "effective_from": self.effective_from.isoformat() if self.effective_from else None,
+            "plan": self.plan,
             **{name: str(getattr(self, name)) for name in PRICE_FIELDS},
         }
 
@@ -155,6 +157,35 @@ def month_schedule(*, history: list[Prices], fallback: Prices, first: date, last
         if prices.effective_from <= first:
             opening = prices
     return [opening, *(p for p in dated if first < p.effective_from <= last)]
+
+
+def tenant_schedule(
+    *, plan_periods: list[tuple[date, Any]], schedules: dict[Any, list[Prices]], first: date, last: date
+) -> list[Prices]:
+    """The price sets in force for one tenant from ``first`` to ``last``, when its plan may change meanwhile.
+
+    ``plan_periods`` is the tenant's plan history as (effective_from, plan key) pairs, any order, non-empty;
+    ``schedules`` maps each of those plans to its :func:`month_schedule`. Each day is priced on the plan the
+    tenant had that day, at that plan's prices that day. Before its first period (the month it was created) a
+    tenant is on its first plan.
+    """
+    periods = sorted(plan_periods, key=lambda period: period[0])
+    opening_plan = periods[0][1]
+    for start, plan in periods:
+        if start <= first:
+            opening_plan = plan
+    segments = [(first, opening_plan), *((start, plan) for start, plan in periods if first < start <= last)]
+    merged: list[Prices] = []
+    for index, (start, plan) in enumerate(segments):
+        end = segments[index + 1][0] if index + 1 < len(segments) else last + timedelta(days=1)
+        plan_prices = schedules[plan]
+        in_force = plan_prices[0]
+        for prices in plan_prices[1:]:
+            if prices.effective_from <= start:
+                in_force = prices
+        merged.append(in_force if index == 0 else replace(in_force, effective_from=start))
+        merged.extend(p for p in plan_prices[1:] if start < p.effective_from < end)
+    return merged
 
 
 # kind, description, unit, usage kind, price field

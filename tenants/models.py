@@ -283,6 +283,22 @@ class AuditEvent(TenantOwnedModel):
         raise TypeError("Audit events are never deleted (they go only with their tenant).")
 
 
+class TenantPlanPeriod(TenantOwnedModel):
+    """The plan a tenant is on from ``effective_from`` (a day) until its next row: each day of a past month is
+    billed on the plan the tenant had that day, not the plan it has now. Appended by ``set_tenant_plan``."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    effective_from = models.DateField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["tenant", "-effective_from"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "effective_from"], name="one_plan_per_tenant_and_day")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} on {self.plan_id} from {self.effective_from}"
+
+
 class IdempotencyRecord(TenantOwnedModel):
     """The first answer to a POST sent with an ``Idempotency-Key``, replayed to retries for 24 hours.
 

@@ -7,6 +7,7 @@ cross tenants.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,7 +16,17 @@ from django.db.models import Count, Max, QuerySet, Sum
 from django.utils import timezone
 
 from tenants import billing, keys
-from tenants.models import ApiKey, AuditEvent, Membership, Plan, PlanPrice, Tenant, UsageRecord, User
+from tenants.models import (
+    ApiKey,
+    AuditEvent,
+    Membership,
+    Plan,
+    PlanPrice,
+    Tenant,
+    TenantPlanPeriod,
+    UsageRecord,
+    User,
+)
 
 
 def api_key_for_secret(*, raw_key: str) -> ApiKey | None:
@@ -168,21 +179,38 @@ def _price_schedules(*, plans: list[Plan], first: date, last: date) -> dict[Any,
     for row in PlanPrice.objects.filter(plan__in=plans, effective_from__lte=last):
         history.setdefault(row.plan_id, []).append(billing.Prices.of(row))
     return {
-        plan.pk: billing.month_schedule(
-            history=history.get(plan.pk, []), fallback=billing.Prices.of(plan), first=first, last=last
-        )
+        plan.pk: [
+            replace(prices, plan=plan.slug)
+            for prices in billing.month_schedule(
+                history=history.get(plan.pk, []), fallback=billing.Prices.of(plan), first=first, last=last
+            )
+        ]
         for plan in plans
     }
 
 
-def _bill(
-    tenant: Tenant, first: date, daily: dict[date, dict[str, Decimal]], schedule: list[billing.Prices]
-) -> dict[str, Any]:
-    """A month's bill: each day's usage at the prices in force that day; ``prices`` lists the sets used."""
+def _tenant_schedules(*, tenants: list[Tenant], first: date, last: date) -> dict[Any, list[billing.Prices]]:
+    """Each tenant's price sets for the month, on the plan it had each day (three queries for any number)."""
+    periods: dict[Any, list[tuple[date, Any]]] = {tenant.pk: [] for tenant in tenants}
+    rows = TenantPlanPeriod.objects.filter(tenant__in=tenants, effective_from__lte=last)
+    for tenant_id, effective_from, plan_id in rows.values_list("tenant_id", "effective_from", "plan_id"):
+        periods[tenant_id].append((effective_from, plan_id))
+    for tenant in tenants:  # a tenant made without the services has no history: its plan now, all month
+        periods[tenant.pk] = periods[tenant.pk] or [(date.min, tenant.plan_id)]
+    plan_ids = {plan_id for history in periods.values() for _, plan_id in history}
+    schedules = _price_schedules(plans=list(Plan.objects.filter(pk__in=plan_ids)), first=first, last=last)
+    return {
+        tenant.pk: billing.tenant_schedule(plan_periods=periods[tenant.pk], schedules=schedules, first=first, last=last)
+        for tenant in tenants
+    }
+
+
+def _bill(first: date, daily: dict[date, dict[str, Decimal]], schedule: list[billing.Prices]) -> dict[str, Any]:
+    """A month's bill: each day's usage on the plan and at the prices in force that day; ``prices`` lists them."""
     items = billing.bill_items(month=first, daily=daily, schedule=schedule)
     return {
         "month": first.strftime("%Y-%m"),
-        "plan": tenant.plan.slug,
+        "plan": schedule[-1].plan,  # the plan at the month's end (``prices`` names each plan used)
         "currency": schedule[0].currency,
         "prices": [prices.as_dict() for prices in schedule],
         "line_items": [item.as_dict() for item in items],
@@ -201,12 +229,11 @@ def billing_estimate(*, tenant: Tenant, month: date) -> dict[str, Any]:
     )
     for day, kind, quantity in rows:
         daily.setdefault(day, {})[kind] = Decimal(quantity)
-    schedule = _price_schedules(plans=[tenant.plan], first=first, last=last)[tenant.plan.pk]
-    return _bill(tenant, first, daily, schedule)
+    return _bill(first, daily, _tenant_schedules(tenants=[tenant], first=first, last=last)[tenant.pk])
 
 
 def every_tenants_bill(*, month: date) -> list[dict[str, Any]]:
-    """Operators only (the admin console): each tenant's usage and bill for the month, in three queries."""
+    """Operators only (the admin console): each tenant's usage and bill for the month, in five queries."""
     first, last = _month_bounds(month)
     daily: dict[Any, dict[date, dict[str, Decimal]]] = {}
     rows = (
@@ -217,12 +244,8 @@ def every_tenants_bill(*, month: date) -> list[dict[str, Any]]:
     for tenant_id, day, kind, total in rows:
         daily.setdefault(tenant_id, {}).setdefault(day, {})[kind] = Decimal(total)
     tenants = list(Tenant.objects.select_related("plan").order_by("slug"))
-    plans = list({tenant.plan.pk: tenant.plan for tenant in tenants}.values())
-    schedules = _price_schedules(plans=plans, first=first, last=last)
-    return [
-        {"tenant": tenant, **_bill(tenant, first, daily.get(tenant.pk, {}), schedules[tenant.plan.pk])}
-        for tenant in tenants
-    ]
+    schedules = _tenant_schedules(tenants=tenants, first=first, last=last)
+    return [{"tenant": tenant, **_bill(first, daily.get(tenant.pk, {}), schedules[tenant.pk])} for tenant in tenants]
 
 
 def quota_use(*, tenant: Tenant) -> dict[str, Any]:

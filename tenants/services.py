@@ -23,6 +23,7 @@ from tenants.models import (
     Role,
     Scope,
     Tenant,
+    TenantPlanPeriod,
     UsageRecord,
     User,
 )
@@ -73,6 +74,7 @@ def create_tenant(
     if slug and Tenant.objects.filter(slug=slug).exists():
         raise ConflictError(f"A tenant with slug {slug!r} already exists.", code="slug_taken")
     tenant = Tenant.objects.create(name=name, slug=slug or _unique_slug(name), plan=plan or default_plan())
+    TenantPlanPeriod.objects.create(tenant=tenant, plan=tenant.plan, effective_from=timezone.localdate())
     owner = _user_for_email(owner_email) if owner_email else None
     if owner is not None:
         Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
@@ -118,11 +120,15 @@ def rename_tenant(*, tenant: Tenant, name: str) -> Tenant:
 
 @transaction.atomic
 def set_tenant_plan(*, tenant: Tenant, plan: Plan) -> Tenant:
-    """Move a tenant to another plan: its limits apply at once, and its bills use that plan's prices."""
+    """Move a tenant to another plan: its limits apply at once; its usage is billed on that plan from today
+    (earlier days keep the plan they had, so a past month's bill does not change)."""
     previous = tenant.plan
     if plan.pk != previous.pk:
         tenant.plan = plan
         tenant.save(update_fields=["plan"])
+        TenantPlanPeriod.objects.update_or_create(
+            tenant=tenant, effective_from=timezone.localdate(), defaults={"plan": plan}
+        )
         audit.record(
             tenant=tenant, action="tenant.plan", target=tenant, details={"plan": plan.slug, "previous": previous.slug}
         )

@@ -17,7 +17,7 @@ from django.db import models
 
 from serving.models import ModelVersion, PredictionUsage, RegisteredModel
 from tenants import audit, services
-from tenants.models import ApiKey, AuditEvent, Membership, Role, Tenant, UsageRecord, User
+from tenants.models import ApiKey, AuditEvent, Membership, Role, Tenant, TenantPlanPeriod, UsageRecord, User
 from training.models import Dataset, DatasetUpload, TrainingJob
 
 _counter = itertools.count(1)
@@ -36,6 +36,14 @@ def make_tenant(name: str = "Tenant") -> TenantWithKey:
     tenant, created = services.create_tenant(name=f"{name} {n}", owner_email=f"owner{n}-{name.split()[-1]}@example.com")
     owner = Membership.objects.get(tenant=tenant, role=Role.OWNER).user
     return TenantWithKey(tenant=tenant, owner=owner, raw_key=created.raw_key, api_key=created.api_key)
+
+
+def put_on_plan(tenant: Tenant, plan) -> None:
+    """The tenant on ``plan`` for its whole history (billing reads the plan each day had)."""
+    tenant.plan = plan
+    tenant.save(update_fields=["plan"])
+    TenantPlanPeriod.objects.filter(tenant=tenant).delete()
+    TenantPlanPeriod.objects.create(tenant=tenant, plan=plan, effective_from=date(1970, 1, 1))
 
 
 def make_key(tenant: Tenant, *, scopes=("read", "write", "predict"), role=Role.OWNER, **extra) -> services.CreatedKey:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from core import storage
 from tenants.models import ApiKey, AuditEvent, Membership, Plan, PlanPrice, Role, Tenant, UsageRecord, User
 from tests.conftest import client_for
-from tests.factories import make_dataset, make_job, make_member, make_tenant
+from tests.factories import make_dataset, make_job, make_member, make_tenant, put_on_plan
 from training.models import Dataset, TrainingJob
 
 pytestmark = pytest.mark.django_db
@@ -310,11 +310,9 @@ def test_a_past_months_bill_keeps_its_prices_after_a_price_change(operator):
     today = timezone.now().date()
     made = make_tenant("Billed")
     plan = Plan.objects.create(slug="metered", name="Metered", monthly_base_fee=Decimal("10.00"))
-    made.tenant.plan = plan
-    made.tenant.save()
+    put_on_plan(made.tenant, plan)
     other = make_tenant("Also on it")
-    other.tenant.plan = plan
-    other.tenant.save()
+    put_on_plan(other.tenant, plan)
     past = (today.replace(day=1) - timedelta(days=1)).replace(day=1)  # last month
     UsageRecord.objects.create(tenant=made.tenant, day=past + timedelta(days=4), kind="gpu_seconds", quantity=7200)
     api = client_for(made.raw_key)
@@ -357,8 +355,7 @@ def test_a_past_months_bill_keeps_its_prices_after_a_price_change(operator):
 def test_a_price_change_mid_month_splits_the_line_and_keeps_the_opening_base_fee(operator):
     made = make_tenant("Split")
     plan = Plan.objects.create(slug="split", name="Split", monthly_base_fee=Decimal("10.00"))
-    made.tenant.plan = plan
-    made.tenant.save()
+    put_on_plan(made.tenant, plan)
     month = _month_after(timezone.now().date())
     change_day = month + timedelta(days=14)
     response = operator.post(
@@ -395,8 +392,7 @@ def test_a_price_change_mid_month_splits_the_line_and_keeps_the_opening_base_fee
 def test_admin_plan_limit_edits_are_audited_per_tenant(operator):
     made = make_tenant("Limited")
     plan = Plan.objects.create(slug="limited", name="Limited")
-    made.tenant.plan = plan
-    made.tenant.save()
+    put_on_plan(made.tenant, plan)
     operator.post(f"/admin/tenants/plan/{plan.pk}/change/", plan_form(plan, max_concurrent_jobs=7))
     plan.refresh_from_db()
     assert plan.max_concurrent_jobs == 7
@@ -432,3 +428,29 @@ def test_admin_deactivating_a_person_stops_their_keys_and_is_audited_in_each_ten
     for tenant in (made.tenant, member.tenant):
         [row] = events(tenant, "user.deactivate")
         assert row.actor_label == ACTOR and row.details["email"] == user.email
+
+
+def test_a_past_months_bill_keeps_the_plan_the_tenant_had_then(operator):
+    """Moving a tenant to another plan bills its usage on the new plan from that day only."""
+    today = timezone.now().date()
+    made = make_tenant("Mover")
+    cheap = Plan.objects.create(slug="cheap", name="Cheap", price_gpu_hour=Decimal("1.0000"))
+    dear = Plan.objects.create(slug="dear", name="Dear", price_gpu_hour=Decimal("9.0000"))
+    put_on_plan(made.tenant, cheap)
+    past = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    UsageRecord.objects.create(tenant=made.tenant, day=past, kind="gpu_seconds", quantity=3600)
+    api = client_for(made.raw_key)
+    before = api.get(f"/api/v1/billing/estimate?month={past:%Y-%m}").json()
+
+    data = tenant_form(made.tenant, plan=dear.pk)
+    assert "Nothing was changed" not in page_text(change_tenant(operator, made.tenant, data))
+    made.tenant.refresh_from_db()
+    assert made.tenant.plan == dear
+
+    after = api.get(f"/api/v1/billing/estimate?month={past:%Y-%m}").json()
+    assert after == before and after["plan"] == "cheap" and after["total"] == "1.00"
+    UsageRecord.objects.create(tenant=made.tenant, day=today, kind="gpu_seconds", quantity=3600)
+    now = api.get(f"/api/v1/billing/estimate?month={today:%Y-%m}").json()
+    gpu = next(item for item in now["line_items"] if item["kind"] == "gpu")
+    assert now["plan"] == "dear" and gpu["prices"][-1]["unit_price"] == "9.0000"
+    assert [p["plan"] for p in now["prices"]][-1] == "dear"
