@@ -267,7 +267,10 @@ class ServingApp:
         except InputError as exc:
             raise HTTPError(400, str(exc)) from None
         except CapacityError as exc:
-            raise HTTPError(503, f"Not enough serving memory now: {exc}", headers={"Retry-After": "5"}) from None
+            logger.warning("capacity: %s", exc)  # the budget and what others use are for operators, not tenants
+            raise HTTPError(
+                503, "Not enough serving memory for this model now; retry.", headers={"Retry-After": "5"}
+            ) from None
         except loader.IntegrityError:
             raise HTTPError(503, f"Version {number} of {name} failed verification and is not served.") from None
         except HTTPError as exc:
@@ -288,7 +291,8 @@ class ServingApp:
             try:
                 signature = Signature.from_manifest(spec.manifest)
             except ValueError as exc:
-                raise HTTPError(503, f"Version {spec.version} of {spec.model_name} cannot be served: {exc}") from None
+                logger.error("%s: unusable signature in its manifest: %s", spec.label, exc)
+                raise HTTPError(503, f"Version {spec.version} of {spec.model_name} cannot be served.") from None
             self._signatures[spec.key] = signature
         return signature
 
