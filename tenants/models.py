@@ -75,6 +75,19 @@ class Plan(models.Model):
         return self.name
 
 
+# A plan's name and limits: what ``services.update_plan`` changes and the API shows (prices are apart).
+PLAN_FIELDS = (
+    "slug",
+    "name",
+    "max_concurrent_jobs",
+    "compute_seconds_per_month",
+    "storage_bytes",
+    "max_dataset_bytes",
+    "predictions_per_minute",
+    "max_job_memory_bytes",
+)
+
+
 class PlanPrice(models.Model):
     """A plan's prices from ``effective_from`` (a day) until the next row: a past month is billed at its own prices.
 

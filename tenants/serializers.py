@@ -1,21 +1,13 @@
 from rest_framework import serializers
 
 from core.serializers import StrictInputSerializer
-from tenants.models import ApiKey, AuditEvent, Membership, Plan, Role, Scope, Tenant
+from tenants.models import PLAN_FIELDS, ApiKey, AuditEvent, Membership, Plan, Role, Scope, Tenant
 
 
 class PlanSerializer(serializers.ModelSerializer):
     class Meta:
         model = Plan
-        fields = [
-            "slug",
-            "name",
-            "max_concurrent_jobs",
-            "compute_seconds_per_month",
-            "storage_bytes",
-            "max_dataset_bytes",
-            "predictions_per_minute",
-        ]
+        fields = list(PLAN_FIELDS)
 
 
 class TenantSerializer(serializers.ModelSerializer):

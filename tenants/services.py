@@ -14,6 +14,7 @@ from django.utils.text import slugify
 from core.errors import ConflictError, ForbiddenError, NotFoundError, ServiceError
 from tenants import audit, billing, keys, selectors
 from tenants.models import (
+    PLAN_FIELDS,
     ROLE_RANK,
     ROLE_SCOPES,
     ApiKey,
@@ -142,16 +143,6 @@ def set_tenant_plan(*, tenant: Tenant, plan: Plan) -> Tenant:
 # read it through the API); the price history itself (PlanPrice rows, never edited) is the platform-level
 # record of what was charged when.
 
-PLAN_FIELDS = (
-    "slug",
-    "name",
-    "max_concurrent_jobs",
-    "compute_seconds_per_month",
-    "storage_bytes",
-    "max_dataset_bytes",
-    "predictions_per_minute",
-    "max_job_memory_bytes",
-)
 PRICE_FIELDS = billing.PRICE_FIELDS
 # The seed row of a plan's price history: its first prices applied since before any usage.
 PRICE_HISTORY_START = date(1970, 1, 1)

@@ -13,6 +13,7 @@ import pytest
 from django.utils import timezone
 
 from core import storage
+from tenants import services
 from tenants.models import ApiKey, AuditEvent, Membership, Plan, PlanPrice, Role, Tenant, UsageRecord, User
 from tests.conftest import client_for
 from tests.factories import make_dataset, make_job, make_member, make_tenant, put_on_plan
@@ -280,22 +281,7 @@ def test_admin_api_keys_are_revoked_never_edited_or_deleted(operator):
 
 
 def plan_form(plan: Plan, **changes) -> dict:
-    fields = [
-        "slug",
-        "name",
-        "max_concurrent_jobs",
-        "compute_seconds_per_month",
-        "storage_bytes",
-        "max_dataset_bytes",
-        "predictions_per_minute",
-        "max_job_memory_bytes",
-        "currency",
-        "monthly_base_fee",
-        "price_gpu_hour",
-        "price_cpu_hour",
-        "price_gb_month",
-        "price_per_1k_predictions",
-    ]
+    fields = [*services.PLAN_FIELDS, *services.PRICE_FIELDS]
     data = {name: str(getattr(plan, name)) for name in fields}
     data |= {"price_history-TOTAL_FORMS": "0", "price_history-INITIAL_FORMS": "0", "prices_effective_from": ""}
     data |= {name: str(value) for name, value in changes.items()}
