@@ -37,7 +37,7 @@ def weed_binary() -> str:
     return found
 
 
-GRPC_OFFSET = 20_000
+GRPC_BLOCK_OFFSET = 10  # gRPC ports follow the HTTP ones in the S3 port's block
 
 
 def port_is_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -100,22 +100,25 @@ def write_identities(path: Path, *, access_key: str, secret_key: str) -> None:
 
 
 def weed_ports(s3_port: int) -> dict[str, int]:
-    """Every port ``weed mini`` opens, as offsets of the S3 port, so stacks on 8333, 18333 and 28433 never collide."""
-    offset = s3_port - 8333
+    """Every port ``weed mini`` opens, in one block of 15 from the S3 port.
+
+    The stacks on 8333 (``make up``), 18333 (tests) and 28433 (the chaos test's own) never collide, and every
+    port stays below Linux's ephemeral range (32768-60999): a port in that range can be taken at any moment by
+    an outgoing connection's local end (it happened to the chaos stack's admin port in CI).
+    """
     ports = {
-        "master.port": 9333 + offset,
-        "volume.port": 8080 + offset,
-        "filer.port": 8888 + offset,
         "s3.port": s3_port,
-        "admin.port": 23646 + offset,
-        "s3.port.iceberg": 8181 + offset,
+        "master.port": s3_port + 1,
+        "volume.port": s3_port + 2,
+        "filer.port": s3_port + 3,
+        "admin.port": s3_port + 4,
+        "s3.port.iceberg": s3_port + 5,
         # Lance's namespace server listens on 9101 whatever the S3 port, so a second stack would fail to start.
         "s3.port.lance": 0,
     }
-    # weed's gRPC ports default to HTTP port + 10000, so the 8333 stack's gRPC ports (18333, 19333, ...) would
-    # take the test stack's HTTP ports; +20000 keeps both stacks' ports apart.
-    for name in ("master", "volume", "filer", "s3", "admin"):
-        ports[f"{name}.port.grpc"] = ports[f"{name}.port"] + GRPC_OFFSET
+    # weed's gRPC ports default to HTTP port + 10000, which would land in another stack's block.
+    for index, name in enumerate(("s3", "master", "volume", "filer", "admin")):
+        ports[f"{name}.port.grpc"] = s3_port + GRPC_BLOCK_OFFSET + index
     return ports
 
 
