@@ -185,10 +185,15 @@ def create_plan(*, slug: str, name: str, prices: dict | None = None, **limits) -
     if Plan.objects.filter(slug=slug).exists():
         raise ConflictError(f"A plan with slug {slug!r} already exists.", code="slug_taken")
     plan = Plan.objects.create(slug=slug, name=name, **limits, **_check_prices(prices or {}))
+    _seed_price_history(plan)
+    return plan
+
+
+def _seed_price_history(plan: Plan) -> None:
+    """The first row of a plan's price history: its current prices, in force since before any usage."""
     PlanPrice.objects.create(
         plan=plan, effective_from=PRICE_HISTORY_START, **{field: getattr(plan, field) for field in PRICE_FIELDS}
     )
-    return plan
 
 
 @transaction.atomic
@@ -237,9 +242,7 @@ def set_plan_prices(*, plan: Plan, prices: dict, effective_from: date | None = N
     checked = _check_prices(prices)
     locked = Plan.objects.select_for_update().get(pk=plan.pk)
     if not PlanPrice.objects.filter(plan=locked).exists():
-        PlanPrice.objects.create(
-            plan=locked, effective_from=PRICE_HISTORY_START, **{f: getattr(locked, f) for f in PRICE_FIELDS}
-        )
+        _seed_price_history(locked)
     in_force = PlanPrice.objects.filter(plan=locked, effective_from__lte=effective_from).order_by("-effective_from")[0]
     values = {field: checked.get(field, getattr(in_force, field)) for field in PRICE_FIELDS}
     if values["currency"] != in_force.currency and effective_from.day != 1:
@@ -367,25 +370,18 @@ def _revoke_tree(*, tenant: Tenant, roots: list[ApiKey], now: datetime, cause: d
     Keys already revoked are walked through, so a tree left half-revoked by older code is finished.
     """
     revoked: list[ApiKey] = []
+
+    def revoke(key: ApiKey, because: dict) -> None:
+        if key.revoked_at is None:
+            key.revoked_at = now
+            key.save(update_fields=["revoked_at"])
+            audit.record(tenant=tenant, action="api_key.revoke", target=key, details={"prefix": key.prefix, **because})
+            revoked.append(key)
+
     for root in roots:
-        if root.revoked_at is None:
-            root.revoked_at = now
-            root.save(update_fields=["revoked_at"])
-            audit.record(
-                tenant=tenant, action="api_key.revoke", target=root, details={"prefix": root.prefix, **(cause or {})}
-            )
-            revoked.append(root)
+        revoke(root, cause or {})
     for child, parent in selectors.key_tree(tenant=tenant, roots=roots):
-        if child.revoked_at is None:
-            child.revoked_at = now
-            child.save(update_fields=["revoked_at"])
-            audit.record(
-                tenant=tenant,
-                action="api_key.revoke",
-                target=child,
-                details={"prefix": child.prefix, "cascade_from": {"api_key": parent.prefix}},
-            )
-            revoked.append(child)
+        revoke(child, {"cascade_from": {"api_key": parent.prefix}})
     return revoked
 
 
@@ -523,9 +519,19 @@ def _live_keys_made_by(*, tenant: Tenant, user: User) -> list[ApiKey]:
     return [key for key in tree if key.revoked_at is None]
 
 
+def lock_tenant(*, tenant_id) -> Tenant:
+    """The tenant (with its plan) read under a lock on its row, until the caller's transaction ends.
+
+    The one way to serialize a tenant's check-then-write races (the last owner, storage and compute
+    reservations, dispatch): callers of one tenant take turns, other tenants are not held up. Only the
+    tenant's row is locked (``of``), not its plan's, which every tenant on the plan shares. SQLite ignores
+    ``FOR UPDATE``; its transactions are IMMEDIATE, so writers take turns there anyway.
+    """
+    return Tenant.objects.select_for_update(of=("self",)).select_related("plan").get(pk=tenant_id)
+
+
 def _require_another_owner(tenant: Tenant) -> None:
-    # Lock the tenant row so two concurrent demotions cannot both pass the check.
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    lock_tenant(tenant_id=tenant.pk)  # two concurrent demotions cannot both pass the check
     if selectors.owner_count(tenant=tenant) <= 1:
         raise ConflictError("A tenant must keep at least one owner.", code="last_owner")
 

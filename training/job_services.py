@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from core.errors import ConflictError, QuotaExceededError, ServiceError
 from tenants import audit
+from tenants import services as tenant_services
 from tenants.models import Tenant
 from training import selectors
 from training.models import Dataset, JobAttempt, JobLogLine, JobMetric, TrainingJob
@@ -159,7 +160,7 @@ def _reserve_runtime(*, tenant: Tenant, requested: int | None) -> int:
     The tenant's row is locked first, so concurrent submissions reserve one after another and cannot together
     promise more than the quota.
     """
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).first()
+    tenant_services.lock_tenant(tenant_id=tenant.pk)
     quota = tenant.plan.compute_seconds_per_month
     remaining = int(selectors.compute_seconds_remaining(tenant=tenant))
     details = {"compute_seconds_per_month": quota, "compute_seconds_available": max(0, remaining)}
@@ -384,7 +385,7 @@ def _claim_for_dispatch(job: TrainingJob) -> bool:
     again: two dispatchers at once (beat and a worker) cannot together send past the plan's concurrency, nor
     send a job of a tenant suspended since the candidates were read."""
     with transaction.atomic():
-        tenant = Tenant.objects.select_for_update(of=("self",)).select_related("plan").get(pk=job.tenant_id)
+        tenant = tenant_services.lock_tenant(tenant_id=job.tenant_id)
         if not tenant.is_active or _in_flight_jobs().filter(tenant=tenant).count() >= tenant.plan.max_concurrent_jobs:
             return False
         return bool(
@@ -796,8 +797,7 @@ def delete_job(*, tenant: Tenant, job_id) -> None:
             raise NotFoundError("No such job.")
         if job.status in TrainingJob.ACTIVE:
             raise ConflictError(f"The job is {job.status}; cancel it first.", code="job_active")
-        month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        if job.compute_seconds and (job.finished_at is None or job.finished_at >= month_start):
+        if job.compute_seconds and (job.finished_at is None or job.finished_at >= selectors.month_start()):
             raise ConflictError(
                 "The job's compute time counts toward this month's quota and bill; it can be deleted next month.",
                 code="job_in_billing_period",

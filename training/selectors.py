@@ -42,25 +42,23 @@ def storage_bytes_used(*, tenant: Tenant) -> int:
 # --- compute quota ------------------------------------------------------------------------
 
 
-def month_start(now: datetime | None = None) -> datetime:
+def month_start(*, now: datetime | None = None) -> datetime:
     return (now or timezone.now()).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def attempts_last_active(queryset: QuerySet[JobAttempt]) -> QuerySet[JobAttempt]:
-    """Attempts annotated with ``last_active``: when they ended, else their last heartbeat, else their start.
-
-    Compute is counted when it ran: a killed attempt never gets ``ended_at`` from its worker, and is charged up to
-    its last heartbeat (``requeue_stale_jobs`` or the next claim closes it)."""
-    return queryset.annotate(last_active=Coalesce("ended_at", "heartbeat_at", "started_at"))
 
 
 def compute_seconds_this_month(*, tenant: Tenant, now: datetime | None = None) -> float:
     """Seconds the tenant's attempts ran this month (a running one up to its last heartbeat).
 
-    Jobs without attempt rows (run before attempts were recorded) count by their finish, as they used to.
+    An attempt counts in the month it was last active: when it ended, else its last heartbeat, else its start (a
+    killed attempt never gets ``ended_at`` from its worker and is charged up to its last heartbeat). Jobs without
+    attempt rows (run before attempts were recorded) count by their finish, as they used to.
     """
-    start = month_start(now)
-    attempts = attempts_last_active(JobAttempt.objects.for_tenant(tenant)).filter(last_active__gte=start)
+    start = month_start(now=now)
+    attempts = (
+        JobAttempt.objects.for_tenant(tenant)
+        .annotate(last_active=Coalesce("ended_at", "heartbeat_at", "started_at"))
+        .filter(last_active__gte=start)
+    )
     seconds = attempts.aggregate(total=Sum("compute_seconds"))["total"] or 0.0
     legacy = (
         TrainingJob.objects.for_tenant(tenant)

@@ -19,6 +19,7 @@ from django.utils import timezone
 from core import storage
 from core.errors import ConflictError, NotFoundError, PayloadTooLargeError, QuotaExceededError, ServiceError
 from tenants import audit
+from tenants import services as tenant_services
 from tenants.models import Tenant
 from training import pii, selectors
 from training.models import Dataset, DatasetFormat, DatasetUpload, PiiMode
@@ -103,11 +104,10 @@ def reserve_storage(*, tenant: Tenant, size: int) -> Tenant:
     """Check the quota for ``size`` more bytes under a lock on the tenant; call inside the transaction that
     inserts the row holding them.
 
-    The lock (the tenant row ``FOR UPDATE`` on PostgreSQL; SQLite's transactions are IMMEDIATE, so writers take
-    turns) serializes concurrent uploads of one tenant between the check and the insert, so two uploads that each
-    fit cannot both pass and together exceed the quota. Other tenants are not held up.
+    The lock serializes concurrent uploads of one tenant between the check and the insert, so two uploads that
+    each fit cannot both pass and together exceed the quota.
     """
-    locked = Tenant.objects.select_for_update(of=("self",)).select_related("plan").get(pk=tenant.pk)
+    locked = tenant_services.lock_tenant(tenant_id=tenant.pk)
     check_size(tenant=locked, size=size)
     return locked
 
@@ -363,8 +363,8 @@ def part_sizes(*, declared_size: int, part_size: int) -> list[int]:
 def part_urls(upload: DatasetUpload) -> list[dict[str, Any]]:
     """A presigned PUT URL per part, each signing the part's exact length: S3 refuses any other body size.
 
-    The URLs live DATASET_PART_URL_TTL_SECONDS (not as long as the upload); ``GET …/uploads/<id>`` signs fresh
-    ones while the upload is pending.
+    The URLs live DATASET_PART_URL_TTL_SECONDS (not as long as the upload); ``POST …/uploads/<id>/part-urls``
+    signs fresh ones while the upload is pending.
     """
     upload_left = int((upload.expires_at - timezone.now()).total_seconds())
     ttl = max(1, min(settings.DATASET_PART_URL_TTL_SECONDS, upload_left))
