@@ -261,9 +261,9 @@ def decompression_limits() -> tuple[float, int, int]:
     from django.conf import settings
 
     return (
-        float(getattr(settings, "DATASET_MAX_DECOMPRESSION_RATIO", 100)),
-        int(getattr(settings, "DATASET_MAX_UNCOMPRESSED_BYTES", 4 * 1024**3)),
-        int(getattr(settings, "DATASET_MAX_ROW_GROUP_BYTES", 512 * 1024**2)),
+        float(settings.DATASET_MAX_DECOMPRESSION_RATIO),
+        settings.DATASET_MAX_UNCOMPRESSED_BYTES,
+        settings.DATASET_MAX_ROW_GROUP_BYTES,
     )
 
 

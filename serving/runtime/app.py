@@ -245,7 +245,7 @@ class ServingApp:
         except HTTPError:
             await self.tarpit.hold(grant.tenant_id)
             raise
-        check_declared_length(scope, limit=self.max_body)
+        declared = check_declared_length(scope, limit=self.max_body)
         routes = await self.router.routes(grant, name)
         number = choose_version(routes, version=version, label=label)
         spec = await self.router.spec(grant, routes, number)
@@ -253,7 +253,7 @@ class ServingApp:
         rows, failed = 0, True
         try:
             # A large body is read and decoded only in one of the tenant's decoding slots, off the event loop.
-            async with self.decoder.slot(grant.tenant_id, _declared_length(scope)):
+            async with self.decoder.slot(grant.tenant_id, declared):
                 body = await read_body(scope, receive, limit=self.max_body)
                 parsed = await self.decoder.decode(body, protocol, signature)
             self.limiter.take(grant.tenant_id, per_minute=grant.predictions_per_minute, count=parsed.rows, admitted=1)
@@ -397,11 +397,6 @@ class ServingApp:
 def _require(scope: dict[str, Any], method: str) -> None:
     if scope["method"] != method:
         raise HTTPError(405, f"Use {method} here.", headers={"Allow": method})
-
-
-def _declared_length(scope: dict[str, Any]) -> int | None:
-    declared = header(scope, b"content-length")
-    return int(declared) if declared is not None and declared.isdigit() else None
 
 
 def _client(scope) -> str:

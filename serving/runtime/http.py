@@ -43,14 +43,17 @@ def header(scope: dict[str, Any], name: bytes) -> bytes | None:
     return None
 
 
-def check_declared_length(scope: dict[str, Any], *, limit: int) -> None:
-    """Refuse a declared Content-Length over ``limit`` (413) or not a number (400), before anything is read."""
+def check_declared_length(scope: dict[str, Any], *, limit: int) -> int | None:
+    """The declared Content-Length (None when there is none), refused over ``limit`` (413) or not a number (400)
+    before anything is read."""
     declared = header(scope, b"content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise HTTPError(400, "Content-Length is not a number.")
-        if int(declared) > limit:
-            raise HTTPError(413, f"The body is larger than the {limit} bytes this endpoint accepts.")
+    if declared is None:
+        return None
+    if not declared.isdigit():
+        raise HTTPError(400, "Content-Length is not a number.")
+    if int(declared) > limit:
+        raise HTTPError(413, f"The body is larger than the {limit} bytes this endpoint accepts.")
+    return int(declared)
 
 
 BODY_READ = "mlplatform.body_read"  # set in the ASGI scope once the whole body has been received
