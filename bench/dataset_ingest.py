@@ -104,7 +104,7 @@ def main() -> int:
 
 def run(env: dict[str, str], args) -> int:
     from core import storage
-    from training import services as training_services
+    from datasets import services as dataset_services
     from training.models import Dataset
 
     work = Path(env["BENCH_WORK_DIR"])
@@ -145,7 +145,7 @@ def run(env: dict[str, str], args) -> int:
         boto_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        training_services.validate_dataset(dataset_id=body["id"])
+        dataset_services.validate_dataset(dataset_id=body["id"])
         validate_seconds = time.perf_counter() - started
         dataset = Dataset.objects.get(pk=body["id"])
 

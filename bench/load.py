@@ -114,7 +114,7 @@ def _set_rate_limits(tenants, per_minute: int | None) -> None:
 
 
 def serving_part(args, env: dict[str, str]) -> dict:
-    from tests.serving_support import publish_model
+    from tests.support.serving import publish_model
 
     tenants = []
     started = time.perf_counter()

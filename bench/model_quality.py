@@ -21,8 +21,8 @@ from _stack import bench_tenant, embedded_stack
 
 
 def dataset_from_sample(tenant, kind: str, rows: int, label: str):
+    from datasets.sample_data import write_csv
     from training import services
-    from training.sample_data import write_csv
 
     text = io.StringIO()
     write_csv(kind, rows, text, seed=11)

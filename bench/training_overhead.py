@@ -160,7 +160,7 @@ def main() -> int:
     if port_is_open("127.0.0.1", API_PORT):
         raise SystemExit(f"port {API_PORT} is busy")
     with embedded_stack(s3_port=S3_PORT, name="training") as env:
-        from training.sample_data import write_csv
+        from datasets.sample_data import write_csv
 
         text = io.StringIO()
         write_csv("ctr", args.rows, text, seed=11)

@@ -14,7 +14,6 @@ import hmac
 import logging
 
 from django.conf import settings
-from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 
 from core import probes
@@ -57,22 +56,3 @@ def _is_operator(request: HttpRequest) -> bool:
     token = settings.SERVING_METRICS_TOKEN
     presented = request.headers.get("Authorization", "")
     return bool(token) and hmac.compare_digest(presented.encode(), f"Bearer {token}".encode())
-
-
-def platform_status(request):
-    """The operators' status page (wrapped by ``admin.site.admin_view``: staff only)."""
-    from django.shortcuts import render
-    from django.utils import timezone
-
-    from core import status
-
-    context = {
-        **admin.site.each_context(request),
-        "title": "Platform status",
-        "now": timezone.now(),
-        "queues": status.queue_lengths(),
-        "celery": status.celery_workers(),
-        "serving": status.serving_processes(),
-        "readiness": [{"name": name, "ok": ok, "reason": reason} for name, (ok, reason) in probes.readiness().items()],
-    }
-    return render(request, "admin/platform_status.html", context)

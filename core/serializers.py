@@ -1,4 +1,7 @@
+import json
+
 from django.http import QueryDict
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 # JSON types each field kind accepts in a JSON body (forms send strings, and are checked by the fields).
@@ -49,3 +52,21 @@ def validated_input(serializer_class: type[serializers.Serializer], request) -> 
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class JsonObjectField(serializers.Field):
+    """An object given either as JSON (in a JSON body) or as a JSON string (in a multipart form)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data) if data.strip() else {}
+            except (json.JSONDecodeError, RecursionError):
+                raise serializers.ValidationError("Must be a JSON object.") from None
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return data
+
+    def to_representation(self, value):
+        return value

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Embedded-stack launcher: the whole platform on one machine with no servers installed.
 
-    python platform/stack.py up      # S3 + API on :8000 + worker, in the foreground
+    python platform/stack.py up      # S3 + API on :8000 + serving on :8001 + worker + beat, in the foreground
     python platform/stack.py demo    # start what is missing, run the main job, stop, exit 0
     python platform/stack.py s3 start|stop
 
 Defaults: SQLite, Celery's filesystem transport, SeaweedFS (``weed mini``)
-on 127.0.0.1:8333. Any of DATABASE_URL, CELERY_BROKER_URL, S3_* in the
-environment take precedence. Only processes this script started are stopped,
-by their process ids.
+on 127.0.0.1:8333. The repository's ``.env`` is read first (as ``manage.py``
+does); any of DATABASE_URL, CELERY_BROKER_URL, S3_* in the environment take
+precedence, and PLATFORM_API_PORT / PLATFORM_SERVING_PORT move the API and
+serving ports. Ctrl+C (SIGINT) or SIGTERM at any moment, start-up included,
+stops every process this script started, by its process id, and nothing else.
 """
 
 from __future__ import annotations
@@ -24,26 +26,51 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(1, str(ROOT))  # after the stdlib-first entries: `import platform` stays the stdlib's
 
+from config.env import load_development_env  # noqa: E402
 from core.s3server import S3Server, port_is_open, start_s3_server, stop_pid  # noqa: E402
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
-API = "127.0.0.1:8000"
-SERVING = "127.0.0.1:8001"
+HOST = "127.0.0.1"
+STOP_TIMEOUT_SECONDS = 20
 
 
 def base_env() -> dict[str, str]:
+    """The children's environment: ours, then ``.env``, then the embedded development defaults.
+
+    ``.env`` is read here as well as by each ``manage.py`` child so that this script and its children agree
+    on the var dir, the S3 endpoint and the ports.
+    """
     env = dict(os.environ)
+    load_development_env(ROOT, env)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     env.setdefault("DEBUG", "1")
+    env.setdefault("SERVING_URL", f"http://{serving_address(env)}")  # the dashboard's "try it" follows the port
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SystemExit(f"{name}={raw!r} is not a TCP port.")
+    return int(raw)
+
+
+def api_address(env: dict[str, str]) -> str:
+    return f"{HOST}:{_port(env, 'PLATFORM_API_PORT', 8000)}"
+
+
+def serving_address(env: dict[str, str]) -> str:
+    return f"{HOST}:{_port(env, 'PLATFORM_SERVING_PORT', 8001)}"
 
 
 def var_dir(env: dict[str, str]) -> Path:
@@ -89,24 +116,98 @@ def prepare(env: dict[str, str]) -> None:
     manage(env, "init_storage")
 
 
-def start_api(env: dict[str, str]) -> subprocess.Popen:
-    process = subprocess.Popen([PYTHON, str(ROOT / "manage.py"), "runserver", API, "--noreload"], env=env, cwd=ROOT)
-    wait_http(f"http://{API}/healthz", process)
+class Children:
+    """Every process this launcher starts, so that all of them are stopped, by process id, whenever it stops.
+
+    A process is recorded the moment it exists (before waiting for it to answer); the local S3 server, whose
+    process id ``start_s3_server`` hands back only once it answers, and anything else started but not yet
+    recorded when a signal came, are found as this process's own children.
+    """
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen] = []
+        self.s3: S3Server | None = None
+
+    def spawn(self, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        process = subprocess.Popen(command, env=env, cwd=ROOT)
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        stop_all(self.processes, self.s3)
+        for pid in own_child_pids():
+            stop_pid(pid, timeout=STOP_TIMEOUT_SECONDS)
+
+
+def own_child_pids() -> list[int]:
+    """Process ids whose parent is this process (read from Linux's /proc; empty where there is none).
+
+    An unreaped child keeps its id, so signalling one of these can never reach another program's process.
+    """
+    me, found = os.getpid(), []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()  # after "pid (command name)": state, parent id, ...
+        if len(fields) > 1 and int(fields[1]) == me:
+            found.append(int(entry))
+    return found
+
+
+def stop_on_signals() -> None:
+    """From now on SIGINT (Ctrl+C) and SIGTERM end the run: ``supervised`` then stops what was started.
+
+    The handler raises ``KeyboardInterrupt`` wherever the main thread is (waiting for SeaweedFS, running
+    migrations, waiting for the API) and first ignores both signals, so a second Ctrl+C cannot cut the
+    clean-up short. Children started afterwards get the default handlers back when they exec.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@contextmanager
+def supervised() -> Iterator[Children]:
+    """Yields the record of started processes; stops all of them however the block ends."""
+    children = Children()
+    try:
+        yield children
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        children.stop()
+
+
+def start_api(children: Children, env: dict[str, str]) -> subprocess.Popen:
+    address = api_address(env)
+    process = children.spawn([PYTHON, str(ROOT / "manage.py"), "runserver", address, "--noreload"], env)
+    wait_http(f"http://{address}/healthz", process)
     return process
 
 
-def start_serving(env: dict[str, str]) -> subprocess.Popen:
+def start_serving(children: Children, env: dict[str, str]) -> subprocess.Popen:
     """The prediction process (TF Serving REST + KServe v2), apart from the API."""
-    host, port = SERVING.split(":")
-    process = subprocess.Popen(
-        [PYTHON, str(ROOT / "manage.py"), "serve_models", "--host", host, "--port", port], env=env, cwd=ROOT
-    )
-    wait_http(f"http://{SERVING}/v2/health/ready", process)
+    host, port = serving_address(env).split(":")
+    process = children.spawn([PYTHON, str(ROOT / "manage.py"), "serve_models", "--host", host, "--port", port], env)
+    wait_http(f"http://{host}:{port}/v2/health/ready", process)
     return process
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
+def start_worker(children: Children, env: dict[str, str]) -> subprocess.Popen:
+    return children.spawn(
         [
             str(BIN / "celery"),
             "-A",
@@ -120,8 +221,24 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen:
             f"embedded-{os.getpid()}@%h",
             "--loglevel=WARNING",
         ],
-        env=env,
-        cwd=ROOT,
+        env,
+    )
+
+
+def beat_schedule_file(env: dict[str, str]) -> Path:
+    return var_dir(env) / "beat" / "celerybeat-schedule"
+
+
+def start_beat(children: Children, env: dict[str, str]) -> subprocess.Popen:
+    """Celery beat: the periodic tasks of ``CELERY_BEAT_SCHEDULE`` (dispatch, requeues, usage roll-up, clean-up).
+
+    It only publishes to the broker, which the filesystem transport supports; its schedule file lives under
+    the var dir with the rest of the embedded state.
+    """
+    schedule = beat_schedule_file(env)
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    return children.spawn(
+        [str(BIN / "celery"), "-A", "config", "beat", f"--schedule={schedule}", "--loglevel=WARNING"], env
     )
 
 
@@ -138,7 +255,7 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
-def api_call(method: str, path: str, key: str, body: dict | None = None, *, host: str = API) -> dict:
+def api_call(method: str, path: str, key: str, body: dict | None = None, *, host: str) -> dict:
     request = urllib.request.Request(
         f"http://{host}{path}",
         method=method,
@@ -149,7 +266,7 @@ def api_call(method: str, path: str, key: str, body: dict | None = None, *, host
         return json.loads(response.read() or b"{}")
 
 
-def upload_dataset(path: Path, key: str, *, name: str, label_column: str) -> dict:
+def upload_dataset(path: Path, key: str, *, host: str, name: str, label_column: str) -> dict:
     """POST a file as multipart/form-data (small demo files: built in memory)."""
     boundary = uuid.uuid4().hex
     parts = [
@@ -164,7 +281,7 @@ def upload_dataset(path: Path, key: str, *, name: str, label_column: str) -> dic
     )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     request = urllib.request.Request(
-        f"http://{API}/api/v1/datasets",
+        f"http://{host}/api/v1/datasets",
         method="POST",
         data=body,
         headers={"Authorization": f"Bearer {key}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
@@ -173,20 +290,20 @@ def upload_dataset(path: Path, key: str, *, name: str, label_column: str) -> dic
         return json.loads(response.read())
 
 
-def wait_for_dataset(dataset_id: str, key: str, timeout: float = 120) -> dict:
+def wait_for_dataset(dataset_id: str, key: str, *, host: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        dataset = api_call("GET", f"/api/v1/datasets/{dataset_id}", key)
+        dataset = api_call("GET", f"/api/v1/datasets/{dataset_id}", key, host=host)
         if dataset["status"] not in {"validating", "uploading"}:
             return dataset
         time.sleep(0.5)
     raise SystemExit(f"dataset {dataset_id} was not validated within {timeout}s")
 
 
-def wait_for_job(job_id: str, key: str, timeout: float = 900) -> dict:
+def wait_for_job(job_id: str, key: str, *, host: str, timeout: float = 900) -> dict:
     deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        job = api_call("GET", f"/api/v1/jobs/{job_id}", key)
+        job = api_call("GET", f"/api/v1/jobs/{job_id}", key, host=host)
         progress = job.get("progress") or {}
         shown = (job["status"], progress.get("epoch"))
         if shown != last and job["status"] == "running" and progress:
@@ -211,131 +328,154 @@ def probe_worker(env: dict[str, str], timeout: float = 90) -> dict:
 
 
 def stop_all(processes: list[subprocess.Popen], s3: S3Server | None) -> None:
+    """SIGTERM every recorded process (the last started first), wait for each, then stop S3 last."""
     for process in reversed(processes):
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
     for process in processes:
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
     if s3 is not None:
-        s3.stop()
+        s3.stop(timeout=STOP_TIMEOUT_SECONDS)
+
+
+def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
+    """The shell's code for death by that signal (130 for Ctrl+C, 143 for SIGTERM)."""
+    name = interrupt.args[0] if interrupt.args else "SIGINT"
+    return 128 + int(getattr(signal, name, signal.SIGINT))
 
 
 def cmd_up(args) -> int:
-    env = base_env()
-    s3 = ensure_s3(env)
-    processes: list[subprocess.Popen] = []
     try:
-        prepare(env)
-        tenant = create_demo_tenant(env, "Demo")
-        processes.append(start_api(env))
-        processes.append(start_worker(env))
-        processes.append(start_serving(env))
-        logins = json.loads(manage(env, "demo_logins", "--json", capture=True).strip().splitlines()[-1])
-        print()
-        print(f"Dashboard:  http://{API}/   sign in as {logins['owner']} / {logins['password']}")
-        print(f"Admin:      http://{API}/admin/   sign in as {logins['operator']} / {logins['password']}")
-        print(f"Status:     http://{API}/admin/status/   (workers, queues, serving processes)")
-        print(f"API:        http://{API}/api/v1/   (OpenAPI docs: http://{API}/api/docs/)")
-        print(f"Serving:    http://{SERVING}/v1/models/<name>:predict  and  /v2/models/<name>/infer")
-        print(f"S3:         {s3_endpoint(env)}")
-        print(f"Demo tenant {tenant['slug']}, API key: {tenant['api_key']}")
-        print("Press Ctrl+C to stop.")
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(p.poll() is None for p in processes):
-            time.sleep(1)
-        return 1
+        env = base_env()
+        api, serving = api_address(env), serving_address(env)
+        with supervised() as children:
+            children.s3 = ensure_s3(env)
+            prepare(env)
+            tenant = create_demo_tenant(env, "Demo")
+            started = {
+                "API": start_api(children, env),
+                "worker": start_worker(children, env),
+                "beat": start_beat(children, env),
+                "serving": start_serving(children, env),
+            }
+            logins = json.loads(manage(env, "demo_logins", "--json", capture=True).strip().splitlines()[-1])
+            print()
+            print(f"Dashboard:  http://{api}/   sign in as {logins['owner']} / {logins['password']}")
+            print(f"Admin:      http://{api}/admin/   sign in as {logins['operator']} / {logins['password']}")
+            print(f"Status:     http://{api}/admin/status/   (workers, queues, serving processes)")
+            print(f"API:        http://{api}/api/v1/   (OpenAPI docs: http://{api}/api/docs/)")
+            print(f"Serving:    http://{serving}/v1/models/<name>:predict  and  /v2/models/<name>/infer")
+            print(f"S3:         {s3_endpoint(env)}")
+            print(f"Worker:     queues default, cpu, gpu; beat runs the periodic tasks ({beat_schedule_file(env)})")
+            print(f"Demo tenant {tenant['slug']}, API key: {tenant['api_key']}")
+            print("Press Ctrl+C to stop.", flush=True)
+            while True:
+                exited = [name for name, process in started.items() if process.poll() is not None]
+                if exited:
+                    print(f"{', '.join(exited)} exited; stopping the rest.", file=sys.stderr)
+                    return 1
+                time.sleep(1)
     except KeyboardInterrupt:
+        print("Stopped everything the stack started.")
         return 0
-    finally:
-        stop_all(processes, s3)
 
 
 def cmd_demo(args) -> int:
-    env = base_env()
-    s3 = ensure_s3(env)
-    processes: list[subprocess.Popen] = []
     try:
-        prepare(env)
-        tenant = create_demo_tenant(env, f"Demo {time.strftime('%Y%m%d-%H%M%S')}")
-        print(f"1. created tenant {tenant['slug']} ({tenant['tenant_id']})")
-        print(f"   API key (shown once): {tenant['api_key']}")
-        processes.append(start_api(env))
-        processes.append(start_worker(env))
-        processes.append(start_serving(env))
-        me = api_call("GET", "/api/v1/tenant", tenant["api_key"])
-        print(
-            f"2. GET /api/v1/tenant -> tenant {me['tenant']['slug']}, caller role {me['caller']['role']}, "
-            f"scopes {','.join(me['caller']['scopes'])}"
-        )
-        report = probe_worker(env)
-        print(
-            f"3. Celery worker answered on queue 'default': {report['hostname']} "
-            f"(platform.system()={report['platform_system']}, tensorflow loaded={report['tensorflow_loaded']})"
-        )
-        clicks = var_dir(env) / "demo" / "clicks.csv"
-        clicks.parent.mkdir(parents=True, exist_ok=True)
-        manage(env, "make_sample_data", "--kind", "ctr", "--rows", "5000", "--seed", "1", "--out", str(clicks))
-        created = upload_dataset(clicks, tenant["api_key"], name="clicks", label_column="clicked")
-        print(
-            f"4. uploaded {clicks.name} ({created['size_bytes']} bytes) as dataset {created['name']} "
-            f"v{created['version']}, status {created['status']}"
-        )
-        dataset = wait_for_dataset(created["id"], tenant["api_key"])
-        if dataset["status"] != "ready":
-            raise SystemExit(f"dataset validation failed: {dataset['errors']}")
-        columns = ", ".join(f"{c['name']}:{c['type']}" for c in dataset["schema"])
-        sequence = dataset["stats"]["columns"]["item_sequence"]
-        print(
-            f"5. validated by the worker: {dataset['row_count']} rows; schema {columns}; "
-            f"labels {dataset['stats']['label_distribution']}; item vocabulary {sequence['vocabulary_size']}"
-        )
-        print(
-            f"   stored at s3://{env.get('S3_BUCKET', 'mlplatform')}/tenants/{tenant['tenant_id']}/datasets/"
-            f"{dataset['id']}/data.csv (sha256 {dataset['sha256'][:12]}…)"
-        )
-        job = api_call(
-            "POST",
-            "/api/v1/jobs",
-            tenant["api_key"],
-            {
-                "dataset": dataset["id"],
-                "template": "sequence_ctr",
-                "model_name": "clicks-ctr",
-                "label_column": "clicked",
-                "params": {"epochs": 3},
-                "seed": 1,
-            },
-        )
-        print(
-            f"6. training job {job['id']} queued: sequence_ctr (Embedding 128 -> Conv1D 64 -> MaxPool -> "
-            "LSTM 128 -> sigmoid), 3 epochs"
-        )
-        job = wait_for_job(job["id"], tenant["api_key"])
-        if job["status"] != "succeeded":
-            raise SystemExit(f"training {job['status']}: {job['error_message']}")
-        metrics = job["metrics"]
-        print(
-            f"7. trained on {job['device']} in {job['compute_seconds']:.0f} s: validation AUC {metrics['auc']:.3f}, "
-            f"accuracy {metrics['accuracy']:.3f}, F1 {metrics['f1']:.3f}, log loss {metrics['log_loss']:.3f}"
-        )
-        print(
-            f"   published {job['model_name']} v{job['model_version']} at s3://{env.get('S3_BUCKET', 'mlplatform')}/"
-            f"tenants/{tenant['tenant_id']}/models/{job['model_name']}/{job['model_version']}/ "
-            "(SavedModel + manifest.json)"
-        )
-        predict_over_http(tenant["api_key"], job["model_name"], job["model_version"], clicks)
-        print("demo finished: the platform is up on the embedded defaults.")
+        env = base_env()
+        with supervised() as children:
+            run_demo(children, env)
         return 0
-    finally:
-        stop_all(processes, s3)
+    except KeyboardInterrupt as interrupt:
+        print("demo interrupted: stopped everything it started.", file=sys.stderr)
+        return interrupted_exit_code(interrupt)
 
 
-def predict_over_http(key: str, model_name: str, version: int, sample_csv: Path) -> None:
+def run_demo(children: Children, env: dict[str, str]) -> None:
+    """The main job end to end, printed step by step (no beat: submitting a job dispatches it)."""
+    api, serving = api_address(env), serving_address(env)
+    children.s3 = ensure_s3(env)
+    prepare(env)
+    tenant = create_demo_tenant(env, f"Demo {time.strftime('%Y%m%d-%H%M%S')}")
+    key = tenant["api_key"]
+    print(f"1. created tenant {tenant['slug']} ({tenant['tenant_id']})")
+    print(f"   API key (shown once): {key}")
+    start_api(children, env)
+    start_worker(children, env)
+    start_serving(children, env)
+    me = api_call("GET", "/api/v1/tenant", key, host=api)
+    print(
+        f"2. GET /api/v1/tenant -> tenant {me['tenant']['slug']}, caller role {me['caller']['role']}, "
+        f"scopes {','.join(me['caller']['scopes'])}"
+    )
+    report = probe_worker(env)
+    print(
+        f"3. Celery worker answered on queue 'default': {report['hostname']} "
+        f"(platform.system()={report['platform_system']}, tensorflow loaded={report['tensorflow_loaded']})"
+    )
+    clicks = var_dir(env) / "demo" / "clicks.csv"
+    clicks.parent.mkdir(parents=True, exist_ok=True)
+    manage(env, "make_sample_data", "--kind", "ctr", "--rows", "5000", "--seed", "1", "--out", str(clicks))
+    created = upload_dataset(clicks, key, host=api, name="clicks", label_column="clicked")
+    print(
+        f"4. uploaded {clicks.name} ({created['size_bytes']} bytes) as dataset {created['name']} "
+        f"v{created['version']}, status {created['status']}"
+    )
+    dataset = wait_for_dataset(created["id"], key, host=api)
+    if dataset["status"] != "ready":
+        raise SystemExit(f"dataset validation failed: {dataset['errors']}")
+    columns = ", ".join(f"{c['name']}:{c['type']}" for c in dataset["schema"])
+    sequence = dataset["stats"]["columns"]["item_sequence"]
+    print(
+        f"5. validated by the worker: {dataset['row_count']} rows; schema {columns}; "
+        f"labels {dataset['stats']['label_distribution']}; item vocabulary {sequence['vocabulary_size']}"
+    )
+    print(
+        f"   stored at s3://{env.get('S3_BUCKET', 'mlplatform')}/tenants/{tenant['tenant_id']}/datasets/"
+        f"{dataset['id']}/data.csv (sha256 {dataset['sha256'][:12]}…)"
+    )
+    job = api_call(
+        "POST",
+        "/api/v1/jobs",
+        key,
+        {
+            "dataset": dataset["id"],
+            "template": "sequence_ctr",
+            "model_name": "clicks-ctr",
+            "label_column": "clicked",
+            "params": {"epochs": 3},
+            "seed": 1,
+        },
+        host=api,
+    )
+    print(
+        f"6. training job {job['id']} queued: sequence_ctr (Embedding 128 -> Conv1D 64 -> MaxPool -> "
+        "LSTM 128 -> sigmoid), 3 epochs"
+    )
+    job = wait_for_job(job["id"], key, host=api)
+    if job["status"] != "succeeded":
+        raise SystemExit(f"training {job['status']}: {job['error_message']}")
+    metrics = job["metrics"]
+    print(
+        f"7. trained on {job['device']} in {job['compute_seconds']:.0f} s: validation AUC {metrics['auc']:.3f}, "
+        f"accuracy {metrics['accuracy']:.3f}, F1 {metrics['f1']:.3f}, log loss {metrics['log_loss']:.3f}"
+    )
+    print(
+        f"   published {job['model_name']} v{job['model_version']} at s3://{env.get('S3_BUCKET', 'mlplatform')}/"
+        f"tenants/{tenant['tenant_id']}/models/{job['model_name']}/{job['model_version']}/ "
+        "(SavedModel + manifest.json)"
+    )
+    predict_over_http(key, job["model_name"], job["model_version"], clicks, api=api, serving=serving)
+    print("demo finished: the platform is up on the embedded defaults.")
+
+
+def predict_over_http(key: str, model_name: str, version: int, sample_csv: Path, *, api: str, serving: str) -> None:
     """Promote the new version to production, then ask the serving process about two real visitors."""
-    api_call("PUT", f"/api/v1/models/{model_name}/aliases/production", key, {"version": version})
+    api_call("PUT", f"/api/v1/models/{model_name}/aliases/production", key, {"version": version}, host=api)
     print(f"8. promoted {model_name} v{version}: alias production -> v{version} (PUT /api/v1/models/.../aliases)")
     rows = list(csv.DictReader(sample_csv.open()))
     clicked = next(r for r in rows if r["clicked"] == "1")
@@ -346,14 +486,14 @@ def predict_over_http(key: str, model_name: str, version: int, sample_csv: Path)
         f"/v1/models/{model_name}:predict",
         key,
         {"instances": [clicked["item_sequence"], skipped["item_sequence"]]},
-        host=SERVING,
+        host=serving,
     )
     cold = time.perf_counter() - started
     started = time.perf_counter()
-    api_call("POST", f"/v1/models/{model_name}:predict", key, {"instances": [clicked["item_sequence"]]}, host=SERVING)
+    api_call("POST", f"/v1/models/{model_name}:predict", key, {"instances": [clicked["item_sequence"]]}, host=serving)
     warm = time.perf_counter() - started
     print(
-        f"9. POST http://{SERVING}/v1/models/{model_name}:predict (TF Serving REST), first call {cold:.2f} s "
+        f"9. POST http://{serving}/v1/models/{model_name}:predict (TF Serving REST), first call {cold:.2f} s "
         f"(load from S3, sha256 checked), next {warm * 1000:.1f} ms:"
     )
     for row, prediction in zip((clicked, skipped), answer["predictions"], strict=True):
@@ -386,6 +526,8 @@ def main() -> int:
     s3.add_argument("action", choices=["start", "stop"])
     s3.set_defaults(func=cmd_s3)
     args = parser.parse_args()
+    if args.func in {cmd_up, cmd_demo}:
+        stop_on_signals()  # before anything starts: a signal during start-up must stop what was started
     return args.func(args)
 
 

@@ -40,7 +40,7 @@ class ModelVersion(TenantOwnedModel):
     version = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PUBLISHING, db_index=True)
     job = models.OneToOneField("training.TrainingJob", null=True, on_delete=models.SET_NULL, related_name="+")
-    dataset = models.ForeignKey("training.Dataset", null=True, on_delete=models.SET_NULL, related_name="+")
+    dataset = models.ForeignKey("datasets.Dataset", null=True, on_delete=models.SET_NULL, related_name="+")
     template = models.CharField(max_length=50)
     object_prefix = models.CharField(max_length=512)
     manifest = models.JSONField(default=dict, blank=True)
@@ -50,6 +50,8 @@ class ModelVersion(TenantOwnedModel):
     error_count = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     published_at = models.DateTimeField(null=True, blank=True)
+
+    STORED_BYTES = ("size_bytes", models.Q())  # a version's files, from publishing until it is deleted
 
     class Meta:
         ordering = ["model", "-version"]

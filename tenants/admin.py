@@ -12,7 +12,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from core.admin import RecordAdmin, ServiceWriteAdmin
 from tenants import services
-from tenants.models import ApiKey, AuditEvent, Membership, Plan, PlanPrice, Role, Scope, Tenant, UsageRecord, User
+from tenants.models import ApiKey, AuditEvent, Membership, Plan, PlanPrice, Role, Scope, Tenant, User
 
 
 @admin.register(User)
@@ -120,16 +120,6 @@ class PlanAdmin(ServiceWriteAdmin):
     def save_related(self, request, form, formsets, change):
         for formset in formsets:  # the read-only price history: written by set_plan_prices only
             formset.save(commit=False)  # writes nothing; fills what the admin's change message reads
-
-
-@admin.register(UsageRecord)
-class UsageRecordAdmin(RecordAdmin):
-    """Daily usage per tenant, rebuilt by the hourly roll-up task (read-only here)."""
-
-    deletable = False
-    list_display = ["day", "tenant", "kind", "model_name", "version", "quantity"]
-    list_filter = ["kind", "tenant"]
-    date_hierarchy = "day"
 
 
 class MembershipInline(admin.TabularInline):

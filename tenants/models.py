@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import ClassVar
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
@@ -86,6 +87,15 @@ PLAN_FIELDS = (
     "predictions_per_minute",
     "max_job_memory_bytes",
 )
+# A plan's prices: what ``services.set_plan_prices`` changes, kept per day in ``PlanPrice`` for billing.
+PRICE_FIELDS = (
+    "currency",
+    "monthly_base_fee",
+    "price_gpu_hour",
+    "price_cpu_hour",
+    "price_gb_month",
+    "price_per_1k_predictions",
+)
 
 
 class PlanPrice(models.Model):
@@ -146,7 +156,13 @@ class TenantOwnedModel(models.Model):
 
     Read these rows through ``Model.objects.for_tenant(tenant)``; the API's
     scoped base view does so for every endpoint.
+
+    A row that holds objects in storage says so with ``STORED_BYTES``: the name of its size field and the
+    filter of the rows whose objects are stored now. ``tenants.selectors.storage_bytes_used`` sums every such
+    model, so the storage quota and the bill count the same bytes, and an app added later counts by declaring it.
     """
+
+    STORED_BYTES: ClassVar[tuple[str, models.Q] | None] = None
 
     tenant = models.ForeignKey(
         Tenant, on_delete=models.CASCADE, db_index=True, related_name="%(app_label)s_%(class)s_set"
@@ -234,34 +250,6 @@ class ApiKey(TenantOwnedModel):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > now
-
-
-class UsageRecord(TenantOwnedModel):
-    """One day's use of one kind (per model version for predictions), rebuilt by the daily aggregation."""
-
-    class Kind(models.TextChoices):
-        GPU_SECONDS = "gpu_seconds", "GPU seconds"
-        CPU_SECONDS = "cpu_seconds", "CPU seconds"
-        STORAGE_BYTE_DAYS = "storage_byte_days", "Storage byte-days"
-        PREDICTIONS = "predictions", "Predictions"
-
-    day = models.DateField(db_index=True)
-    kind = models.CharField(max_length=32, choices=Kind.choices)
-    model_name = models.CharField(max_length=63, blank=True)  # predictions only
-    version = models.PositiveIntegerField(null=True, blank=True)
-    quantity = models.DecimalField(max_digits=24, decimal_places=3)
-    updated_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["day", "kind", "model_name", "version"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["tenant", "day", "kind", "model_name", "version"], name="one_usage_record_per_day_kind_model"
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.day} {self.kind} {self.quantity}"
 
 
 class AuditEvent(TenantOwnedModel):

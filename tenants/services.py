@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
 from core.errors import ConflictError, ForbiddenError, NotFoundError, ServiceError
-from tenants import audit, billing, keys, selectors
+from tenants import audit, keys, selectors
 from tenants.models import (
     PLAN_FIELDS,
+    PRICE_FIELDS,
     ROLE_RANK,
     ROLE_SCOPES,
     ApiKey,
@@ -25,7 +25,6 @@ from tenants.models import (
     Scope,
     Tenant,
     TenantPlanPeriod,
-    UsageRecord,
     User,
 )
 
@@ -143,7 +142,6 @@ def set_tenant_plan(*, tenant: Tenant, plan: Plan) -> Tenant:
 # read it through the API); the price history itself (PlanPrice rows, never edited) is the platform-level
 # record of what was charged when.
 
-PRICE_FIELDS = billing.PRICE_FIELDS
 # The seed row of a plan's price history: its first prices applied since before any usage.
 PRICE_HISTORY_START = date(1970, 1, 1)
 
@@ -534,58 +532,3 @@ def _require_another_owner(tenant: Tenant) -> None:
     lock_tenant(tenant_id=tenant.pk)  # two concurrent demotions cannot both pass the check
     if selectors.owner_count(tenant=tenant) <= 1:
         raise ConflictError("A tenant must keep at least one owner.", code="last_owner")
-
-
-# --- Usage --------------------------------------------------------------------
-
-
-def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
-    """Rebuild the day's usage records (every tenant, or one) from jobs, storage and metered predictions.
-
-    Idempotent: the day's rows are replaced in one transaction, so the
-    periodic task can run it as often as it likes. Compute is counted per
-    attempt, on the day the attempt ended (a killed attempt ends at its last
-    heartbeat; a running one counts when it ends); storage is the bytes
-    stored when the aggregation runs, times one day; predictions are the serving process's hourly meters summed per day.
-    """
-    from serving.models import ModelVersion, PredictionUsage
-    from training import selectors as training_selectors
-
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    end = start + timedelta(days=1)
-    tenants = [tenant] if tenant is not None else list(Tenant.objects.all())
-    written = 0
-    for current in tenants:
-        rows: list[UsageRecord] = []
-        compute = training_selectors.compute_seconds_by_device(tenant=current, start=start, end=end)
-        for device, seconds in sorted(compute.items()):
-            kind = UsageRecord.Kind.GPU_SECONDS if device == "gpu" else UsageRecord.Kind.CPU_SECONDS
-            rows.append(UsageRecord(tenant=current, day=day, kind=kind, quantity=Decimal(str(round(seconds, 3)))))
-        stored = training_selectors.storage_bytes_used(tenant=current) + (
-            ModelVersion.objects.for_tenant(current).aggregate(t=Sum("size_bytes"))["t"] or 0
-        )
-        if stored:
-            rows.append(UsageRecord(tenant=current, day=day, kind=UsageRecord.Kind.STORAGE_BYTE_DAYS, quantity=stored))
-        predictions = (
-            PredictionUsage.objects.for_tenant(current)
-            .filter(period_start__gte=start, period_start__lt=end)
-            .values_list("model_name", "version")
-            .annotate(total=Sum("predictions"))
-        )
-        for model_name, version, count in predictions:
-            if count:
-                rows.append(
-                    UsageRecord(
-                        tenant=current,
-                        day=day,
-                        kind=UsageRecord.Kind.PREDICTIONS,
-                        model_name=model_name,
-                        version=version,
-                        quantity=count,
-                    )
-                )
-        with transaction.atomic():
-            UsageRecord.objects.for_tenant(current).filter(day=day).delete()
-            UsageRecord.objects.bulk_create(rows)
-        written += len(rows)
-    return written

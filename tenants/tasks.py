@@ -1,20 +1,10 @@
-"""Periodic tenant bookkeeping: the daily usage roll-up and expired Idempotency-Key answers (beat runs both hourly)."""
+"""Periodic tenant bookkeeping: expired Idempotency-Key answers (beat runs it hourly)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
-from django.utils import timezone
 
-from tenants import idempotency, services
-
-
-@shared_task(name="tenants.tasks.aggregate_usage", acks_late=True)
-def aggregate_usage() -> int:
-    """Rebuild yesterday's records (late meters and jobs land) and today's so far."""
-    today = timezone.now().date()
-    return sum(services.aggregate_usage(day=day) for day in (today - timedelta(days=1), today))
+from tenants import idempotency
 
 
 @shared_task(name="tenants.tasks.purge_idempotency_records", acks_late=True)

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from core import storage
 from core.s3server import port_is_open, start_s3_server
-from tests.factories import TenantWithKey, make_tenant
+from tests.support.factories import TenantWithKey, make_tenant
 
 
 @pytest.fixture(scope="session", autouse=True)

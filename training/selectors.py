@@ -1,42 +1,20 @@
-"""Reads of datasets. Every function takes the tenant or a row already scoped to it."""
+"""Reads of training jobs and the compute they use. Every function takes the tenant or a row already scoped to it."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from itertools import islice
 from typing import Any
 
-from django.db.models import Exists, Max, OuterRef, Q, QuerySet, Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from core import storage
-from core.errors import ServiceError
 from tenants.models import Tenant
-from training.models import Dataset, JobAttempt, TrainingJob
-from training.profiling import json_safe
-from training.readers import DatasetFormatError, open_rows
-
-# Datasets whose objects occupy storage (invalid ones have theirs removed).
-STORED_STATUSES = [Dataset.Status.UPLOADING, Dataset.Status.VALIDATING, Dataset.Status.READY]
-
-
-def datasets_of(*, tenant: Tenant) -> QuerySet[Dataset]:
-    return Dataset.objects.for_tenant(tenant)
+from training.models import JobAttempt, JobLogLine, JobMetric, TrainingJob
 
 
 def jobs_of(*, tenant: Tenant) -> QuerySet[TrainingJob]:
     return TrainingJob.objects.for_tenant(tenant)
-
-
-def storage_bytes_used(*, tenant: Tenant) -> int:
-    """Bytes of the tenant's dataset objects (for quotas and metering): those stored, and those in flight.
-
-    A multipart upload's dataset is ``uploading`` from its start with its declared size, and S3 takes no more
-    than that (each part URL signs its length), so bytes in flight are counted before they arrive.
-    """
-    total = datasets_of(tenant=tenant).filter(status__in=STORED_STATUSES).aggregate(total=Sum("size_bytes"))["total"]
-    return int(total or 0)
 
 
 # --- compute quota ------------------------------------------------------------------------
@@ -111,59 +89,16 @@ def compute_seconds_remaining(*, tenant: Tenant) -> float:
     return quota - compute_seconds_this_month(tenant=tenant) - compute_seconds_reserved(tenant=tenant)
 
 
-def next_version(*, tenant: Tenant, name: str) -> int:
-    latest = datasets_of(tenant=tenant).filter(name=name).aggregate(v=Max("version"))["v"]
-    return (latest or 0) + 1
-
-
-def duplicate_of(*, tenant: Tenant, sha256: str, exclude_id=None) -> Dataset | None:
-    """An earlier dataset of the same tenant with identical content, if any."""
-    same = datasets_of(tenant=tenant).filter(sha256=sha256).exclude(pk=exclude_id).exclude(status="invalid")
-    return same.order_by("created_at").first()
-
-
-# A preview shows what a dataset looks like, so its cells are abbreviated: 100 rows of 30 MiB texts must not
-# become a multi-gigabyte response (the reader already bounds one row).
-PREVIEW_CELL_CHARS = 2000
-PREVIEW_CELL_ITEMS = 200
-
-
-def _preview_cell(value: Any) -> Any:
-    if isinstance(value, str | bytes) and len(value) > PREVIEW_CELL_CHARS:
-        return value[:PREVIEW_CELL_CHARS] + ("…" if isinstance(value, str) else b"...")
-    if isinstance(value, list) and len(value) > PREVIEW_CELL_ITEMS:
-        return [_preview_cell(v) for v in value[:PREVIEW_CELL_ITEMS]] + ["…"]
-    if isinstance(value, list):
-        return [_preview_cell(v) for v in value]
-    if isinstance(value, dict) and len(value) > PREVIEW_CELL_ITEMS:
-        return {k: _preview_cell(v) for k, v in list(value.items())[:PREVIEW_CELL_ITEMS]}
-    return value
-
-
-def preview_rows(*, dataset: Dataset, rows: int) -> dict[str, Any]:
-    """The first ``rows`` rows of a stored dataset, as stored (PII already hashed or dropped), long cells abbreviated.
-
-    Goes through the same guarded reader as validation, so a stored object that would
-    expand past the limits is refused with its code (422) instead of filling memory.
-    """
-    try:
-        with storage.open_reader(dataset.object_key, buffer_size=1024 * 1024) as stream:
-            columns, records = open_rows(dataset.format, stream)
-            first = [{c: _preview_cell(row.get(c)) for c in columns} for _, row in islice(records, rows)]
-    except DatasetFormatError as exc:
-        raise ServiceError(exc.message, code=exc.code, details=exc.details, status_code=422) from None
-    return {"columns": columns, "rows": [[json_safe(row.get(c)) for c in columns] for row in first]}
-
-
 def job_log_tail(*, job, lines: int) -> list[dict[str, Any]]:
-    from training.models import JobLogLine
-
     tail = JobLogLine.objects.filter(tenant_id=job.tenant_id, job=job).order_by("-id")[:lines]
     return [{"time": line.created_at, "message": line.message} for line in reversed(list(tail))]
 
 
 def job_metric_series(*, job) -> list[dict[str, Any]]:
-    from training.models import JobMetric
-
     rows = JobMetric.objects.filter(tenant_id=job.tenant_id, job=job).order_by("epoch")
     return [{"epoch": row.epoch, **row.values} for row in rows]
+
+
+def dataset_in_use(*, dataset) -> bool:
+    """Whether an unfinished training job reads this dataset."""
+    return TrainingJob.objects.filter(dataset=dataset, status__in=TrainingJob.ACTIVE).exists()

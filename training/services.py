@@ -1,612 +1,820 @@
-"""Writes for datasets: ingestion (direct and multipart), validation, deletion, cleanup."""
+"""Writes for training jobs: submission checks, fair dispatch, state changes, cancellation, reaping.
+
+The worker-side steps (claiming a job, recording epochs, finishing) live here
+too, so the Celery task and the trainer stay thin and every state change goes
+through one place.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
+import os
 import re
-import tempfile
-import uuid
+from collections import defaultdict
 from datetime import timedelta
-from itertools import islice
-from typing import IO, Any
+from typing import Any
 
+import jsonschema
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
+from django.db.models import F, OuterRef, Q, Subquery, Sum, Value, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
-from core import storage
-from core.errors import ConflictError, NotFoundError, PayloadTooLargeError, QuotaExceededError, ServiceError
+from core import queue
+from core.errors import ConflictError, QuotaExceededError, ServiceError
+from datasets.models import Dataset
 from tenants import audit
 from tenants import services as tenant_services
 from tenants.models import Tenant
-from training import pii, selectors
-from training.models import Dataset, DatasetFormat, DatasetUpload, PiiMode
-from training.profiling import DatasetProfile
-from training.readers import DatasetFormatError, check_text_head, detect_format, open_rows
+from training import selectors
+from training.models import JobAttempt, JobLogLine, JobMetric, TrainingJob
+from training.templates import TEMPLATES, Template
 
 logger = logging.getLogger(__name__)
+MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+LOG_LINE_MAX = 2000
+Status = TrainingJob.Status
 
-NAME_RE = re.compile(r"^[\w][\w .,()+-]{0,99}$")
-MIN_PART_BYTES = 8 * 1024 * 1024
-HEAD_BYTES = 64 * 1024
-HEAD_ROWS = 1000
+# Why a job failed or stopped, as tenants see it: a code and a fixed plain message. The raw exception text and the
+# traceback go to the worker's log and to ``error_traceback`` (operators, in the admin), never to tenants: they
+# can name hosts, buckets, paths and internals.
+COMPUTE_QUOTA_EXCEEDED = "compute_quota_exceeded"
+TENANT_SUSPENDED = "tenant_suspended"
+ERROR_MESSAGES = {
+    "training_failed": "Training failed. The platform's operators have the details.",
+    "invalid_data": "The dataset could not be read for training. Check its format and values.",
+    "out_of_memory": "Training ran out of memory. Try a smaller batch_size, embedding or vocabulary.",
+    "storage_unavailable": "Storage or the database was unavailable on every attempt. Retry the job later.",
+    "worker_lost": "The worker running the job stopped responding on every attempt.",
+    COMPUTE_QUOTA_EXCEEDED: (
+        "Stopped: the job's runtime budget (max_runtime_seconds) or the plan's monthly compute quota is used up. "
+        "Its last checkpoint is kept; a retry after the plan changes resumes from it."
+    ),
+    TENANT_SUSPENDED: "Stopped: the tenant is suspended. Its last checkpoint is kept.",
+}
+STOP_CODES = (COMPUTE_QUOTA_EXCEEDED, TENANT_SUSPENDED)
+# Tasks are sent by name (``core.queue``): ``training.tasks`` imports this module, never the reverse.
+DISPATCH_JOBS = "training.tasks.dispatch_jobs"
+TRAIN_MODEL = "training.tasks.train_model"
 
 
-class DatasetRejected(ServiceError):
-    """The upload is unusable; nothing was stored."""
-
-    code = "invalid_dataset"
+# --- submission -------------------------------------------------------------------------
 
 
-def _rejected(error: DatasetFormatError) -> DatasetRejected:
-    return DatasetRejected(error.message, code=error.code, details=error.details)
+def _schema_types(dataset: Dataset) -> dict[str, str]:
+    return {column["name"]: column["type"] for column in dataset.schema}
 
 
-# --- checks shared by both upload paths -------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise ServiceError("A dataset needs a name.", code="invalid_name", details={"name": ["Required."]})
-    if len(name) > 100:
-        raise ServiceError("Dataset names are at most 100 characters.", code="invalid_name")
-    if not NAME_RE.match(name):
+def _check_columns(template: Template, dataset: Dataset, label_column: str, feature_columns: list[str]) -> list[str]:
+    spec = template.columns
+    types = _schema_types(dataset)
+    if label_column not in types:
         raise ServiceError(
-            "Dataset names use letters, digits, spaces and . , ( ) + - _ only, starting with a letter or digit.",
-            code="invalid_name",
+            f"label_column {label_column!r} is not a column of the dataset.",
+            code="unknown_column",
+            details={"label_column": label_column},
         )
-    return name
-
-
-def check_format(fmt: str | None) -> str | None:
-    if fmt in (None, ""):
-        return None
-    if fmt not in DatasetFormat.values:
-        raise ServiceError(f"Unknown format {fmt!r}; use csv, parquet or jsonl.", code="unknown_format")
-    return fmt
-
-
-def check_column_tags(tags: Any) -> dict[str, str]:
-    if tags in (None, ""):
-        return {}
-    if not isinstance(tags, dict) or not all(isinstance(k, str) and v == "pii" for k, v in tags.items()):
-        raise ServiceError('column_tags maps column names to "pii", e.g. {"email": "pii"}.', code="invalid_column_tags")
-    return tags
-
-
-def upload_limit(*, tenant: Tenant) -> tuple[int, int]:
-    """(largest dataset the plan allows, storage bytes left in the quota)."""
-    plan = tenant.plan
-    left = max(0, plan.storage_bytes - selectors.storage_bytes_used(tenant=tenant))
-    return plan.max_dataset_bytes, left
-
-
-def check_size(*, tenant: Tenant, size: int) -> None:
-    max_dataset, left = upload_limit(tenant=tenant)
-    if size > max_dataset:
-        raise PayloadTooLargeError(
-            f"The file is {size} bytes; the plan allows {max_dataset} per dataset.",
-            code="dataset_too_large",
-            details={"limit": max_dataset, "size": size},
+    if types[label_column] not in spec.label_types:
+        raise ServiceError(
+            f"{template.name} needs a label of type {' or '.join(spec.label_types)}; "
+            f"{label_column!r} is {types[label_column]}.",
+            code="wrong_column_type",
+            details={"label_column": label_column},
         )
-    if size > left:
-        raise QuotaExceededError(
-            f"The file is {size} bytes; {left} bytes of storage quota are left.",
-            code="storage_quota_exceeded",
-            details={"remaining": left, "size": size},
-        )
-
-
-def reserve_storage(*, tenant: Tenant, size: int) -> Tenant:
-    """Check the quota for ``size`` more bytes under a lock on the tenant; call inside the transaction that
-    inserts the row holding them.
-
-    The lock serializes concurrent uploads of one tenant between the check and the insert, so two uploads that
-    each fit cannot both pass and together exceed the quota.
-    """
-    locked = tenant_services.lock_tenant(tenant_id=tenant.pk)
-    check_size(tenant=locked, size=size)
-    return locked
-
-
-def inspect_head(stream: IO[bytes], *, fmt: str | None, filename: str, label_column: str, tags: dict[str, str]) -> str:
-    """Detect the format and check the header and first row; the stream must be seekable."""
-    head = stream.read(HEAD_BYTES)
-    stream.seek(0)
-    if not head:
-        raise DatasetRejected("The file is empty.", code="empty_file")
-    fmt = fmt or detect_format(head, filename)
-    try:
-        if fmt != "parquet":
-            check_text_head(head)
-        columns, rows = open_rows(fmt, stream)
-        # The first rows are checked now, so most broken files never get stored.
-        if sum(1 for _ in islice(rows, HEAD_ROWS)) == 0:
-            raise DatasetFormatError("header_only", "The file has a header but no rows.")
-    except DatasetFormatError as exc:
-        raise _rejected(exc) from None
-    finally:
-        stream.seek(0)
-    if label_column and label_column not in columns:
-        raise DatasetRejected(
-            f"label_column {label_column!r} is not a column of the file.",
-            code="unknown_label_column",
-            details={"columns": columns[:50]},
-        )
-    unknown = sorted(set(tags) - set(columns))
-    if unknown:
-        raise DatasetRejected(
-            "column_tags names columns the file lacks.", code="unknown_tagged_column", details={"columns": unknown}
-        )
-    if label_column and label_column in tags:
-        raise DatasetRejected("The label column cannot be tagged pii.", code="pii_label_column")
-    return fmt
-
-
-def object_key(dataset: Dataset) -> str:
-    return storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id), f"data.{dataset.format}")
-
-
-def dataset_folder(tenant_id, dataset_id) -> str:
-    """The prefix holding every object of one dataset (what deletion removes)."""
-    return storage.tenant_key(tenant_id, "datasets", str(dataset_id)) + "/"
-
-
-def _new_dataset(*, tenant: Tenant, name: str, fmt: str, filename: str, label_column: str, **fields) -> Dataset:
-    """An unsaved dataset row with its id and object key decided (the version is given on insert)."""
-    dataset = Dataset(
-        tenant=tenant,
-        id=uuid.uuid4(),
-        name=name,
-        format=fmt,
-        original_filename=filename[:255],
-        label_column=label_column,
-        **fields,
-    )
-    dataset.object_key = object_key(dataset)
-    return dataset
-
-
-def _insert_with_next_version(dataset: Dataset) -> Dataset:
-    """Give the row the next version of its name; retried if another upload takes it first."""
-    for _ in range(5):
-        dataset.version = selectors.next_version(tenant=dataset.tenant, name=dataset.name)
-        try:
-            with transaction.atomic():
-                dataset.save(force_insert=True)
-            return dataset
-        except IntegrityError:
-            continue
-    raise ConflictError("Too many concurrent uploads of this name; retry.", code="version_conflict")
-
-
-def _enqueue_validation(dataset_id) -> None:
-    from training.tasks import validate_dataset
-
-    # robust: a broker hiccup must not fail the upload; the sweeper re-sends stuck validations.
-    transaction.on_commit(lambda: validate_dataset.delay(dataset_id=str(dataset_id)), robust=True)
-
-
-# --- direct upload ---------------------------------------------------------------------
-
-
-class _HashingWriter:
-    def __init__(self, sink: IO[bytes]) -> None:
-        self.sink, self.hash, self.size = sink, hashlib.sha256(), 0
-
-    def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        return self.sink.write(data)
-
-    def flush(self) -> None:
-        self.sink.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    # io.TextIOWrapper and pyarrow probe these.
-    closed = False
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        return self.size
-
-
-def create_dataset(
-    *,
-    tenant: Tenant,
-    staged: IO[bytes],
-    staged_sha256: str,
-    staged_size: int,
-    name: str,
-    filename: str = "",
-    fmt: str | None = None,
-    label_column: str = "",
-    column_tags: dict[str, str] | None = None,
-    pii_mode: str = PiiMode.HASH,
-) -> Dataset:
-    """Store a staged upload as a new dataset version (status ``validating``) and queue its validation."""
-    name = check_name(name)
-    fmt = check_format(fmt)
-    tags = check_column_tags(column_tags)
-    if pii_mode not in PiiMode.values:
-        raise ServiceError("pii_mode is hash or drop.", code="invalid_pii_mode")
-    if staged_size == 0:
-        raise DatasetRejected("The file is empty.", code="empty_file")
-    check_size(tenant=tenant, size=staged_size)
-    fmt = inspect_head(staged, fmt=fmt, filename=filename, label_column=label_column, tags=tags)
-
-    dataset = _new_dataset(
-        tenant=tenant,
-        name=name,
-        fmt=fmt,
-        filename=filename,
-        label_column=label_column,
-        status=Dataset.Status.VALIDATING,
-        column_tags=tags,
-        pii_mode=pii_mode,
-    )
-    try:
-        if tags:
-            dataset.sha256, dataset.size_bytes = _upload_without_pii(dataset, staged)
+    if not feature_columns:
+        candidates = [n for n, t in types.items() if n != label_column and t in spec.feature_types]
+        if spec.max_features == 1 and len(candidates) == 1:
+            feature_columns = candidates
         else:
-            storage.upload_stream(dataset.object_key, staged)
-            dataset.sha256, dataset.size_bytes = staged_sha256, staged_size
-        dataset.duplicate_of = selectors.duplicate_of(tenant=tenant, sha256=dataset.sha256)
-        with transaction.atomic():
-            reserve_storage(tenant=tenant, size=dataset.size_bytes)  # concurrent uploads may have used it meanwhile
-            _insert_with_next_version(dataset)
-            _enqueue_validation(dataset.id)
-            audit.record(
-                tenant=tenant,
-                action="dataset.create",
-                target=dataset,
-                details={"name": dataset.name, "version": dataset.version, "size_bytes": dataset.size_bytes},
+            raise ServiceError(
+                f"Name the feature_columns for {template.name}.",
+                code="feature_columns_required",
+                details={"candidates": candidates[:50]},
             )
-    except BaseException:
-        storage.delete_prefix(dataset_folder(tenant.id, dataset.id))
-        raise
-    return dataset
+    unknown = [c for c in feature_columns if c not in types]
+    if unknown:
+        raise ServiceError(
+            "feature_columns names columns the dataset lacks.",
+            code="unknown_column",
+            details={"feature_columns": unknown},
+        )
+    if label_column in feature_columns or len(set(feature_columns)) != len(feature_columns):
+        raise ServiceError("feature_columns must be distinct and must not include the label.", code="invalid_columns")
+    if len(feature_columns) < spec.min_features or (spec.max_features and len(feature_columns) > spec.max_features):
+        raise ServiceError(
+            f"{template.name} takes {spec.min_features} to {spec.max_features or 'any number of'} feature columns.",
+            code="wrong_feature_count",
+        )
+    wrong = {c: types[c] for c in feature_columns if types[c] not in spec.feature_types}
+    if wrong:
+        raise ServiceError(
+            f"{template.name} reads columns of type {', '.join(spec.feature_types)}.",
+            code="wrong_column_type",
+            details={"feature_columns": wrong},
+        )
+    classes = _label_classes(dataset, label_column)
+    if classes < 2:
+        raise ServiceError(f"The label {label_column!r} has fewer than two classes.", code="single_class_label")
+    if spec.task == "binary" and classes != 2:
+        raise ServiceError(
+            f"{template.name} is a binary model; {label_column!r} has {classes} classes.", code="not_binary_label"
+        )
+    return list(feature_columns)
 
 
-def _upload_without_pii(dataset: Dataset, staged: IO[bytes]) -> tuple[str, int]:
-    """Rewrite with PII hashed or dropped into a second staged file, then upload that."""
-    key = pii.tenant_pii_key(dataset.tenant_id)
-    with tempfile.TemporaryFile(dir=settings.DATASET_STAGING_DIR) as clean:
-        writer = _HashingWriter(clean)
-        try:
-            pii.rewrite(
-                dataset.format, staged, writer, pii_columns=set(dataset.column_tags), mode=dataset.pii_mode, key=key
-            )
-        except DatasetFormatError as exc:
-            raise _rejected(exc) from None
-        clean.flush()
-        clean.seek(0)
-        storage.upload_stream(dataset.object_key, clean)
-        return writer.hash.hexdigest(), writer.size
+def _label_classes(dataset: Dataset, label_column: str) -> int:
+    classes = len((dataset.stats or {}).get("label_distribution") or {})
+    if dataset.label_column != label_column:
+        classes = ((dataset.stats or {}).get("columns", {}).get(label_column, {}) or {}).get("distinct", 0)
+    return int(classes)
 
 
-# --- multipart upload straight to S3 --------------------------------------------------------
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.1f} GiB"
 
 
-def start_multipart_upload(
+def estimate_job_memory(
+    *, template: Template, params: dict[str, Any], dataset: Dataset, feature_columns: list[str], label_column: str
+) -> int:
+    """Bytes the job's model needs while training: parameters with gradients and Adam's state, plus one batch's
+    activations, from the template, the params and the dataset's profile (vocabulary from its largest id, capped;
+    categories per column; label classes)."""
+    column_stats = (dataset.stats or {}).get("columns", {})
+    types = _schema_types(dataset)
+    columns = {name: {"type": types.get(name)} | (column_stats.get(name) or {}) for name in feature_columns}
+    _, size = template.estimate_memory(params, columns=columns, classes=max(2, _label_classes(dataset, label_column)))
+    return size
+
+
+def _check_memory(*, tenant: Tenant, size: int) -> None:
+    limit = tenant.plan.max_job_memory_bytes
+    if size > limit:
+        raise ServiceError(
+            f"This job needs about {_gib(size)} of memory (parameters, optimizer state and one batch of "
+            f"activations); the plan allows {_gib(limit)} ({limit} bytes) per job. Reduce embedding_dim, "
+            "vocab_size, max_tokens, hidden_units or batch_size.",
+            code="job_memory_exceeded",
+            details={"estimated_memory_bytes": size, "max_job_memory_bytes": limit},
+        )
+
+
+def _reserve_runtime(*, tenant: Tenant, requested: int | None) -> int:
+    """The job's runtime budget, reserved against the month's compute quota (call inside the job's transaction).
+
+    The tenant's row is locked first, so concurrent submissions reserve one after another and cannot together
+    promise more than the quota.
+    """
+    tenant_services.lock_tenant(tenant_id=tenant.pk)
+    quota = tenant.plan.compute_seconds_per_month
+    remaining = int(selectors.compute_seconds_remaining(tenant=tenant))
+    details = {"compute_seconds_per_month": quota, "compute_seconds_available": max(0, remaining)}
+    if remaining < 1:
+        raise QuotaExceededError(
+            f"This month's {quota} compute seconds are spent or reserved by queued and running jobs.",
+            code=COMPUTE_QUOTA_EXCEEDED,
+            details=details,
+        )
+    if requested is None:
+        return min(settings.TRAINING_DEFAULT_MAX_RUNTIME_SECONDS, remaining)
+    if requested > remaining:
+        raise QuotaExceededError(
+            f"max_runtime_seconds={requested} is more than the {remaining} compute seconds left this month "
+            "(after what queued and running jobs have reserved).",
+            code=COMPUTE_QUOTA_EXCEEDED,
+            details=details | {"max_runtime_seconds": requested},
+        )
+    return requested
+
+
+@transaction.atomic
+def create_job(
     *,
     tenant: Tenant,
-    name: str,
-    size: int,
-    filename: str = "",
-    fmt: str | None = None,
-    label_column: str = "",
-    column_tags: dict[str, str] | None = None,
-) -> tuple[DatasetUpload, list[dict[str, Any]]]:
-    """Reserve a dataset version and return presigned URLs, one per part, for the client to PUT."""
-    name = check_name(name)
-    fmt = check_format(fmt) or detect_format(b"", filename)
-    if check_column_tags(column_tags):
+    dataset_id,
+    template: str,
+    model_name: str,
+    label_column: str,
+    params: dict[str, Any] | None = None,
+    feature_columns: list[str] | None = None,
+    validation_split: float = 0.2,
+    seed: int = 0,
+    max_runtime_seconds: int | None = None,
+) -> TrainingJob:
+    """Check everything a worker would trip over, then queue the job (dispatch follows the commit).
+
+    The job's memory is estimated and held to the plan's per-job limit, and its runtime budget
+    (``max_runtime_seconds``, else the default, at most what is left of the month's quota) is reserved.
+    """
+    chosen = TEMPLATES.get(template)
+    if chosen is None:
         raise ServiceError(
-            "Columns tagged pii need the proxied upload (POST /api/v1/datasets): raw values must never reach storage.",
-            code="pii_requires_proxied_upload",
+            f"Unknown template {template!r}.", code="unknown_template", details={"templates": sorted(TEMPLATES)}
         )
-    if size <= 0:
-        raise DatasetRejected("The file is empty.", code="empty_file")
-    check_size(tenant=tenant, size=size)
-    part_size = max(MIN_PART_BYTES, math.ceil(size / settings.DATASET_MULTIPART_MAX_PARTS))
-    dataset = _new_dataset(
-        tenant=tenant,
-        name=name,
-        fmt=fmt,
-        filename=filename,
-        label_column=label_column,
-        status=Dataset.Status.UPLOADING,
-        size_bytes=size,
+    if not MODEL_NAME_RE.match(model_name or ""):
+        raise ServiceError(
+            "model_name is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+            code="invalid_model_name",
+        )
+    dataset = Dataset.objects.for_tenant(tenant).filter(pk=dataset_id).first()
+    if dataset is None:
+        raise ServiceError("No such dataset.", code="unknown_dataset", details={"dataset": str(dataset_id)})
+    if dataset.status != Dataset.Status.READY:
+        raise ConflictError(f"The dataset is {dataset.status}, not ready.", code="dataset_not_ready")
+    try:
+        resolved = chosen.resolve_params(params or {})
+    except jsonschema.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.absolute_path) or "params"
+        raise ServiceError(
+            f"params.{path}: {exc.message}", code="invalid_params", details={path: exc.message}
+        ) from None
+    columns = _check_columns(chosen, dataset, label_column, list(feature_columns or []))
+    if not 0.05 <= validation_split <= 0.5:
+        raise ServiceError("validation_split is between 0.05 and 0.5.", code="invalid_validation_split")
+    if max_runtime_seconds is not None and not 1 <= max_runtime_seconds <= settings.TRAINING_TIME_LIMIT_SECONDS:
+        raise ServiceError(
+            f"max_runtime_seconds is between 1 and {settings.TRAINING_TIME_LIMIT_SECONDS}.",
+            code="invalid_max_runtime_seconds",
+        )
+    memory = estimate_job_memory(
+        template=chosen, params=resolved, dataset=dataset, feature_columns=columns, label_column=label_column
     )
-    s3_upload_id = storage.create_multipart_upload(dataset.object_key)
+    _check_memory(tenant=tenant, size=memory)
+    budget = _reserve_runtime(tenant=tenant, requested=max_runtime_seconds)
+    job = TrainingJob.objects.create(
+        tenant=tenant,
+        dataset=dataset,
+        template=template,
+        model_name=model_name,
+        params=resolved,
+        label_column=label_column,
+        feature_columns=columns,
+        validation_split=validation_split,
+        seed=seed,
+        max_attempts=settings.TRAINING_MAX_ATTEMPTS,
+        max_runtime_seconds=budget,
+        estimated_memory_bytes=memory,
+    )
+    log(job, f"queued: {template} on dataset {dataset.name} v{dataset.version}")
+    audit.record(
+        tenant=tenant,
+        action="job.create",
+        target=job,
+        details={
+            "template": template,
+            "model_name": model_name,
+            "dataset": str(dataset.id),
+            "max_runtime_seconds": budget,
+        },
+    )
+    transaction.on_commit(request_dispatch)
+    return job
+
+
+# --- fair dispatch -----------------------------------------------------------------------
+
+
+def request_dispatch() -> None:
+    """Ask a worker to dispatch now; when the broker is down, beat's periodic dispatch sends the jobs later.
+
+    Called after commits (a job created, finished or requeued): the change is
+    already saved, so a broker outage must not turn it into an error.
+    """
+    from kombu.exceptions import OperationalError as BrokerError
+
     try:
-        with transaction.atomic():
-            reserve_storage(tenant=tenant, size=size)  # the declared bytes count from now (see storage_bytes_used)
-            _insert_with_next_version(dataset)
-            upload = DatasetUpload.objects.create(
-                tenant=tenant,
-                dataset=dataset,
-                s3_upload_id=s3_upload_id,
-                declared_size=size,
-                part_size=part_size,
-                expires_at=timezone.now() + timedelta(hours=settings.DATASET_UPLOAD_TTL_HOURS),
-            )
-            audit.record(
-                tenant=tenant,
-                action="dataset.upload_start",
-                target=dataset,
-                details={"name": dataset.name, "version": dataset.version, "declared_size": size},
-            )
-    except BaseException:
-        storage.abort_multipart_upload(dataset.object_key, upload_id=s3_upload_id)
-        raise
-    return upload, part_urls(upload)
+        queue.send(DISPATCH_JOBS)
+    except (BrokerError, OSError) as exc:
+        logger.warning("dispatch request not sent (broker unavailable: %s); the periodic dispatch will send it", exc)
 
 
-def part_sizes(*, declared_size: int, part_size: int) -> list[int]:
-    """The exact size of each part of an upload: ``part_size`` each, the last one what remains."""
-    count = math.ceil(declared_size / part_size)
-    return [part_size] * (count - 1) + [declared_size - part_size * (count - 1)]
+def dispatch_queued_jobs() -> list[str]:
+    """Send queued jobs to the gpu queue, fairly across tenants and within each plan's concurrency and budget.
 
+    A tenant's jobs in flight (dispatched, running or cancelling) never exceed
+    its plan's ``max_concurrent_jobs``; the rest wait ``queued``. Tenants take
+    turns (fewest in flight first, then the longest waiting), so one tenant's
+    fifty jobs never sit in front of another tenant's first. A conditional
+    update claims each job, so concurrent dispatchers cannot send one twice.
 
-def part_urls(upload: DatasetUpload) -> list[dict[str, Any]]:
-    """A presigned PUT URL per part, each signing the part's exact length: S3 refuses any other body size.
-
-    The URLs live DATASET_PART_URL_TTL_SECONDS (not as long as the upload); ``POST …/uploads/<id>/part-urls``
-    signs fresh ones while the upload is pending.
+    Spending is checked here, before a worker is taken: a suspended tenant's
+    jobs stay queued (they go once it is active again); a job whose own budget
+    is used, or whose tenant has spent the month's compute, fails with
+    ``compute_quota_exceeded`` (waiting for next month would hold a reservation
+    nobody sees; a retry after a plan change resumes from the checkpoint); a job
+    whose budget does not fit beside what the tenant's jobs in flight may still
+    use waits for them.
     """
-    upload_left = int((upload.expires_at - timezone.now()).total_seconds())
-    ttl = max(1, min(settings.DATASET_PART_URL_TTL_SECONDS, upload_left))
-    sizes = part_sizes(declared_size=upload.declared_size, part_size=upload.part_size)
-    return [
-        {
-            "part_number": n,
-            "size": size,
-            "url": storage.presigned_part_url(
-                upload.dataset.object_key,
-                upload_id=upload.s3_upload_id,
-                part_number=n,
-                content_length=size,
-                expires_in=ttl,
-            ),
-        }
-        for n, size in enumerate(sizes, start=1)
-    ]
-
-
-def check_stored_parts(*, upload: DatasetUpload) -> None:
-    """Refuse the upload unless S3 holds exactly the declared layout: every part at its signed size, no others.
-
-    Defence in depth behind the signed lengths (an S3 that does not enforce them, or a URL signed by older code):
-    nothing larger than declared is ever completed into an object.
-    """
-    expected = dict(enumerate(part_sizes(declared_size=upload.declared_size, part_size=upload.part_size), start=1))
-    stored = {
-        part["PartNumber"]: part["Size"]
-        for part in storage.list_parts(upload.dataset.object_key, upload_id=upload.s3_upload_id)
+    in_flight: dict[Any, int] = defaultdict(int)
+    in_flight_budget: dict[Any, float] = defaultdict(float)
+    for row in _in_flight_jobs().values("tenant_id", "max_runtime_seconds", "compute_seconds"):
+        in_flight[row["tenant_id"]] += 1
+        in_flight_budget[row["tenant_id"]] += selectors.unused_budget(
+            max_runtime_seconds=row["max_runtime_seconds"], compute_seconds=row["compute_seconds"]
+        )
+    waiting: dict[Any, list[TrainingJob]] = defaultdict(list)
+    # Candidates: each active tenant's oldest queued jobs, at most its plan's concurrency of them. A tenant with
+    # thousands of old jobs (or a suspended one) then cannot fill the batch and keep everyone else's jobs out.
+    per_tenant_rank = Window(RowNumber(), partition_by=[F("tenant_id")], order_by=[F("created_at").asc(), F("id")])
+    for job in (
+        TrainingJob.objects.filter(
+            status=Status.QUEUED, dispatched_at__isnull=True, tenant__status=Tenant.Status.ACTIVE
+        )
+        .annotate(rank_in_tenant=per_tenant_rank)
+        .filter(rank_in_tenant__lte=F("tenant__plan__max_concurrent_jobs"))
+        .select_related("tenant__plan")
+        .order_by("created_at")[: settings.TRAINING_DISPATCH_BATCH]
+    ):
+        waiting[job.tenant_id].append(job)
+    used = {
+        tenant_id: selectors.compute_seconds_this_month(tenant=jobs[0].tenant)
+        for tenant_id, jobs in waiting.items()
+        if jobs[0].tenant.is_active
     }
-    wrong = sorted(n for n, size in stored.items() if expected.get(n) != size)
-    missing = sorted(set(expected) - set(stored))
-    if wrong or missing or sum(stored.values()) != upload.declared_size:
-        raise DatasetRejected(
-            f"The parts in storage hold {sum(stored.values())} bytes; {upload.declared_size} were declared "
-            "in parts of the sizes given at the start.",
-            code="size_mismatch",
-            details={"wrong_size_parts": wrong[:100], "missing_parts": missing[:100]},
+
+    sent: list[str] = []
+    while waiting:
+        turn = sorted(waiting, key=lambda t: (in_flight[t], waiting[t][0].created_at))
+        progressed = False
+        for tenant_id in turn:
+            job = waiting[tenant_id][0]
+            tenant = job.tenant
+            if not tenant.is_active or in_flight[tenant_id] >= tenant.plan.max_concurrent_jobs:
+                del waiting[tenant_id]  # suspended: its jobs stay queued; at its limit: they wait for a slot
+                continue
+            budget = selectors.unused_budget(
+                max_runtime_seconds=job.max_runtime_seconds, compute_seconds=job.compute_seconds
+            )
+            quota = tenant.plan.compute_seconds_per_month
+            if used[tenant_id] >= quota:  # the month is spent: none of the tenant's queued jobs may start
+                _fail_queued(TrainingJob.objects.for_tenant(tenant), code=COMPUTE_QUOTA_EXCEEDED)
+                del waiting[tenant_id]
+                progressed = True
+                continue
+            spent = job.max_runtime_seconds is not None and budget <= 0
+            if not spent and in_flight[tenant_id] and used[tenant_id] + in_flight_budget[tenant_id] + budget > quota:
+                del waiting[tenant_id]  # does not fit beside what is running: wait for it to finish
+                continue
+            waiting[tenant_id].pop(0)
+            if not waiting[tenant_id]:
+                del waiting[tenant_id]
+            if spent:
+                _fail_queued(TrainingJob.objects.filter(pk=job.pk), code=COMPUTE_QUOTA_EXCEEDED)
+                progressed = True
+                continue
+            if _claim_for_dispatch(job):
+                in_flight[tenant_id] += 1
+                in_flight_budget[tenant_id] += budget
+                sent.append(str(job.pk))
+                progressed = True
+        if not progressed:
+            break
+    for job_id in sent:
+        queue.send(TRAIN_MODEL, job_id=job_id)
+    return sent
+
+
+def _in_flight_jobs():
+    """Jobs holding a worker slot: dispatched (still queued on the broker), running or cancelling."""
+    return TrainingJob.objects.filter(
+        Q(status__in=[Status.RUNNING, Status.CANCELLING]) | Q(status=Status.QUEUED, dispatched_at__isnull=False)
+    )
+
+
+def _claim_for_dispatch(job: TrainingJob) -> bool:
+    """Mark one queued job dispatched, under a lock on its tenant's row with the tenant's jobs in flight counted
+    again: two dispatchers at once (beat and a worker) cannot together send past the plan's concurrency, nor
+    send a job of a tenant suspended since the candidates were read."""
+    with transaction.atomic():
+        tenant = tenant_services.lock_tenant(tenant_id=job.tenant_id)
+        if not tenant.is_active or _in_flight_jobs().filter(tenant=tenant).count() >= tenant.plan.max_concurrent_jobs:
+            return False
+        return bool(
+            TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__isnull=True).update(
+                dispatched_at=timezone.now()
+            )
         )
 
 
-def complete_multipart_upload(*, tenant: Tenant, upload_id, parts: list[dict[str, Any]]) -> Dataset:
-    upload = DatasetUpload.objects.for_tenant(tenant).select_related("dataset").filter(pk=upload_id).first()
-    if upload is None:
-        raise NotFoundError("No such upload.")
-    if upload.status != DatasetUpload.Status.PENDING:
-        raise ConflictError(f"This upload is {upload.status}.", code="upload_not_pending")
-    if upload.expires_at <= timezone.now():
-        abort_upload(upload=upload)
-        raise ConflictError("This upload expired and was aborted; start a new one.", code="upload_expired")
-    dataset = upload.dataset
-    try:
-        check_stored_parts(upload=upload)
-    except DatasetRejected:
-        _discard(upload)
-        raise
-    except storage.ClientError as exc:
-        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
-            raise  # storage unavailable: a retryable 503
-        # NoSuchUpload with the object present: completed by an earlier call (its size is checked below).
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code != "NoSuchUpload" or storage.head(dataset.object_key) is None:
-            raise ServiceError(f"S3 refused to list the upload's parts ({code}).", code="invalid_parts") from None
-    s3_parts = [{"PartNumber": int(p["part_number"]), "ETag": str(p["etag"])} for p in parts]
-    try:
-        storage.complete_multipart_upload(dataset.object_key, upload_id=upload.s3_upload_id, parts=s3_parts)
-    except storage.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        # NoSuchUpload with the object present: an earlier call completed it and its answer was lost.
-        if code != "NoSuchUpload" or storage.head(dataset.object_key) is None:
-            raise ServiceError(
-                f"S3 refused to complete the upload ({code}); check part numbers and ETags.", code="invalid_parts"
-            ) from None
-    try:
-        meta = storage.head_or_raise(dataset.object_key)
-        if meta["ContentLength"] != upload.declared_size:
-            raise DatasetRejected(
-                f"Uploaded {meta['ContentLength']} bytes; {upload.declared_size} were declared.", code="size_mismatch"
-            )
-        with storage.open_reader(dataset.object_key, buffer_size=HEAD_BYTES, size=meta["ContentLength"]) as stream:
-            dataset.format = inspect_head(
-                stream, fmt=None, filename=dataset.original_filename, label_column=dataset.label_column, tags={}
-            )
-    except DatasetRejected:
-        _discard(upload)
-        raise
+def _fail_queued(jobs, *, code: str) -> None:
+    """Queued jobs that must not start end failed with ``code`` (those someone else took meanwhile are left)."""
+    pending = list(jobs.filter(status=Status.QUEUED, dispatched_at__isnull=True).values_list("pk", "tenant_id"))
+    failed = TrainingJob.objects.filter(
+        pk__in=[pk for pk, _ in pending], status=Status.QUEUED, dispatched_at__isnull=True
+    ).update(status=Status.FAILED, finished_at=timezone.now(), error_code=code, error_message=ERROR_MESSAGES[code])
+    if failed:
+        message = f"failed before it started: {ERROR_MESSAGES[code]}"[:LOG_LINE_MAX]
+        JobLogLine.objects.bulk_create(
+            JobLogLine(tenant_id=tenant_id, job_id=pk, message=message) for pk, tenant_id in pending
+        )
+
+
+# --- cancellation ------------------------------------------------------------------------
+
+
+def cancel_job(*, tenant: Tenant, job_id) -> TrainingJob:
+    """A queued job is cancelled at once; a running one is asked to stop at its next batch."""
+    now = timezone.now()
     with transaction.atomic():
-        # Two concurrent completes both reach here; only the first moves the upload on.
-        if DatasetUpload.objects.select_for_update().get(pk=upload.pk).status != DatasetUpload.Status.PENDING:
-            raise ConflictError("This upload was completed by another request.", code="upload_not_pending")
-        dataset.status = Dataset.Status.VALIDATING
-        dataset.save(update_fields=["status", "format"])
-        upload.status = DatasetUpload.Status.COMPLETED
-        upload.save(update_fields=["status"])
-        _enqueue_validation(dataset.id)
-        audit.record(tenant=tenant, action="dataset.upload_complete", target=dataset, details={"parts": len(parts)})
-    return dataset
+        job = TrainingJob.objects.for_tenant(tenant).select_for_update().filter(pk=job_id).first()
+        if job is None:
+            from core.errors import NotFoundError
+
+            raise NotFoundError("No such job.")
+        if job.status in TrainingJob.TERMINAL:
+            raise ConflictError(f"The job already ended ({job.status}).", code="job_finished")
+        if job.status == Status.QUEUED:
+            job.status, job.finished_at = Status.CANCELLED, now
+            log(job, "cancelled before it started")
+        elif job.status == Status.RUNNING:
+            job.status = Status.CANCELLING
+            log(job, "cancellation requested; stopping at the next batch")
+        job.cancel_requested_at = job.cancel_requested_at or now
+        job.save(update_fields=["status", "finished_at", "cancel_requested_at"])
+        audit.record(tenant=tenant, action="job.cancel", target=job, details={"status": job.status})
+    transaction.on_commit(request_dispatch)
+    return job
 
 
-def _discard(upload: DatasetUpload) -> None:
-    """Remove a rejected or abandoned upload's object and rows."""
-    storage.abort_multipart_upload(upload.dataset.object_key, upload_id=upload.s3_upload_id)
-    storage.delete_prefix(dataset_folder(upload.tenant_id, upload.dataset_id))
-    upload.dataset.delete()
+# --- worker side -------------------------------------------------------------------------
 
 
-@transaction.atomic  # the audit row commits with the delete, or not at all when S3 fails first
-def abort_upload(*, upload: DatasetUpload) -> None:
-    audit.record(tenant=upload.tenant_id, action="dataset.upload_abort", target=upload.dataset)
-    _discard(upload)
+def claim_job(*, job_id, worker: str) -> TrainingJob | None:
+    """Mark a job running for this worker (a new attempt row), or None when it must not run here.
 
-
-def abort_abandoned_uploads(*, now=None) -> int:
-    """Abort multipart uploads past their expiry (periodic; safe to run twice)."""
-    now = now or timezone.now()
-    stale = DatasetUpload.objects.filter(status=DatasetUpload.Status.PENDING, expires_at__lte=now)
-    count = 0
-    for upload in stale.select_related("dataset"):
-        abort_upload(upload=upload)
-        count += 1
-    return count
-
-
-# --- validation and deletion -------------------------------------------------------------
-
-
-def validate_dataset(*, dataset_id) -> Dataset | None:
-    """Read the stored object once, infer schema and statistics, and mark it ready or invalid.
-
-    Idempotent: a dataset that is no longer ``validating`` is left alone.
+    Safe against redelivered and duplicate messages: a job runs only when it
+    was dispatched and not yet started, or when it was running but its
+    heartbeat stopped (its worker died; that attempt is closed and charged up
+    to its last heartbeat). Each start counts an attempt. Spending is checked
+    again here, when the worker is about to start: a suspended tenant's job
+    goes back to the queue without running (and without using an attempt); a
+    job without budget left fails with ``compute_quota_exceeded``.
     """
-    dataset = Dataset.objects.filter(pk=dataset_id).first()
-    if dataset is None or dataset.status != Dataset.Status.VALIDATING:
-        return dataset
-    errors: list[dict[str, Any]] = []
-    profile = None
-    try:
-        digest = hashlib.sha256()
-        with storage.open_reader(dataset.object_key, digest=digest) as stream:
-            columns, rows = open_rows(dataset.format, stream)
-            profile = DatasetProfile(columns, label_column=dataset.label_column)
-            profile.add_all(rows)
-            hashed_whole_object = stream.raw.hashed == stream.raw.size
-        if not dataset.sha256:
-            # CSV and JSON lines were hashed during the parse; Parquet is read out of order, so read it again.
-            dataset.sha256 = digest.hexdigest() if hashed_whole_object else _object_sha256(dataset.object_key)
-    except DatasetFormatError as exc:
-        errors.append(exc.as_dict())
-    except (storage.ClientError, ConnectionError, TimeoutError):
-        raise  # transient: the task retries with backoff
-    except Exception:  # any other surprise marks the dataset invalid rather than leaving it validating
-        logger.exception("validation of dataset %s failed", dataset.id)
-        profile = None
-        errors.append({"code": "unreadable", "message": "The file could not be read; check its format."})
-    if profile is not None and not errors:
-        errors.extend(_content_errors(profile, dataset))
-    _finish_validation(dataset, profile, errors)
-    return dataset
-
-
-def _object_sha256(key: str) -> str:
-    digest = hashlib.sha256()
-    for chunk in storage.iter_chunks(key, chunk_size=8 * 1024 * 1024):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _content_errors(profile: DatasetProfile, dataset: Dataset) -> list[dict[str, Any]]:
-    errors = []
-    if profile.rows == 0:
-        errors.append({"code": "header_only", "message": "The file has a header but no rows."})
-    if dataset.label_column:
-        classes = len(profile.labels)
-        if classes < 2:
-            errors.append(
-                {
-                    "code": "single_class_label",
-                    "message": f"The label column {dataset.label_column!r} has {classes} distinct value(s); "
-                    "a model needs at least two classes.",
-                }
-            )
-    return errors
-
-
-def _finish_validation(dataset: Dataset, profile: DatasetProfile | None, errors: list[dict[str, Any]]) -> None:
-    """Write the outcome only if the row is still validating (a dataset deleted meanwhile stays deleted)."""
-    fields: dict[str, Any] = {"validated_at": timezone.now(), "errors": errors, "sha256": dataset.sha256}
-    if profile is not None:
-        fields |= {"schema": profile.schema(), "stats": profile.stats(), "row_count": profile.rows}
-    fields["status"] = Dataset.Status.INVALID if errors else Dataset.Status.READY
-    if not errors and dataset.duplicate_of_id is None:
-        fields["duplicate_of"] = selectors.duplicate_of(
-            tenant=dataset.tenant, sha256=dataset.sha256, exclude_id=dataset.id
-        )
-    updated = Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.VALIDATING).update(**fields)
-    if updated and errors:
-        storage.delete_prefix(dataset_folder(dataset.tenant_id, dataset.id))
-    for name, value in fields.items():
-        setattr(dataset, name, value)
-
-
-def requeue_stuck_validations(*, older_than: timedelta = timedelta(minutes=30)) -> int:
-    """Re-send validation for datasets left ``validating`` (a lost message); validation is idempotent."""
-    from training.tasks import validate_dataset
-
-    stuck = Dataset.objects.filter(status=Dataset.Status.VALIDATING, created_at__lt=timezone.now() - older_than)
-    ids = [str(pk) for pk in stuck.values_list("pk", flat=True)[:1000]]
-    for dataset_id in ids:
-        validate_dataset.delay(dataset_id=dataset_id)
-    return len(ids)
-
-
-def delete_dataset(*, tenant: Tenant, dataset_id) -> None:
-    """Delete the row, then its objects once that is committed (a failure never leaves a row without data)."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_SECONDS)
     with transaction.atomic():
-        dataset = selectors.datasets_of(tenant=tenant).select_for_update().filter(pk=dataset_id).first()
-        if dataset is None:
-            raise NotFoundError("No such dataset.")
-        if dataset_in_use(dataset=dataset):
-            raise ConflictError("A queued or running job uses this dataset.", code="dataset_in_use")
-        upload = DatasetUpload.objects.filter(dataset=dataset, status=DatasetUpload.Status.PENDING).first()
-        folder = dataset_folder(tenant.id, dataset.id)
-        object_key, s3_upload_id = dataset.object_key, upload.s3_upload_id if upload else None
+        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None:
+            return None
+        runnable = job.status == Status.QUEUED or (
+            job.status == Status.RUNNING
+            and (job.heartbeat_at is None or job.heartbeat_at < stale or _died_on_this_host(job.worker, worker))
+        )
+        if not runnable:
+            return None
+        if job.status == Status.RUNNING:
+            _close_lost_attempt(job)
+            job.refresh_from_db(fields=["compute_seconds"])
+        tenant = Tenant.objects.select_related("plan").get(pk=job.tenant_id)
+        if not tenant.is_active:
+            job.status, job.dispatched_at = Status.QUEUED, None
+            job.save(update_fields=["status", "dispatched_at"])
+            log(job, "not started: the tenant is suspended; the job waits in the queue")
+            return None
+        if _out_of_budget(job, tenant):
+            _fail(job, ERROR_MESSAGES[COMPUTE_QUOTA_EXCEEDED], "", code=COMPUTE_QUOTA_EXCEEDED)
+            return None
+        if job.attempts >= job.max_attempts:
+            _fail(job, ERROR_MESSAGES["worker_lost"], f"gave up after {job.attempts} attempts", code="worker_lost")
+            return None
+        job.status = Status.RUNNING
+        job.attempts += 1
+        job.worker = worker[:200]
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
+        job.save(update_fields=["status", "attempts", "worker", "started_at", "heartbeat_at"])
+        JobAttempt.objects.create(
+            tenant_id=job.tenant_id, job=job, number=job.attempts, worker=job.worker, started_at=now, heartbeat_at=now
+        )
+    job.refresh_from_db()
+    log(job, f"attempt {job.attempts} started")  # the worker's host stays in job.worker (operators)
+    return job
+
+
+def _out_of_budget(job: TrainingJob, tenant: Tenant) -> bool:
+    """The job used its runtime budget, or the tenant its month's compute."""
+    if job.max_runtime_seconds is not None and job.compute_seconds >= job.max_runtime_seconds:
+        return True
+    return selectors.compute_seconds_this_month(tenant=tenant) >= tenant.plan.compute_seconds_per_month
+
+
+def _attempt_row(job: TrainingJob):
+    """This attempt's own row (by number: whoever owns the job now, an attempt's seconds are its own)."""
+    return JobAttempt.objects.filter(job_id=job.pk, number=job.attempts)
+
+
+def _recompute_compute_seconds(job_id) -> None:
+    """The job's compute seconds are the sum of its attempts' (set in one statement, never incremented)."""
+    total = JobAttempt.objects.filter(job=OuterRef("pk")).values("job").annotate(total=Sum("compute_seconds"))
+    TrainingJob.objects.filter(pk=job_id).update(compute_seconds=Coalesce(Subquery(total.values("total")), Value(0.0)))
+
+
+def _charge_attempt(job: TrainingJob, *, at, seconds: float | None = None, ended: bool = False, **fields) -> None:
+    """Set (never add) the attempt's compute seconds: ``seconds``, else its time from start to ``at``.
+
+    Written by attempt number, so the same write made twice (a retry after a lost connection) counts once.
+    """
+    attempt = _attempt_row(job).first()
+    if attempt is None:
+        return
+    if seconds is None:
+        seconds = max(0.0, (at - attempt.started_at).total_seconds())
+    updates = {"heartbeat_at": at, "compute_seconds": seconds, **fields}
+    if ended:
+        updates["ended_at"] = at
+    _attempt_row(job).update(**updates)
+    _recompute_compute_seconds(job.pk)
+
+
+def _close_lost_attempt(job: TrainingJob, outcome: str = "lost") -> None:
+    """A killed attempt (no worker will report for it) is charged from its start to its last heartbeat."""
+    attempt = _attempt_row(job).filter(ended_at__isnull=True).first()
+    if attempt is None:
+        return
+    last = attempt.heartbeat_at or attempt.started_at
+    _charge_attempt(
+        job, at=last, seconds=max(0.0, (last - attempt.started_at).total_seconds()), ended=True, outcome=outcome
+    )
+
+
+def worker_identity(hostname: str) -> str:
+    """``hostname:pid`` of the process running an attempt."""
+    return f"{hostname}:{os.getpid()}"
+
+
+def _died_on_this_host(previous: str, current: str) -> bool:
+    """The previous attempt ran on this host in a process that no longer exists (e.g. SIGKILLed).
+
+    Celery redelivers such a task at once (acks_late + reject_on_worker_lost);
+    waiting for the heartbeat timeout would only delay the resume.
+    """
+    host, _, pid = previous.rpartition(":")
+    if not pid.isdigit() or host != current.rpartition(":")[0]:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def heartbeat(*, job: TrainingJob, progress: dict[str, Any]) -> str:
+    """Record progress and liveness, and charge the attempt up to now; tells the trainer whether to go on.
+
+    Returns the job's status (``cancelling`` when the tenant cancelled it), or a
+    stop code: ``compute_quota_exceeded`` once the job has used its runtime
+    budget or the tenant the month's compute, ``tenant_suspended`` once the
+    tenant is suspended. The trainer then stops, keeping its last checkpoint.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        owned = _attempt(job).filter(status__in=[Status.RUNNING, Status.CANCELLING])
+        if not owned.update(heartbeat_at=now, progress=progress):
+            return TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first() or Status.FAILED
+        _charge_attempt(job, at=now)
+    return stop_reason(job=job)
+
+
+def stop_reason(*, job: TrainingJob) -> str:
+    """The job's status, or why it must stop now (see ``heartbeat``)."""
+    current = TrainingJob.objects.select_related("tenant__plan").get(pk=job.pk)
+    if current.status != Status.RUNNING:
+        return current.status
+    if not current.tenant.is_active:
+        return TENANT_SUSPENDED
+    if _out_of_budget(current, current.tenant):
+        return COMPUTE_QUOTA_EXCEEDED
+    return current.status
+
+
+def record_device(*, job: TrainingJob, device: str) -> None:
+    """The device of this attempt (so a killed attempt is billed as GPU or CPU time too)."""
+    _attempt_row(job).update(device=device)
+
+
+def keep_alive(*, job: TrainingJob) -> bool:
+    """A heartbeat that leaves the progress as it is (a worker waiting out an outage); False once the job is no
+    longer this attempt's to run (requeued meanwhile, or cancelled).
+
+    The attempt's row is left alone: waiting out the platform's outage is not charged to the tenant (a worker
+    killed meanwhile is charged up to its last training heartbeat)."""
+    return bool(_attempt(job).filter(status=Status.RUNNING).update(heartbeat_at=timezone.now()))
+
+
+def finish_if_cancelled(*, job: TrainingJob, compute_seconds: float, device: str) -> bool:
+    """An attempt that stopped on an outage while its job was being cancelled ends the job as cancelled."""
+    if not _attempt(job).filter(status=Status.CANCELLING).exists():
+        return False
+    finish_job(job=job, status=Status.CANCELLED, compute_seconds=compute_seconds, device=device)
+    return True
+
+
+def record_epoch(*, job: TrainingJob, epoch: int, values: dict[str, float]) -> None:
+    """Idempotent per epoch: a resumed attempt rewrites the row of an epoch it repeats."""
+    JobMetric.objects.update_or_create(tenant_id=job.tenant_id, job=job, epoch=epoch, defaults={"values": values})
+
+
+def record_timings(*, job: TrainingJob, timings: dict[str, float]) -> None:
+    TrainingJob.objects.filter(pk=job.pk).update(timings=timings)
+
+
+def log(job: TrainingJob, message: str) -> None:
+    JobLogLine.objects.create(tenant_id=job.tenant_id, job=job, message=message[:LOG_LINE_MAX])
+
+
+def finish_job(
+    *,
+    job: TrainingJob,
+    status: str,
+    compute_seconds: float,
+    device: str,
+    metrics: dict | None = None,
+    model_version: int | None = None,
+    error_code: str = "",
+    error: str = "",
+    traceback_text: str = "",
+) -> None:
+    """End the attempt and, while the attempt still owns it, the job.
+
+    ``compute_seconds`` are this attempt's, set on its row (not added), so a
+    retried write counts once; the job's seconds are recomputed from its
+    attempts. ``error`` is what tenants see (a fixed message for
+    ``error_code``); ``traceback_text`` is for operators only.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        _charge_attempt(job, at=now, seconds=compute_seconds, ended=True, device=device)
+        owned = _attempt(job).update(
+            status=status,
+            finished_at=now,
+            heartbeat_at=now,
+            device=device,
+            metrics=metrics or {},
+            model_version=model_version,
+            error_code=error_code,
+            error_message=error[:1000],
+            error_traceback=traceback_text,
+        )
+        if not owned:
+            logger.warning(
+                "job %s: attempt %s no longer owns it; its result (%s) is dropped", job.pk, job.attempts, status
+            )
+            return
+        _attempt_row(job).update(outcome=error_code or status)
+        log(job, f"{status}" + (f": {error}" if error else ""))
+    transaction.on_commit(request_dispatch)
+
+
+def _attempt(job: TrainingJob):
+    """The job's row while this attempt still owns it: a newer attempt (after this worker was presumed dead and
+    the job requeued) owns it instead, and an old attempt's late writes must change nothing."""
+    return TrainingJob.objects.filter(pk=job.pk, worker=job.worker, attempts=job.attempts)
+
+
+def record_attempt_seconds(*, job: TrainingJob, seconds: float) -> None:
+    """Set this attempt's compute seconds (idempotent; see ``finish_job``)."""
+    _charge_attempt(job, at=timezone.now(), seconds=seconds)
+
+
+def _fail(job: TrainingJob, message: str, traceback_text: str, *, code: str) -> None:
+    job.status, job.finished_at = Status.FAILED, timezone.now()
+    job.error_code, job.error_message, job.error_traceback = code, message[:1000], traceback_text
+    job.save(update_fields=["status", "finished_at", "error_code", "error_message", "error_traceback"])
+    log(job, f"failed: {message}")
+
+
+def requeue_stale_jobs() -> list[str]:
+    """Jobs whose worker stopped beating are sent again (resuming from their checkpoint) or failed.
+
+    The silent attempt is closed and charged up to its last heartbeat.
+    """
+    stale_before = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_SECONDS)
+    requeued = []
+    for job in TrainingJob.objects.filter(
+        status__in=[Status.RUNNING, Status.CANCELLING], heartbeat_at__lt=stale_before
+    ):
+        with transaction.atomic():
+            locked = TrainingJob.objects.select_for_update().filter(pk=job.pk, heartbeat_at__lt=stale_before).first()
+            if locked is None:
+                continue
+            _close_lost_attempt(locked)
+            if locked.status == Status.CANCELLING:
+                locked.status, locked.finished_at = Status.CANCELLED, timezone.now()
+                locked.save(update_fields=["status", "finished_at"])
+                log(locked, "cancelled (its worker stopped)")
+            elif locked.attempts >= locked.max_attempts:
+                _fail(
+                    locked,
+                    ERROR_MESSAGES["worker_lost"],
+                    f"the worker stopped responding {locked.attempts} times",
+                    code="worker_lost",
+                )
+            else:
+                locked.status, locked.dispatched_at = Status.QUEUED, None
+                locked.save(update_fields=["status", "dispatched_at"])
+                log(locked, "worker stopped responding; requeued to resume from the last checkpoint")
+                requeued.append(str(locked.pk))
+    # Dispatched but never started: the message was lost (a broker restarted without persistence, a publish
+    # failed). Sending it again is safe: a job starts only once, whatever number of messages name it.
+    lost_before = timezone.now() - timedelta(seconds=settings.TRAINING_DISPATCH_TIMEOUT_SECONDS)
+    for job in TrainingJob.objects.filter(status=Status.QUEUED, dispatched_at__lt=lost_before).only("pk", "tenant_id"):
+        if TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__lt=lost_before).update(
+            dispatched_at=None
+        ):
+            log(job, "still waiting for a worker; dispatched again")
+            requeued.append(str(job.pk))
+    if requeued:
+        transaction.on_commit(request_dispatch)
+    return requeued
+
+
+def requeue_after_error(*, job: TrainingJob, reason: str, compute_seconds: float | None = None) -> None:
+    """Send a job back to the queue after a transient error; it resumes from its checkpoint.
+
+    ``reason`` is shown to the tenant in the job's log: a plain sentence, not the exception text.
+    """
+    with transaction.atomic():
+        if compute_seconds is not None:
+            _charge_attempt(job, at=timezone.now(), seconds=compute_seconds, ended=True, outcome="requeued")
+        if _attempt(job).filter(status=Status.RUNNING).update(status=Status.QUEUED, dispatched_at=None):
+            log(job, f"transient error, will resume: {reason}")
+            transaction.on_commit(request_dispatch)
+
+
+@transaction.atomic
+def retry_jobs(*, job_ids: list) -> int:
+    """Operators' retry: failed or cancelled jobs go back to the queue with a fresh attempt budget.
+
+    Attempt numbers go on (each attempt keeps its row and its compute seconds); the job's runtime budget grows by
+    the default budget, as far as the tenant's month has room (else the dispatcher ends it with
+    ``compute_quota_exceeded`` again).
+    """
+    locked = list(
+        TrainingJob.objects.select_for_update(of=("self",))
+        .filter(pk__in=job_ids, status__in=[Status.FAILED, Status.CANCELLED])
+        .select_related("tenant__plan")
+    )
+    room: dict[Any, float] = {}
+    for job in locked:
+        audit.record(tenant=job.tenant_id, action="job.retry", target=("trainingjob", job.pk))
+        if job.tenant_id not in room:
+            room[job.tenant_id] = selectors.compute_seconds_remaining(tenant=job.tenant)
+        extra = int(max(0.0, min(settings.TRAINING_DEFAULT_MAX_RUNTIME_SECONDS, room[job.tenant_id])))
+        room[job.tenant_id] -= extra
+        TrainingJob.objects.filter(pk=job.pk).update(
+            status=Status.QUEUED,
+            dispatched_at=None,
+            finished_at=None,
+            cancel_requested_at=None,
+            max_attempts=job.attempts + settings.TRAINING_MAX_ATTEMPTS,
+            max_runtime_seconds=int(job.compute_seconds) + extra,
+            error_code="",
+            error_message="",
+            error_traceback="",
+        )
+    if locked:
+        transaction.on_commit(request_dispatch)
+    return len(locked)
+
+
+# --- deletion (operators) ----------------------------------------------------------------
+
+
+def delete_job(*, tenant: Tenant, job_id) -> None:
+    """Delete an ended job's row, then its objects (checkpoints, logs) once that is committed.
+
+    Refused while the job is queued or running (cancel it first), and while its compute time still counts
+    toward this month's quota and bill: usage is rolled up from job rows, so deleting one earlier would
+    refund the seconds it used. A published version keeps its lineage (job id and dataset in its manifest).
+    """
+    from core import storage
+    from core.errors import NotFoundError
+
+    with transaction.atomic():
+        job = TrainingJob.objects.for_tenant(tenant).select_for_update().filter(pk=job_id).first()
+        if job is None:
+            raise NotFoundError("No such job.")
+        if job.status in TrainingJob.ACTIVE:
+            raise ConflictError(f"The job is {job.status}; cancel it first.", code="job_active")
+        if job.compute_seconds and (job.finished_at is None or job.finished_at >= selectors.month_start()):
+            raise ConflictError(
+                "The job's compute time counts toward this month's quota and bill; it can be deleted next month.",
+                code="job_in_billing_period",
+            )
+        folder = storage.tenant_key(tenant.id, "jobs", str(job.id)) + "/"
         audit.record(
             tenant=tenant,
-            action="dataset.delete",
-            target=dataset,
-            details={"name": dataset.name, "version": dataset.version},
+            action="job.delete",
+            target=job,
+            details={"model_name": job.model_name, "status": job.status, "compute_seconds": job.compute_seconds},
         )
-        dataset.delete()
-
-    def remove_objects() -> None:
-        if s3_upload_id:
-            storage.abort_multipart_upload(object_key, upload_id=s3_upload_id)
-        storage.delete_prefix(folder)
-
-    transaction.on_commit(remove_objects)
+        job.delete()
+    transaction.on_commit(lambda: storage.delete_prefix(folder))
 
 
-def dataset_in_use(*, dataset: Dataset) -> bool:
-    """Whether an unfinished training job reads this dataset."""
-    from training.models import TrainingJob
-
-    return TrainingJob.objects.filter(dataset=dataset, status__in=TrainingJob.ACTIVE).exists()
+def refuse_deleting_dataset_in_use(*, dataset: Dataset, **_: Any) -> None:
+    """Receiver of ``datasets.signals.deleting``: a dataset a queued or running job reads stays."""
+    if selectors.dataset_in_use(dataset=dataset):
+        raise ConflictError("A queued or running job uses this dataset.", code="dataset_in_use")

@@ -4,9 +4,6 @@ from rest_framework.routers import SimpleRouter
 from training import views
 
 router = SimpleRouter(trailing_slash=False)
-# Registered before datasets so that "datasets/uploads" is not read as a dataset id.
-router.register("datasets/uploads", views.DatasetUploadViewSet, basename="dataset-upload")
-router.register("datasets", views.DatasetViewSet, basename="dataset")
 router.register("jobs", views.TrainingJobViewSet, basename="job")
 
 urlpatterns = [path("templates", views.TemplateListView.as_view(), name="templates"), *router.urls]

@@ -1,221 +1,22 @@
-"""REST endpoints for datasets and direct-to-S3 uploads."""
+"""REST endpoints for model templates and training jobs."""
 
 from __future__ import annotations
 
 import uuid
 
-from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from core.errors import ConflictError, PayloadTooLargeError, QuotaExceededError
+from core.params import filter_status, text_param
 from core.parsers import SafeJSONParser
 from core.serializers import validated_input
 from tenants.scoping import TenantScopedAPIView, TenantScopedViewSet
-from training import job_services, selectors, services, templates
-from training.models import Dataset, DatasetUpload, TrainingJob
-from training.serializers import (
-    DatasetCreateSerializer,
-    DatasetListSerializer,
-    DatasetSerializer,
-    DatasetUploadCreatedSerializer,
-    DatasetUploadSerializer,
-    PreviewSerializer,
-    TrainingJobCreateSerializer,
-    TrainingJobSerializer,
-    UploadCompleteSerializer,
-    UploadCreateSerializer,
-)
-from training.uploads import StagingUploadHandler, hard_limit_bytes
-
-MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries around the file
-
-
-class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    """Datasets: immutable versions of named files, validated and profiled."""
-
-    scoped_model = Dataset
-    parser_classes = [MultiPartParser]
-    http_method_names = ["get", "post", "delete", "head", "options"]
-
-    def get_serializer_class(self):
-        return DatasetListSerializer if self.action == "list" else DatasetSerializer
-
-    def refine_queryset(self, queryset):
-        if self.action != "list":
-            return queryset
-        queryset = _filter_status(queryset, self.request, Dataset.Status.values)
-        name = _text_param(self.request, "name")
-        if name:
-            queryset = queryset.filter(name=name)
-        return queryset.order_by("-created_at")
-
-    def initial(self, request, *args, **kwargs):
-        if request.method == "POST" and self.action == "create":
-            # Stage the file on disk, hashed and counted, before anything reads the body.
-            self.staging = StagingUploadHandler(request._request, limit_bytes=hard_limit_bytes())
-            request._request.upload_handlers = [self.staging]
-        super().initial(request, *args, **kwargs)
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, enum=Dataset.Status.values),
-            OpenApiParameter("name", str, description="exact dataset name"),
-        ]
-    )
-    def list(self, request, *args, **kwargs):
-        return super().list(request, *args, **kwargs)
-
-    def receive_body(self, request):
-        """Stage the file under the tenant's limits (once; also before an Idempotency-Key fingerprints it)."""
-        if self.action != "create" or getattr(self, "_received", False):
-            return
-        self._received = True
-        tenant = self.caller.tenant
-        max_dataset, left = services.upload_limit(tenant=tenant)
-        self.staging.limit_bytes = min(max_dataset, left)
-        try:
-            declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise ValidationError({"Content-Length": ["Must be an integer."]}) from None
-        if declared > self.staging.limit_bytes + MULTIPART_OVERHEAD:
-            services.check_size(tenant=tenant, size=declared - MULTIPART_OVERHEAD)
-        request.data  # noqa: B018 - parse now, through the staging handler
-        if self.staging.exceeded:
-            raise _size_error(max_dataset, left)
-
-    @extend_schema(request={"multipart/form-data": DatasetCreateSerializer}, responses={201: DatasetSerializer})
-    def create(self, request):
-        tenant = self.caller.tenant
-        self.receive_body(request)
-        data = validated_input(DatasetCreateSerializer, request)
-        staged = data.pop("file")
-        try:
-            dataset = services.create_dataset(
-                tenant=tenant,
-                staged=staged,
-                staged_sha256=getattr(staged, "sha256", ""),
-                staged_size=staged.size,
-                filename=staged.name or "",
-                fmt=data.pop("format", None) or None,
-                **data,
-            )
-        finally:
-            staged.close()
-        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(responses={204: None})
-    def destroy(self, request, pk=None):
-        self.get_object()
-        services.delete_dataset(tenant=self.caller.tenant, dataset_id=pk)
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-    @extend_schema(
-        parameters=[OpenApiParameter("rows", int, description=f"1 to {settings.DATASET_PREVIEW_MAX_ROWS}")],
-        responses=PreviewSerializer,
-    )
-    @action(detail=True, methods=["get"])
-    def preview(self, request, pk=None):
-        dataset = self.get_object()
-        rows = _rows_param(request.query_params.get("rows"))
-        if dataset.status not in {Dataset.Status.READY, Dataset.Status.VALIDATING}:
-            raise ConflictError(f"A dataset that is {dataset.status} has no preview.", code="dataset_not_stored")
-        return Response(selectors.preview_rows(dataset=dataset, rows=rows))
-
-
-def _filter_status(queryset, request, allowed: list[str]):
-    wanted = request.query_params.get("status")
-    if wanted is None:
-        return queryset
-    if wanted not in allowed:
-        raise ValidationError({"status": [f"One of {', '.join(allowed)}."]})
-    return queryset.filter(status=wanted)
-
-
-def _text_param(request, name: str) -> str:
-    value = request.query_params.get(name, "")
-    if "\x00" in value or len(value) > 200:
-        raise ValidationError({name: ["Invalid value."]})
-    return value
-
-
-def _rows_param(raw: str | None) -> int:
-    if raw in (None, ""):
-        return 10
-    if not (raw.isascii() and raw.lstrip("-").isdigit()):
-        raise ValidationError({"rows": ["Must be an integer."]})
-    rows = int(raw)
-    if not 1 <= rows <= settings.DATASET_PREVIEW_MAX_ROWS:
-        raise ValidationError({"rows": [f"Must be between 1 and {settings.DATASET_PREVIEW_MAX_ROWS}."]})
-    return rows
-
-
-def _size_error(max_dataset: int, left: int):
-    if max_dataset <= left:
-        return PayloadTooLargeError(
-            f"The file is over the plan's {max_dataset}-byte dataset limit.",
-            code="dataset_too_large",
-            details={"limit": max_dataset},
-        )
-    return QuotaExceededError(
-        f"The file is over the {left} bytes of storage quota left.",
-        code="storage_quota_exceeded",
-        details={"remaining": left},
-    )
-
-
-class DatasetUploadViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
-    """Multipart uploads straight to S3 with presigned part URLs, for files too large for one request."""
-
-    scoped_model = DatasetUpload
-    serializer_class = DatasetUploadSerializer
-    parser_classes = [SafeJSONParser]
-    http_method_names = ["get", "post", "delete", "head", "options"]
-
-    def refine_queryset(self, queryset):
-        return queryset.select_related("dataset")
-
-    @extend_schema(request=None, responses={200: DatasetUploadCreatedSerializer})
-    @action(detail=True, methods=["post"], url_path="part-urls")
-    def part_urls(self, request, pk=None):
-        """Freshly signed part URLs for a pending upload (they live DATASET_PART_URL_TTL_SECONDS).
-
-        A POST, so it needs the write scope and the member role like starting the upload: a URL lets its
-        holder write a part, which a read-only caller must never be able to do.
-        """
-        upload = self.get_object()
-        if upload.status != DatasetUpload.Status.PENDING:
-            raise ConflictError(f"This upload is {upload.status}.", code="upload_not_pending")
-        return Response(DatasetUploadSerializer(upload).data | {"parts": services.part_urls(upload)})
-
-    @extend_schema(request=UploadCreateSerializer, responses={201: DatasetUploadCreatedSerializer})
-    def create(self, request):
-        data = validated_input(UploadCreateSerializer, request)
-        upload, parts = services.start_multipart_upload(
-            tenant=self.caller.tenant, fmt=data.pop("format", None) or None, **data
-        )
-        body = DatasetUploadSerializer(upload).data | {"parts": parts}
-        return Response(body, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=UploadCompleteSerializer, responses={200: DatasetSerializer})
-    @action(detail=True, methods=["post"])
-    def complete(self, request, pk=None):
-        self.get_object()
-        data = validated_input(UploadCompleteSerializer, request)
-        dataset = services.complete_multipart_upload(tenant=self.caller.tenant, upload_id=pk, parts=data["parts"])
-        return Response(DatasetSerializer(dataset).data)
-
-    @extend_schema(responses={204: None})
-    def destroy(self, request, pk=None):
-        upload = self.get_object()
-        if upload.status != DatasetUpload.Status.PENDING:
-            raise ConflictError(f"This upload is {upload.status}.", code="upload_not_pending")
-        services.abort_upload(upload=upload)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+from training import selectors, services, templates
+from training.models import TrainingJob
+from training.serializers import TrainingJobCreateSerializer, TrainingJobSerializer
 
 
 class TemplateListView(TenantScopedAPIView):
@@ -239,8 +40,8 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
         if self.action != "list":
             return queryset
         params = self.request.query_params
-        queryset = _filter_status(queryset, self.request, TrainingJob.Status.values)
-        model_name = _text_param(self.request, "model_name")
+        queryset = filter_status(queryset, self.request, TrainingJob.Status.values)
+        model_name = text_param(self.request, "model_name")
         if model_name:
             queryset = queryset.filter(model_name=model_name)
         if params.get("dataset"):
@@ -263,14 +64,14 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
     @extend_schema(request=TrainingJobCreateSerializer, responses={201: TrainingJobSerializer})
     def create(self, request):
         data = validated_input(TrainingJobCreateSerializer, request)
-        job = job_services.create_job(tenant=self.caller.tenant, dataset_id=data.pop("dataset"), **data)
+        job = services.create_job(tenant=self.caller.tenant, dataset_id=data.pop("dataset"), **data)
         return Response(TrainingJobSerializer(job).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=TrainingJobSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         self.get_object()
-        job = job_services.cancel_job(tenant=self.caller.tenant, job_id=pk)
+        job = services.cancel_job(tenant=self.caller.tenant, job_id=pk)
         return Response(TrainingJobSerializer(job).data)
 
     @extend_schema(responses={200: {"type": "object"}})

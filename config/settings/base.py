@@ -39,8 +39,10 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "core",
     "tenants",
+    "datasets",
     "training",
     "serving",
+    "usage",
     "dashboard",
 ]
 
@@ -193,13 +195,15 @@ CELERY_TASK_QUEUES = [
 CELERY_TASK_ROUTES = {
     "training.tasks.train_*": {"queue": "gpu", "routing_key": "gpu"},
     "training.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
+    "datasets.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
     "tenants.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
+    "usage.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
     "serving.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
     "core.tasks.*": {"queue": "default", "routing_key": "default"},
 }
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
-    "abort-abandoned-dataset-uploads": {"task": "training.tasks.abort_abandoned_uploads", "schedule": 3600.0},
+    "abort-abandoned-dataset-uploads": {"task": "datasets.tasks.abort_abandoned_uploads", "schedule": 3600.0},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
@@ -302,7 +306,7 @@ TRAINING_MAX_VOCAB_SIZE = env_int("TRAINING_MAX_VOCAB_SIZE", 1_000_000, minimum=
 CELERY_BEAT_SCHEDULE |= {
     "dispatch-training-jobs": {"task": "training.tasks.dispatch_jobs", "schedule": 30.0},
     "requeue-stale-training-jobs": {"task": "training.tasks.requeue_stale_jobs", "schedule": 60.0},
-    "requeue-stuck-dataset-validations": {"task": "training.tasks.requeue_stuck_validations", "schedule": 600.0},
+    "requeue-stuck-dataset-validations": {"task": "datasets.tasks.requeue_stuck_validations", "schedule": 600.0},
 }
 
 # --- Serving (the separate prediction process, `manage.py serve_models`) ----
@@ -337,6 +341,6 @@ SERVING_METRICS_TOKEN = env_str("SERVING_METRICS_TOKEN", "")
 # Where the API's dashboard sends "try it" predictions (the serving process, server to server).
 SERVING_URL = env_url("SERVING_URL", "http://127.0.0.1:8001", schemes={"http", "https"})
 CELERY_BEAT_SCHEDULE |= {
-    "aggregate-tenant-usage": {"task": "tenants.tasks.aggregate_usage", "schedule": 3600.0},
+    "aggregate-tenant-usage": {"task": "usage.tasks.aggregate_usage", "schedule": 3600.0},
     "purge-idempotency-records": {"task": "tenants.tasks.purge_idempotency_records", "schedule": 3600.0},
 }

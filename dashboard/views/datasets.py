@@ -13,8 +13,9 @@ from django.shortcuts import get_object_or_404, redirect
 
 from core.errors import ServiceError
 from dashboard.access import TenantPage
-from training import selectors, services
-from training.models import DatasetFormat, PiiMode
+from datasets import selectors, services
+from datasets.models import DatasetFormat, PiiMode
+from training import selectors as training_selectors
 
 logger = logging.getLogger(__name__)
 PREVIEW_ROWS = 20
@@ -57,7 +58,7 @@ class DatasetDetailPage(TenantPage):
             columns=[{**column, "stats": columns.get(column["name"], {})} for column in dataset.schema],
             label_distribution=(dataset.stats or {}).get("label_distribution", {}),
             preview=self._preview(dataset),
-            in_use=services.dataset_in_use(dataset=dataset),
+            in_use=training_selectors.dataset_in_use(dataset=dataset),
             preview_rows=PREVIEW_ROWS,
             max_rows=settings.DATASET_PREVIEW_MAX_ROWS,
         )

@@ -10,8 +10,10 @@ from django.shortcuts import get_object_or_404, redirect
 
 from dashboard.access import TenantPage
 from dashboard.forms import JobForm, row_id
-from training import job_services, selectors, templates
-from training.models import Dataset, TrainingJob
+from datasets import selectors as dataset_selectors
+from datasets.models import Dataset
+from training import selectors, services, templates
+from training.models import TrainingJob
 
 LOG_LINES = 50
 
@@ -49,7 +51,7 @@ class JobNewPage(TenantPage):
         dataset = None
         dataset_id = source.get("dataset", "")
         if dataset_id:
-            ready = selectors.datasets_of(tenant=self.caller.tenant).filter(status=Dataset.Status.READY)
+            ready = dataset_selectors.datasets_of(tenant=self.caller.tenant).filter(status=Dataset.Status.READY)
             dataset = ready.filter(pk=row_id(dataset_id)).first() if row_id(dataset_id) else None
         return template, dataset
 
@@ -60,7 +62,7 @@ class JobNewPage(TenantPage):
             form = JobForm(template=template, dataset=dataset, initial={"model_name": _suggest_name(dataset)})
         context.update(
             templates=list(templates.TEMPLATES.values()),
-            datasets=selectors.datasets_of(tenant=self.caller.tenant)
+            datasets=dataset_selectors.datasets_of(tenant=self.caller.tenant)
             .filter(status=Dataset.Status.READY)
             .order_by("name", "-version"),
             template=template,
@@ -78,7 +80,7 @@ class JobNewPage(TenantPage):
         if not form.is_valid():
             messages.error(request, "Check the highlighted fields.")
             return self.render_to_response(self.get_context_data(form=form), status=400)
-        job = job_services.create_job(
+        job = services.create_job(
             tenant=self.caller.tenant, dataset_id=dataset.pk, template=template.name, **form.job_arguments()
         )
         messages.success(request, f"Job queued: {job.template} -> {job.model_name}.")
@@ -110,7 +112,7 @@ class JobDetailPage(TenantPage):
         return context
 
     def act(self, request, **kwargs):
-        job = job_services.cancel_job(tenant=self.caller.tenant, job_id=self.job().pk)
+        job = services.cancel_job(tenant=self.caller.tenant, job_id=self.job().pk)
         messages.success(request, "Cancelled." if job.status == TrainingJob.Status.CANCELLED else "Stopping…")
         return redirect("dashboard:job", job_id=job.pk)
 

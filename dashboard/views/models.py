@@ -18,10 +18,10 @@ from django.shortcuts import get_object_or_404, redirect
 from core.errors import ServiceError, error_body
 from dashboard.access import TenantPage
 from dashboard.forms import AliasForm, form_error
+from datasets import selectors as dataset_selectors
 from serving import selectors, services, tokens
 from serving.models import ModelVersion, RegistryEvent
 from tenants.models import Role
-from training import selectors as training_selectors
 
 logger = logging.getLogger(__name__)
 # Metrics shown side by side, in this order, when a version has them.
@@ -214,7 +214,7 @@ def _example_request(version: ModelVersion) -> dict[str, Any]:
     dataset = version.dataset
     if dataset is not None and features and dataset.status == dataset.Status.READY:
         try:
-            preview = training_selectors.preview_rows(dataset=dataset, rows=1)
+            preview = dataset_selectors.preview_rows(dataset=dataset, rows=1)
         except (BotoCoreError, ClientError, OSError, ValueError, ServiceError):
             preview = None
         if preview and preview["rows"]:

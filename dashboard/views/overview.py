@@ -9,10 +9,10 @@ from django.utils import timezone
 
 from dashboard.access import TenantPage
 from serving import selectors as serving_selectors
-from tenants import billing, selectors
-from tenants.models import UsageRecord
 from training import selectors as training_selectors
 from training.models import TrainingJob
+from usage import billing, selectors
+from usage.models import UsageRecord
 
 USAGE_UNITS = {
     UsageRecord.Kind.GPU_SECONDS: ("GPU hours", 3600),

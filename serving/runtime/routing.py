@@ -32,7 +32,7 @@ from serving.runtime.loader import VersionSpec
 from serving.selectors import KeyGrant, ModelRoutes
 from tenants import selectors as tenant_selectors
 from tenants import services as tenant_services
-from training.job_services import MODEL_NAME_RE
+from training.services import MODEL_NAME_RE
 
 PREDICT_SCOPE = "predict"
 

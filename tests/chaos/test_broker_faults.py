@@ -24,10 +24,10 @@ import pytest
 
 from core.s3server import port_is_open
 from serving.models import ModelVersion
+from tests.support.workers import ROOT, celery_worker, free_port, stop_process_group
 from tests.test_isolation import tenant_rows
 from tests.test_training_jobs import submit
 from tests.test_training_worker import ctr_dataset, job_state, wait_for
-from tests.workers import ROOT, celery_worker, free_port, stop_process_group
 from training.models import JobMetric, TrainingJob
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]  # its own broker, not the configured one
@@ -144,7 +144,7 @@ def mini_beat(stop: threading.Event) -> None:
 
 @pytest.mark.parametrize("kind", [OwnRedis, OwnRabbitMQ], ids=["redis", "rabbitmq"])
 def test_broker_down_for_20_seconds_while_jobs_are_queued_and_running(kind, api_a, tenant_a, tenant_b):
-    from tests.dashboard_support import bystander
+    from tests.support.dashboard import bystander
 
     b_before = bystander(tenant_b.tenant)
     server = kind()

@@ -21,10 +21,10 @@ import pytest
 from django.db import InterfaceError, OperationalError, connection
 
 from serving.models import ModelVersion
+from tests.support.workers import celery_worker
 from tests.test_isolation import tenant_rows
 from tests.test_training_jobs import submit
 from tests.test_training_worker import ctr_dataset, job_state, wait_for
-from tests.workers import celery_worker
 from training.models import JobMetric, TrainingJob
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -69,7 +69,7 @@ def current(job_id: str):
 
 
 def test_terminated_connections_mid_request_and_mid_training(postgres, live_server, api_a, tenant_a, tenant_b):
-    from tests.dashboard_support import bystander
+    from tests.support.dashboard import bystander
 
     b_before = bystander(tenant_b.tenant)
     statuses: list[int] = []

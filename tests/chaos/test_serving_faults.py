@@ -18,10 +18,10 @@ import time
 import pytest
 
 from serving import services as registry
-from tests.serving_support import publish_model
+from tests.support.serving import publish_model
+from tests.support.workers import ROOT, free_port, serving_process
 from tests.test_serving import call
 from tests.test_training_worker import wait_for
-from tests.workers import ROOT, free_port, serving_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 BODY = {"instances": ["12 85 3 9"]}

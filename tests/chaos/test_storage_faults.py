@@ -24,13 +24,14 @@ from django.test import override_settings
 
 from core import storage
 from core.s3server import start_s3_server
+from datasets.models import Dataset
+from datasets.sample_data import write_csv
 from serving.models import ModelVersion
+from tests.support.workers import ROOT, celery_worker
 from tests.test_datasets import upload
 from tests.test_training_jobs import submit
 from tests.test_training_worker import job_state, wait_for
-from tests.workers import ROOT, celery_worker
-from training.models import Dataset, JobLogLine, JobMetric, TrainingJob
-from training.sample_data import write_csv
+from training.models import JobLogLine, JobMetric, TrainingJob
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 S3_PORT = 28433

@@ -15,10 +15,10 @@ import pytest
 
 from core import storage
 from serving.models import ModelVersion
+from tests.support.workers import celery_worker
 from tests.test_isolation import tenant_rows
 from tests.test_training_jobs import submit
 from tests.test_training_worker import ctr_dataset, job_state, wait_for
-from tests.workers import celery_worker
 from training.models import JobLogLine, JobMetric, TrainingJob
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -37,7 +37,7 @@ def kill_the_training_process(job_id: str, after_epoch: int) -> int:
 
 
 def test_a_job_killed_twice_mid_training_resumes_and_publishes_once(api_a, tenant_a, tenant_b):
-    from tests.dashboard_support import bystander
+    from tests.support.dashboard import bystander
 
     b_before = bystander(tenant_b.tenant)
     with celery_worker("gpu,cpu,default") as (worker, _):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import storage
-from training.readers import open_rows
+from datasets.readers import open_rows
 
 
 @dataclass

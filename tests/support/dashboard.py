@@ -1,0 +1,78 @@
+"""Dashboard test helpers: signed-in clients and one tenant with an object of every kind a page can show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.test import Client
+
+from datasets.models import Dataset
+from serving.models import ModelVersion
+from tenants.models import User
+from tenants.scoping import SESSION_TENANT_KEY
+from tests.support.factories import make_job, make_model_version
+from training.models import TrainingJob
+
+BINARY_METRICS = {
+    "task": "binary",
+    "auc": 0.91,
+    "accuracy": 0.85,
+    "log_loss": 0.33,
+    "roc_curve": [[0.0, 0.0, 1.0], [0.1, 0.6, 0.7], [0.3, 0.9, 0.4], [1.0, 1.0, 0.0]],
+}
+MULTICLASS_METRICS = {
+    "task": "multiclass",
+    "accuracy": 0.7,
+    "macro_f1": 0.66,
+    "labels": ["neg", "pos"],
+    "confusion_matrix": [[8, 2], [4, 6]],
+    "per_class": {"neg": {"precision": 0.67, "recall": 0.8, "f1": 0.73, "support": 10}},
+}
+
+
+def signed_in(user: User, tenant=None) -> Client:
+    client = Client()
+    client.force_login(user)
+    if tenant is not None:
+        session = client.session
+        session[SESSION_TENANT_KEY] = str(tenant.pk)
+        session.save()
+    return client
+
+
+@dataclass
+class TenantObjects:
+    dataset: Dataset
+    job: TrainingJob
+    version: ModelVersion
+    classifier: ModelVersion
+
+    def url_kwargs(self) -> dict[str, dict[str, object]]:
+        """Values for every URL keyword a dashboard page takes, pointing at this tenant's objects."""
+        return {
+            "dataset_id": {"dataset_id": self.dataset.pk},
+            "job_id": {"job_id": self.job.pk},
+            "name": {"name": self.version.model.name},
+            "version": {"name": self.version.model.name, "version": self.version.version},
+        }
+
+
+def bystander(tenant) -> dict:
+    """Rows of a tenant that must stay untouched while another tenant's work runs (its job already ended, so
+    a worker has nothing of its own to do), as ``tests.test_isolation.tenant_rows`` sees them."""
+    from tests.test_isolation import tenant_rows
+    from training import services as job_services
+
+    objects = tenant_objects(tenant)
+    job_services.cancel_job(tenant=tenant, job_id=objects.job.pk)
+    return tenant_rows(tenant)
+
+
+def tenant_objects(tenant) -> TenantObjects:
+    job = make_job(tenant)
+    version = make_model_version(tenant, name="ctr")
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=BINARY_METRICS, dataset=job.dataset)
+    classifier = make_model_version(tenant, name="intent")
+    ModelVersion.objects.filter(pk=classifier.pk).update(metrics=MULTICLASS_METRICS)
+    version.refresh_from_db()
+    return TenantObjects(dataset=job.dataset, job=job, version=version, classifier=classifier)

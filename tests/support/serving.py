@@ -1,0 +1,158 @@
+"""Serving test support: tiny real SavedModels published to the real S3, and the serving app on a real port.
+
+The models are built by the trainer's own builders (small sizes, untrained
+weights from a fixed seed) and published through ``serving.publishing``,
+so the serving process reads exactly what training writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from serving import publishing
+from serving.models import ModelVersion, RegisteredModel
+from tenants.models import Tenant
+from tests.support.workers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPORT_DIR = ROOT / "var" / "test" / "exports"
+_CTR_PARAMS = {
+    "max_len": 8,
+    "vocab_size": 50,
+    "embedding_dim": 4,
+    "conv_filters": 4,
+    "conv_kernel": 3,
+    "pool_size": 2,
+    "lstm_units": 4,
+    "learning_rate": 0.01,
+}
+TEXTS = ["好评 很好", "差评 太差", "great product", "awful product", "很好 很好", "太差 差"]
+KINDS = {
+    # kind: (template, feature columns, label names)
+    "ctr": ("sequence_ctr", ["item_ids"], ["0", "1"]),
+    "text": ("text_classifier", ["review"], ["negative", "neutral", "positive"]),
+    "tabular": ("tabular_classifier", ["age", "city"], ["no", "yes"]),
+}
+_lock = threading.Lock()
+
+
+def exported_model(kind: str, seed: int = 1) -> Path:
+    """A SavedModel of this kind (built once per seed and kept under var/test)."""
+    target = EXPORT_DIR / f"{kind}-{seed}"
+    with _lock:
+        if (target / "saved_model.pb").exists():
+            return target
+        import keras
+        import numpy as np
+
+        from training.trainer import models
+
+        keras.utils.set_random_seed(seed)
+        if kind == "ctr":
+            model = models.sequence_ctr(column="item_ids", params=_CTR_PARAMS, vocab_size=50)
+        elif kind == "text":
+            params = {
+                "tokenize": "auto",
+                "max_tokens": 50,
+                "sequence_length": 8,
+                "embedding_dim": 4,
+                "encoder": "average",
+                "lstm_units": 4,
+                "learning_rate": 0.01,
+            }
+            model = models.text_classifier(column="review", params=params, texts=np.array(TEXTS), classes=3)
+        else:
+            features = {"age": np.array([20.0, 35.0, 50.0]), "city": np.array(["paris", "oslo", "lima"])}
+            model = models.tabular_classifier(
+                columns={"age": "float", "city": "string"},
+                params={"hidden_units": [4], "dropout": 0.0, "learning_rate": 0.01},
+                features=features,
+                classes=2,
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        model.export(str(target), format="tf_saved_model", verbose=False)
+        return target
+
+
+def _input_specs(kind: str) -> dict:
+    if kind == "tabular":
+        return {"age": {"dtype": "float32", "shape": [None, 1]}, "city": {"dtype": "string", "shape": [None, 1]}}
+    column = KINDS[kind][1][0]
+    return {column: {"dtype": "string", "shape": [None]}}
+
+
+def publish_model(tenant: Tenant, *, name: str = "clicks", kind: str = "ctr", seed: int = 1) -> ModelVersion:
+    """Publish the next version of ``name`` for ``tenant`` from a tiny exported model, as training does."""
+    template, columns, labels = KINDS[kind]
+    registered, _ = RegisteredModel.objects.get_or_create(tenant=tenant, name=name)
+    number = registered.last_version + 1
+    RegisteredModel.objects.filter(pk=registered.pk).update(last_version=number)
+    version = ModelVersion.objects.create(
+        tenant=tenant,
+        model=registered,
+        version=number,
+        template=template,
+        object_prefix=publishing.version_prefix(tenant.id, name, number),
+    )
+    return publishing.publish(
+        version=version,
+        export_dir=exported_model(kind, seed),
+        metrics={"seed": seed},
+        manifest_fields={
+            "template": template,
+            "feature_columns": columns,
+            "label_names": labels,
+            "signature": {"name": "serving_default", "inputs": _input_specs(kind)},
+        },
+    )
+
+
+@contextmanager
+def serving_server(**settings_overrides):
+    """The serving ASGI app under uvicorn on a free port in this process; yields (base url, app)."""
+    import uvicorn
+    from django.test import override_settings
+
+    with override_settings(**settings_overrides):
+        from serving.runtime.app import ServingApp
+
+        app = ServingApp()
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", access_log=False, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise AssertionError("the serving app did not start")
+            time.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{port}", app
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+
+def call(base: str, method: str, path: str, body=None, key: str | None = None, raw: bytes | None = None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(base + path, data=data, method=method)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = response.read()
+            status, headers = response.status, response.headers
+    except urllib.error.HTTPError as exc:
+        payload, status, headers = exc.read(), exc.code, exc.headers
+    content = json.loads(payload) if headers.get("Content-Type", "").startswith("application/json") else payload
+    return status, content, headers

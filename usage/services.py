@@ -1,0 +1,62 @@
+"""Writes of usage: the daily roll-up of each tenant's compute, storage and predictions into usage records."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import Sum
+
+from serving.models import PredictionUsage
+from tenants import selectors as tenant_selectors
+from tenants.models import Tenant
+from training import selectors as training_selectors
+from usage.models import UsageRecord
+
+
+def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
+    """Rebuild the day's usage records (every tenant, or one) from jobs, storage and metered predictions.
+
+    Idempotent: the day's rows are replaced in one transaction, so the
+    periodic task can run it as often as it likes. Compute is counted per
+    attempt, on the day the attempt ended (a killed attempt ends at its last
+    heartbeat; a running one counts when it ends); storage is the bytes
+    stored when the aggregation runs, times one day; predictions are the serving process's hourly meters summed per day.
+    """
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    end = start + timedelta(days=1)
+    tenants = [tenant] if tenant is not None else list(Tenant.objects.all())
+    written = 0
+    for current in tenants:
+        rows: list[UsageRecord] = []
+        compute = training_selectors.compute_seconds_by_device(tenant=current, start=start, end=end)
+        for device, seconds in sorted(compute.items()):
+            kind = UsageRecord.Kind.GPU_SECONDS if device == "gpu" else UsageRecord.Kind.CPU_SECONDS
+            rows.append(UsageRecord(tenant=current, day=day, kind=kind, quantity=Decimal(str(round(seconds, 3)))))
+        stored = tenant_selectors.storage_bytes_used(tenant=current)
+        if stored:
+            rows.append(UsageRecord(tenant=current, day=day, kind=UsageRecord.Kind.STORAGE_BYTE_DAYS, quantity=stored))
+        predictions = (
+            PredictionUsage.objects.for_tenant(current)
+            .filter(period_start__gte=start, period_start__lt=end)
+            .values_list("model_name", "version")
+            .annotate(total=Sum("predictions"))
+        )
+        for model_name, version, count in predictions:
+            if count:
+                rows.append(
+                    UsageRecord(
+                        tenant=current,
+                        day=day,
+                        kind=UsageRecord.Kind.PREDICTIONS,
+                        model_name=model_name,
+                        version=version,
+                        quantity=count,
+                    )
+                )
+        with transaction.atomic():
+            UsageRecord.objects.for_tenant(current).filter(day=day).delete()
+            UsageRecord.objects.bulk_create(rows)
+        written += len(rows)
+    return written
