@@ -7,6 +7,8 @@ from typing import Any
 
 from django import forms
 
+from core import naming
+from serving.models import ModelAlias
 from tenants.models import Role, Scope
 from training.templates import Template
 
@@ -45,11 +47,11 @@ def schema_field(spec: dict[str, Any]) -> forms.Field:
 
 
 class JobForm(forms.Form):
-    """What ``job_services.create_job`` takes, for one template and one dataset."""
+    """What ``training.services.create_job`` takes, for one template and one dataset."""
 
     model_name = forms.RegexField(
-        regex=r"^[a-z0-9][a-z0-9_-]{0,62}$",
-        max_length=63,
+        regex=naming.MODEL_NAME_RE,
+        max_length=naming.MODEL_NAME_MAX_LENGTH,
         help_text="1-63 lowercase letters, digits, '-' or '_'; a new version is added if the model exists.",
     )
     label_column = forms.ChoiceField()
@@ -112,7 +114,9 @@ class RoleForm(forms.Form):
 
 
 class AliasForm(forms.Form):
-    alias = forms.RegexField(regex=r"^[a-z0-9][a-z0-9_-]{0,62}$", max_length=63, initial="production")
+    alias = forms.RegexField(
+        regex=naming.ALIAS_NAME_RE, max_length=naming.MODEL_NAME_MAX_LENGTH, initial=ModelAlias.DEFAULT
+    )
     version = forms.IntegerField(min_value=1, max_value=10**9)
 
 

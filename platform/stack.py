@@ -382,6 +382,8 @@ def cmd_up(args) -> int:
     except KeyboardInterrupt:
         print("Stopped everything the stack started.")
         return 0
+    except subprocess.CalledProcessError as failed:
+        return report_failed_step(failed)
 
 
 def cmd_demo(args) -> int:
@@ -393,6 +395,15 @@ def cmd_demo(args) -> int:
     except KeyboardInterrupt as interrupt:
         print("demo interrupted: stopped everything it started.", file=sys.stderr)
         return interrupted_exit_code(interrupt)
+    except subprocess.CalledProcessError as failed:
+        return report_failed_step(failed)
+
+
+def report_failed_step(failed: subprocess.CalledProcessError) -> int:
+    """One line naming the step that failed (its own traceback is already above), not a second traceback."""
+    step = " ".join(str(part) for part in failed.cmd[1:])
+    print(f"`{step}` exited with {failed.returncode}; stopped everything the stack started.", file=sys.stderr)
+    return 1
 
 
 def run_demo(children: Children, env: dict[str, str]) -> None:

@@ -64,6 +64,10 @@ class ModelVersion(TenantOwnedModel):
 class ModelAlias(TenantOwnedModel):
     """A movable name for one version (``production``, ``staging``, …): promotion and rollback move it."""
 
+    # The alias a request without a version reaches when the model has no traffic split (see
+    # ``serving.selectors.ModelRoutes.default_weights``).
+    DEFAULT = "production"
+
     model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="aliases")
     name = models.CharField(max_length=63)
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")

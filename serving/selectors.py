@@ -88,12 +88,22 @@ class ModelRoutes:
         ready = self.ready_versions()
         return max(ready) if ready else None
 
+    def default_weights(self) -> dict[int, int]:
+        """Where a request that names no version goes, as version -> weight: the traffic split when there is one,
+        else the ``production`` alias's version, else the latest ready version (empty: none is published yet).
+
+        The one statement of the routing default: the serving router draws from it, and the cache keeps warm
+        what it and the aliases can reach.
+        """
+        if self.traffic:
+            return dict(self.traffic)
+        if ModelAlias.DEFAULT in self.aliases:
+            return {self.aliases[ModelAlias.DEFAULT]: 100}
+        return {self.latest: 100} if self.latest is not None else {}
+
     def referenced(self) -> set[int]:
         """Versions that a request without a version number can reach, or that an alias names."""
-        default = set(self.traffic) or ({self.aliases["production"]} if "production" in self.aliases else set())
-        if not default and self.latest:
-            default = {self.latest}
-        return default | set(self.aliases.values())
+        return set(self.default_weights()) | set(self.aliases.values())
 
 
 def model_routes(*, tenant_id: str, model_name: str) -> ModelRoutes | None:

@@ -20,8 +20,6 @@ from serving.models import ModelAlias, ModelVersion, PredictionUsage, Registered
 from tenants import audit
 from tenants.models import Tenant
 
-ALIAS_MAX = 63
-
 
 def _locked_model(tenant: Tenant, name: str) -> RegisteredModel:
     model = RegisteredModel.objects.for_tenant(tenant).select_for_update().filter(name=name).first()
@@ -39,8 +37,9 @@ def _ready_version(model: RegisteredModel, version: int) -> ModelVersion:
     return found
 
 
-def _event(model: RegisteredModel, action: str, actor: str, **details) -> None:
-    """The registry's own history and the platform's audit log, in the caller's transaction."""
+def _event(model: RegisteredModel, action: str, **details) -> None:
+    """The registry's own history and the platform's audit log, in the caller's transaction, by the same actor."""
+    actor = audit.current_actor().label
     RegistryEvent.objects.create(tenant_id=model.tenant_id, model=model, action=action, actor=actor, details=details)
     audit.record(
         tenant=model.tenant_id, action=f"model.{action}", target=model, details={"model": model.name, **details}
@@ -48,7 +47,7 @@ def _event(model: RegisteredModel, action: str, actor: str, **details) -> None:
 
 
 @transaction.atomic
-def set_alias(*, tenant: Tenant, model_name: str, alias: str, version: int, actor: str) -> ModelAlias:
+def set_alias(*, tenant: Tenant, model_name: str, alias: str, version: int) -> ModelAlias:
     model = _locked_model(tenant, model_name)
     target = _ready_version(model, version)
     existing = ModelAlias.objects.filter(model=model, name=alias).select_related("version").first()
@@ -58,22 +57,22 @@ def set_alias(*, tenant: Tenant, model_name: str, alias: str, version: int, acto
     else:
         existing.version, existing.updated_at = target, timezone.now()
         existing.save(update_fields=["version", "updated_at"])
-    _event(model, "alias_set", actor, alias=alias, version=version, previous=previous)
+    _event(model, "alias_set", alias=alias, version=version, previous=previous)
     return existing
 
 
 @transaction.atomic
-def delete_alias(*, tenant: Tenant, model_name: str, alias: str, actor: str) -> None:
+def delete_alias(*, tenant: Tenant, model_name: str, alias: str) -> None:
     model = _locked_model(tenant, model_name)
     existing = ModelAlias.objects.filter(model=model, name=alias).select_related("version").first()
     if existing is None:
         raise NotFoundError(f"{model_name} has no alias {alias!r}.")
     existing.delete()
-    _event(model, "alias_deleted", actor, alias=alias, previous=existing.version.version)
+    _event(model, "alias_deleted", alias=alias, previous=existing.version.version)
 
 
 @transaction.atomic
-def set_traffic(*, tenant: Tenant, model_name: str, weights: dict[str, int], actor: str) -> RegisteredModel:
+def set_traffic(*, tenant: Tenant, model_name: str, weights: dict[str, int]) -> RegisteredModel:
     """Weights per version summing to 100; an empty mapping removes the split."""
     model = _locked_model(tenant, model_name)
     cleaned: dict[str, int] = {}
@@ -92,7 +91,7 @@ def set_traffic(*, tenant: Tenant, model_name: str, weights: dict[str, int], act
     previous = model.traffic
     model.traffic = cleaned
     model.save(update_fields=["traffic"])
-    _event(model, "traffic_set", actor, weights=cleaned, previous=previous)
+    _event(model, "traffic_set", weights=cleaned, previous=previous)
     return model
 
 
@@ -111,17 +110,17 @@ def _require_unreferenced(model: RegisteredModel, version: ModelVersion, action:
 
 
 @transaction.atomic
-def archive_version(*, tenant: Tenant, model_name: str, version: int, actor: str) -> ModelVersion:
+def archive_version(*, tenant: Tenant, model_name: str, version: int) -> ModelVersion:
     model = _locked_model(tenant, model_name)
     target = _ready_version(model, version)
     _require_unreferenced(model, target, "archive")
     target.status = ModelVersion.Status.ARCHIVED
     target.save(update_fields=["status"])
-    _event(model, "version_archived", actor, version=version)
+    _event(model, "version_archived", version=version)
     return target
 
 
-def delete_version(*, tenant: Tenant, model_name: str, version: int, actor: str) -> None:
+def delete_version(*, tenant: Tenant, model_name: str, version: int) -> None:
     """Remove a version's row, then its files once that is committed."""
     with transaction.atomic():
         model = _locked_model(tenant, model_name)
@@ -131,7 +130,7 @@ def delete_version(*, tenant: Tenant, model_name: str, version: int, actor: str)
         _require_unreferenced(model, target, "delete")
         prefix = target.object_prefix
         target.delete()
-        _event(model, "version_deleted", actor, version=version)
+        _event(model, "version_deleted", version=version)
         transaction.on_commit(lambda: storage.delete_prefix(prefix))
 
 

@@ -8,6 +8,7 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from core import naming
 from core.serializers import validated_input
 from serving import services
 from serving.models import ModelVersion, RegisteredModel
@@ -18,14 +19,10 @@ from serving.serializers import (
     RegisteredModelSerializer,
     TrafficInputSerializer,
 )
-from tenants.scoping import Caller, TenantScopedViewSet
+from tenants.scoping import TenantScopedViewSet
 
-MODEL_NAME = r"[a-z0-9][a-z0-9_-]{0,62}"
-ALIAS_NAME = r"[a-z0-9][a-z0-9_-]{0,62}"
-
-
-def actor(caller: Caller) -> str:
-    return f"api_key:{caller.api_key.prefix}" if caller.api_key else f"user:{caller.user.email}"
+MODEL_NAME = naming.MODEL_NAME_PATTERN
+ALIAS_NAME = naming.ALIAS_NAME_PATTERN
 
 
 class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
@@ -47,11 +44,11 @@ class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
     def alias(self, request, name=None, alias=None):
         self.get_object()
         if request.method == "DELETE":
-            services.delete_alias(tenant=self.caller.tenant, model_name=name, alias=alias, actor=actor(self.caller))
+            services.delete_alias(tenant=self.caller.tenant, model_name=name, alias=alias)
             return Response(status=status.HTTP_204_NO_CONTENT)
         data = validated_input(AliasInputSerializer, request)
         services.set_alias(
-            tenant=self.caller.tenant, model_name=name, alias=alias, version=data["version"], actor=actor(self.caller)
+            tenant=self.caller.tenant, model_name=name, alias=alias, version=data["version"]
         )
         return Response(RegisteredModelSerializer(self.get_object()).data)
 
@@ -61,7 +58,7 @@ class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
         self.get_object()
         data = validated_input(TrafficInputSerializer, request)
         services.set_traffic(
-            tenant=self.caller.tenant, model_name=name, weights=data["weights"], actor=actor(self.caller)
+            tenant=self.caller.tenant, model_name=name, weights=data["weights"]
         )
         return Response(RegisteredModelSerializer(self.get_object()).data)
 
@@ -102,7 +99,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
     def archive(self, request, model_name=None, version=None):
         self.get_object()
         archived = services.archive_version(
-            tenant=self.caller.tenant, model_name=model_name, version=int(version), actor=actor(self.caller)
+            tenant=self.caller.tenant, model_name=model_name, version=int(version)
         )
         return Response(ModelVersionSerializer(archived).data)
 
@@ -110,6 +107,6 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
     def destroy(self, request, model_name=None, version=None):
         self.get_object()
         services.delete_version(
-            tenant=self.caller.tenant, model_name=model_name, version=int(version), actor=actor(self.caller)
+            tenant=self.caller.tenant, model_name=model_name, version=int(version)
         )
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,10 +1,12 @@
 """The audit log: one row for every change a service makes, naming who made it and from which request.
 
-Who is acting travels in a context variable: the API sets it for the
-request once the caller is resolved (``TenantScopedAPIView``), the admin
-for an operator's action, and anything else (tasks, commands) acts as
-``system``. Services call :func:`record` next to their write, inside
-their transaction, so a change and its audit row commit together.
+Who is acting travels in one context variable, the only way services learn it: the API sets it for the
+request once the caller is resolved (``TenantScopedAPIView``), the dashboard for a page's action, the admin
+for an operator's action, and anything else (tasks, commands) acts as ``system``. Services call
+:func:`record` next to their write, inside their transaction, so a change and its audit row commit together;
+the model registry's own history reads the same actor (:func:`current_actor`).
+
+Actors are written in one format, ``<kind>:<who>``, by the constructors below and nowhere else.
 """
 
 from __future__ import annotations
@@ -21,9 +23,23 @@ from core.middleware import current_request_id
 @dataclass(frozen=True)
 class Actor:
     kind: str  # user | api_key | operator | system
-    label: str  # an email, "api-key:<prefix>", "operator:<email>" or "system"; never a secret
+    label: str  # "user:<email>", "api_key:<prefix>", "operator:<email>" or "system"; never a secret
     user_id: Any = None
     api_key_id: Any = None
+
+    @classmethod
+    def for_api_key(cls, api_key) -> Actor:
+        return cls(kind="api_key", label=f"api_key:{api_key.prefix}", api_key_id=api_key.pk)
+
+    @classmethod
+    def for_user(cls, user) -> Actor:
+        """A tenant's person, through the API with a session or through the dashboard."""
+        return cls(kind="user", label=f"user:{user.email}", user_id=user.pk)
+
+    @classmethod
+    def for_operator(cls, user) -> Actor:
+        """Platform staff in the admin console."""
+        return cls(kind="operator", label=f"operator:{user.email}", user_id=user.pk)
 
 
 SYSTEM = Actor(kind="system", label="system")

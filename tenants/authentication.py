@@ -6,7 +6,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from core import throttle
-from tenants import services
+from tenants import audit, services
 from tenants.models import ApiKey
 
 THROTTLE_SCOPE = "api-key"
@@ -26,7 +26,7 @@ class ApiKeyPrincipal:
         self.api_key = api_key
 
     def __str__(self) -> str:
-        return f"api-key:{self.api_key.prefix}"
+        return audit.Actor.for_api_key(self.api_key).label
 
 
 class ApiKeyAuthentication(BaseAuthentication):

@@ -13,5 +13,5 @@ class AdminAuditActorMiddleware:
         user = getattr(request, "user", None)
         if not (request.path.startswith("/admin/") and user is not None and user.is_authenticated and user.is_staff):
             return self.get_response(request)
-        with audit.acting_as(audit.Actor(kind="operator", label=f"operator:{user.email}", user_id=user.pk)):
+        with audit.acting_as(audit.Actor.for_operator(user)):
             return self.get_response(request)

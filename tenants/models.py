@@ -261,7 +261,7 @@ class AuditEvent(TenantOwnedModel):
     target_type = models.CharField(max_length=64)
     target_id = models.CharField(max_length=100)
     actor_kind = models.CharField(max_length=16)
-    actor_label = models.CharField(max_length=254)
+    actor_label = models.CharField(max_length=300)  # "<kind>:" and an email of up to 254 characters
     actor_user = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     actor_api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     request_id = models.CharField(max_length=64, blank=True)

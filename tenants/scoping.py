@@ -50,9 +50,7 @@ class Caller:
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(minimum)]
 
     def audit_actor(self) -> audit.Actor:
-        if self.api_key is not None:
-            return audit.Actor(kind="api_key", label=f"api-key:{self.api_key.prefix}", api_key_id=self.api_key.pk)
-        return audit.Actor(kind="user", label=self.user.email, user_id=self.user.pk)
+        return audit.Actor.for_api_key(self.api_key) if self.api_key is not None else audit.Actor.for_user(self.user)
 
 
 def caller_for_membership(membership: Membership) -> Caller:

@@ -17,6 +17,19 @@ def jobs_of(*, tenant: Tenant) -> QuerySet[TrainingJob]:
     return TrainingJob.objects.for_tenant(tenant)
 
 
+def jobs_in_flight(*, tenant: Tenant | None = None) -> QuerySet[TrainingJob]:
+    """Jobs holding a worker slot: dispatched (still queued on the broker), running or cancelling.
+
+    The one count of a plan's concurrent jobs: the dispatcher holds tenants to it and ``/quotas`` reports it.
+    Every tenant's when ``tenant`` is None (the dispatcher's view across tenants).
+    """
+    jobs = TrainingJob.objects.all() if tenant is None else TrainingJob.objects.for_tenant(tenant)
+    return jobs.filter(
+        Q(status__in=[TrainingJob.Status.RUNNING, TrainingJob.Status.CANCELLING])
+        | Q(status=TrainingJob.Status.QUEUED, dispatched_at__isnull=False)
+    )
+
+
 # --- compute quota ------------------------------------------------------------------------
 
 
@@ -24,47 +37,36 @@ def month_start(*, now: datetime | None = None) -> datetime:
     return (now or timezone.now()).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def compute_seconds_this_month(*, tenant: Tenant, now: datetime | None = None) -> float:
-    """Seconds the tenant's attempts ran this month (a running one up to its last heartbeat).
+def compute_seconds_by_device(
+    *, tenant: Tenant, start: datetime, end: datetime | None = None
+) -> dict[str, float]:
+    """The one measure of compute used: seconds the tenant's attempts ran, as ``{"gpu": s, "cpu": s}``, for the
+    attempts last active in [start, end) (no end: until now). The quota and the bill both read it.
 
-    An attempt counts in the month it was last active: when it ended, else its last heartbeat, else its start (a
-    killed attempt never gets ``ended_at`` from its worker and is charged up to its last heartbeat). Jobs without
-    attempt rows (run before attempts were recorded) count by their finish, as they used to.
+    An attempt is last active when it ended, else at its last heartbeat (a running one, or a killed one that never
+    got ``ended_at`` from its worker), else at its start; it counts once, there. Jobs without attempt rows (run
+    before attempts were recorded) count when they finished.
     """
-    start = month_start(now=now)
-    attempts = (
-        JobAttempt.objects.for_tenant(tenant)
-        .annotate(last_active=Coalesce("ended_at", "heartbeat_at", "started_at"))
-        .filter(last_active__gte=start)
+    window = {"last_active__gte": start} | ({"last_active__lt": end} if end is not None else {})
+    attempts = JobAttempt.objects.for_tenant(tenant).annotate(
+        last_active=Coalesce("ended_at", "heartbeat_at", "started_at")
     )
-    seconds = attempts.aggregate(total=Sum("compute_seconds"))["total"] or 0.0
     legacy = (
         TrainingJob.objects.for_tenant(tenant)
-        .filter(Q(finished_at__gte=start) | Q(finished_at__isnull=True))
         .exclude(Exists(JobAttempt.objects.filter(job=OuterRef("pk"))))
-        .aggregate(total=Sum("compute_seconds"))["total"]
+        .annotate(last_active=Coalesce("finished_at", "started_at", "created_at"))
     )
-    return float(seconds + (legacy or 0.0))
-
-
-def compute_seconds_by_device(*, tenant: Tenant, start: datetime, end: datetime) -> dict[str, float]:
-    """Compute seconds of the attempts that ended in [start, end), as ``{"gpu": s, "cpu": s}`` (for metering).
-
-    An attempt counts once, on the day it ended; a killed one ends at its last heartbeat. Jobs without attempt rows
-    (run before attempts were recorded) count on the day they finished.
-    """
     totals: dict[str, float] = {}
-    attempts = JobAttempt.objects.for_tenant(tenant).filter(ended_at__gte=start, ended_at__lt=end)
-    legacy = (
-        TrainingJob.objects.for_tenant(tenant)
-        .filter(finished_at__gte=start, finished_at__lt=end)
-        .exclude(Exists(JobAttempt.objects.filter(job=OuterRef("pk"))))
-    )
-    for rows in (attempts, legacy):
+    for rows in (attempts.filter(**window), legacy.filter(**window)):
         for device, seconds in rows.values_list("device").annotate(total=Sum("compute_seconds")).order_by():
             key = "gpu" if device == "gpu" else "cpu"
             totals[key] = totals.get(key, 0.0) + float(seconds or 0.0)
     return totals
+
+
+def compute_seconds_this_month(*, tenant: Tenant, now: datetime | None = None) -> float:
+    """Seconds the tenant's attempts ran this month, on every device (``compute_seconds_by_device``)."""
+    return sum(compute_seconds_by_device(tenant=tenant, start=month_start(now=now)).values())
 
 
 def unused_budget(*, max_runtime_seconds: int | None, compute_seconds: float) -> float:

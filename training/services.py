@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections import defaultdict
 from datetime import timedelta
 from typing import Any
@@ -17,11 +16,11 @@ from typing import Any
 import jsonschema
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, OuterRef, Q, Subquery, Sum, Value, Window
+from django.db.models import F, OuterRef, Subquery, Sum, Value, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
-from core import queue
+from core import naming, queue
 from core.errors import ConflictError, QuotaExceededError, ServiceError
 from datasets.models import Dataset
 from tenants import audit
@@ -32,7 +31,6 @@ from training.models import JobAttempt, JobLogLine, JobMetric, TrainingJob
 from training.templates import TEMPLATES, Template
 
 logger = logging.getLogger(__name__)
-MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOG_LINE_MAX = 2000
 Status = TrainingJob.Status
 
@@ -211,7 +209,7 @@ def create_job(
         raise ServiceError(
             f"Unknown template {template!r}.", code="unknown_template", details={"templates": sorted(TEMPLATES)}
         )
-    if not MODEL_NAME_RE.match(model_name or ""):
+    if not naming.is_model_name(model_name):
         raise ServiceError(
             "model_name is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
             code="invalid_model_name",
@@ -307,7 +305,7 @@ def dispatch_queued_jobs() -> list[str]:
     """
     in_flight: dict[Any, int] = defaultdict(int)
     in_flight_budget: dict[Any, float] = defaultdict(float)
-    for row in _in_flight_jobs().values("tenant_id", "max_runtime_seconds", "compute_seconds"):
+    for row in selectors.jobs_in_flight().values("tenant_id", "max_runtime_seconds", "compute_seconds"):
         in_flight[row["tenant_id"]] += 1
         in_flight_budget[row["tenant_id"]] += selectors.unused_budget(
             max_runtime_seconds=row["max_runtime_seconds"], compute_seconds=row["compute_seconds"]
@@ -374,20 +372,13 @@ def dispatch_queued_jobs() -> list[str]:
     return sent
 
 
-def _in_flight_jobs():
-    """Jobs holding a worker slot: dispatched (still queued on the broker), running or cancelling."""
-    return TrainingJob.objects.filter(
-        Q(status__in=[Status.RUNNING, Status.CANCELLING]) | Q(status=Status.QUEUED, dispatched_at__isnull=False)
-    )
-
-
 def _claim_for_dispatch(job: TrainingJob) -> bool:
     """Mark one queued job dispatched, under a lock on its tenant's row with the tenant's jobs in flight counted
     again: two dispatchers at once (beat and a worker) cannot together send past the plan's concurrency, nor
     send a job of a tenant suspended since the candidates were read."""
     with transaction.atomic():
         tenant = tenant_services.lock_tenant(tenant_id=job.tenant_id)
-        if not tenant.is_active or _in_flight_jobs().filter(tenant=tenant).count() >= tenant.plan.max_concurrent_jobs:
+        if not tenant.is_active or selectors.jobs_in_flight(tenant=tenant).count() >= tenant.plan.max_concurrent_jobs:
             return False
         return bool(
             TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED, dispatched_at__isnull=True).update(

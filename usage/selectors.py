@@ -13,7 +13,6 @@ from django.db.models import Sum
 from tenants import selectors as tenant_selectors
 from tenants.models import Plan, PlanPrice, Tenant, TenantPlanPeriod
 from training import selectors as training_selectors
-from training.models import TrainingJob
 from usage import billing
 from usage.models import UsageRecord
 
@@ -122,8 +121,7 @@ def quota_use(*, tenant: Tenant) -> dict[str, Any]:
     unused budgets queued and running jobs have reserved against the same quota.
     """
     plan = tenant.plan
-    in_flight = [TrainingJob.Status.RUNNING, TrainingJob.Status.CANCELLING]
-    running = TrainingJob.objects.for_tenant(tenant).filter(status__in=in_flight).count()
+    running = training_selectors.jobs_in_flight(tenant=tenant).count()
     return {
         "plan": plan.slug,
         "quotas": [

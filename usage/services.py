@@ -18,11 +18,12 @@ from usage.models import UsageRecord
 def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
     """Rebuild the day's usage records (every tenant, or one) from jobs, storage and metered predictions.
 
-    Idempotent: the day's rows are replaced in one transaction, so the
-    periodic task can run it as often as it likes. Compute is counted per
-    attempt, on the day the attempt ended (a killed attempt ends at its last
-    heartbeat; a running one counts when it ends); storage is the bytes
-    stored when the aggregation runs, times one day; predictions are the serving process's hourly meters summed per day.
+    Idempotent: the day's rows are replaced in one transaction, so the periodic task can run it as often as it
+    likes. Each quantity has one definition, shared with the quotas: compute is
+    ``training.selectors.compute_seconds_by_device`` for the day (an attempt counts on the day it was last active,
+    so a running one moves to the day it ends when that day is rebuilt); storage is
+    ``tenants.selectors.storage_bytes_used`` when the aggregation runs, times one day; predictions are the serving
+    process's hourly meters summed per day.
     """
     start = datetime.combine(day, time.min, tzinfo=UTC)
     end = start + timedelta(days=1)

@@ -20,17 +20,13 @@ from dashboard.access import TenantPage
 from dashboard.forms import AliasForm, form_error
 from datasets import selectors as dataset_selectors
 from serving import selectors, services, tokens
-from serving.models import ModelVersion, RegistryEvent
+from serving.models import ModelAlias, ModelVersion, RegistryEvent
 from tenants.models import Role
 
 logger = logging.getLogger(__name__)
 # Metrics shown side by side, in this order, when a version has them.
 COMPARED_METRICS = ["auc", "accuracy", "log_loss", "f1", "precision", "recall", "macro_f1", "examples"]
 MAX_TRY_BODY = 64 * 1024
-
-
-def _actor(page: TenantPage) -> str:
-    return f"user:{page.caller.user.email}"
 
 
 class ModelListPage(TenantPage):
@@ -72,7 +68,7 @@ class ModelDetailPage(TenantPage):
             rows=[(v, [(v.metrics or {}).get(m) for m in shown]) for v in versions],
             ready_versions=ready,
             aliases=aliases,
-            rollback_to=_rollback_target(aliases.get("production"), ready),
+            rollback_to=_rollback_target(aliases.get(ModelAlias.DEFAULT), ready),
             traffic=[(v.version, (model.traffic or {}).get(str(v.version), 0)) for v in ready],
             events=RegistryEvent.objects.for_tenant(self.caller.tenant).filter(model=model)[:20],
             can_predict=self.can(Role.MEMBER),
@@ -82,26 +78,26 @@ class ModelDetailPage(TenantPage):
 
     def act(self, request, **kwargs):
         model = self.model()
-        tenant, actor = self.caller.tenant, _actor(self)
+        tenant = self.caller.tenant
         action = request.POST.get("action")
         if action == "set_alias":
             form = AliasForm(request.POST)
             if not form.is_valid():
                 raise ServiceError(form_error(form), code="invalid_alias")
             alias, version = form.cleaned_data["alias"], form.cleaned_data["version"]
-            services.set_alias(tenant=tenant, model_name=model.name, alias=alias, version=version, actor=actor)
+            services.set_alias(tenant=tenant, model_name=model.name, alias=alias, version=version)
             messages.success(request, f"{alias} -> v{version}.")
         elif action == "delete_alias":
             alias = request.POST.get("alias", "")
-            services.delete_alias(tenant=tenant, model_name=model.name, alias=alias, actor=actor)
+            services.delete_alias(tenant=tenant, model_name=model.name, alias=alias)
             messages.success(request, f"Removed the alias {alias}.")
         elif action == "traffic":
             weights = _traffic_weights(request.POST)
-            services.set_traffic(tenant=tenant, model_name=model.name, weights=weights, actor=actor)
+            services.set_traffic(tenant=tenant, model_name=model.name, weights=weights)
             messages.success(request, "Traffic split saved." if weights else "Traffic split removed.")
         elif action == "archive":
             version = _int(request.POST.get("version"), "version")
-            services.archive_version(tenant=tenant, model_name=model.name, version=version, actor=actor)
+            services.archive_version(tenant=tenant, model_name=model.name, version=version)
             messages.success(request, f"Archived v{version}.")
         else:
             raise ServiceError("Unknown action.", code="unknown_action")

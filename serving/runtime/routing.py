@@ -24,6 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
+from core import naming
 from serving import selectors, tokens
 from serving.models import ModelVersion
 from serving.runtime.http import HTTPError
@@ -32,7 +33,6 @@ from serving.runtime.loader import VersionSpec
 from serving.selectors import KeyGrant, ModelRoutes
 from tenants import selectors as tenant_selectors
 from tenants import services as tenant_services
-from training.services import MODEL_NAME_RE
 
 PREDICT_SCOPE = "predict"
 
@@ -156,7 +156,7 @@ class Router:
         return grant
 
     async def routes(self, grant: KeyGrant, model_name: str) -> ModelRoutes:
-        if not MODEL_NAME_RE.match(model_name):
+        if not naming.is_model_name(model_name):
             raise HTTPError(404, f"No model named '{model_name[:80]}'.")
         key = (grant.tenant_id, model_name)
         found, routes = self._routes.get(key)
@@ -194,7 +194,7 @@ class Router:
 
 
 def choose_version(routes: ModelRoutes, *, version: int | None = None, label: str | None = None) -> int:
-    """The version a request reaches: the one named, the label's, else traffic split, production, latest."""
+    """The version a request reaches: the one named, the label's, else the model's default (``default_weights``)."""
     if label is not None:
         if label not in routes.aliases:
             raise HTTPError(404, f"{routes.model_name} has no label '{label}'.")
@@ -208,14 +208,11 @@ def choose_version(routes: ModelRoutes, *, version: int | None = None, label: st
         if row.status != ModelVersion.Status.READY:
             raise HTTPError(409, f"Version {version} of {routes.model_name} is {row.status} and is not served.")
         return version
-    if routes.traffic:
-        versions, weights = zip(*sorted(routes.traffic.items()), strict=True)
-        return random.choices(versions, weights=weights)[0]  # noqa: S311 - a traffic split, not a secret
-    if "production" in routes.aliases:
-        return routes.aliases["production"]
-    if routes.latest is None:
+    default = routes.default_weights()
+    if not default:
         raise HTTPError(404, f"{routes.model_name} has no published version yet.")
-    return routes.latest
+    versions, weights = zip(*sorted(default.items()), strict=True)
+    return random.choices(versions, weights=weights)[0]  # noqa: S311 - a traffic split, not a secret
 
 
 def _grant_for_secret(*, raw_key: str) -> KeyGrant | None:

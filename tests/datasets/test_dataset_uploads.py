@@ -11,28 +11,14 @@ from django.utils import timezone
 from core import storage
 from datasets import services
 from datasets.models import Dataset, DatasetUpload
+from tests.support.datasets import PART, big_csv, start
 
 pytestmark = pytest.mark.django_db
-
-PART = 8 * 1024 * 1024
-
-
-def big_csv(min_bytes: int) -> bytes:
-    row = b"12 85 3 9 44 71,1,some words here\n"
-    header = b"item_sequence,clicked,comment\n"
-    body = header + row * (min_bytes // len(row) + 1)
-    return body.replace(b",1,", b",0,", 1000)  # two classes
-
 
 def put_part(url: str, data: bytes) -> str:
     request = urllib.request.Request(url, data=data, method="PUT")
     with urllib.request.urlopen(request) as response:
         return response.headers["ETag"]
-
-
-def start(client, content: bytes, **extra):
-    body = {"name": "big clicks", "size": len(content), "filename": "big.csv", "label_column": "clicked", **extra}
-    return client.post("/api/v1/datasets/uploads", body, format="json")
 
 
 def test_multipart_upload_round_trip(api_a, tenant_a):

@@ -6,7 +6,7 @@ import pytest
 
 from datasets.models import Dataset
 from tests.support.workers import celery_worker
-from tests.test_datasets import CSV, upload
+from tests.support.datasets import CSV, upload
 
 
 @pytest.mark.broker

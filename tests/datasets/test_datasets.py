@@ -14,39 +14,9 @@ from datasets import services
 from datasets.models import Dataset
 from datasets.sample_data import write_csv
 from tenants.models import Plan
+from tests.support.datasets import CSV, tenant_objects, upload, validated
 
 pytestmark = pytest.mark.django_db
-
-CSV = "user,item_sequence,price,active,comment,clicked\n" + "".join(
-    f"u{i},{' '.join(str(i + k) for k in range(4))},{i * 1.5},{'true' if i % 2 else 'false'},"
-    f"this is a long free text comment number {i},{i % 2}\n"
-    for i in range(20)
-)
-
-
-def upload(client, content: bytes | str, *, name="clicks", filename="data.csv", **fields):
-    if isinstance(content, str):
-        content = content.encode()
-    data = {"name": name, "file": _named(content, filename)}
-    for key, value in fields.items():
-        data[key] = json.dumps(value) if isinstance(value, dict) else value
-    return client.post("/api/v1/datasets", data, format="multipart")
-
-
-def _named(content: bytes, filename: str):
-    handle = io.BytesIO(content)
-    handle.name = filename
-    return handle
-
-
-def validated(dataset_id) -> Dataset:
-    services.validate_dataset(dataset_id=dataset_id)
-    return Dataset.objects.get(pk=dataset_id)
-
-
-def tenant_objects(tenant) -> list[str]:
-    return list(storage.list_keys(storage.tenant_prefix(tenant.id)))
-
 
 def test_upload_validate_and_read_back(api_a, tenant_a):
     response = upload(api_a, CSV, label_column="clicked")

@@ -15,7 +15,7 @@ from datasets.models import Dataset
 from tenants.models import Role
 from tests.conftest import client_for
 from tests.support.factories import make_job, make_key
-from tests.test_datasets import tenant_objects, upload, validated
+from tests.support.datasets import tenant_objects, upload, validated
 
 pytestmark = pytest.mark.django_db
 
@@ -150,7 +150,6 @@ HOSTILE_NAMES = [
 @pytest.mark.parametrize("filename", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
 def test_hostile_file_and_dataset_names_stay_inside_the_tenants_prefix(api_a, tenant_a, tenant_b, filename):
     from core import storage
-    from tests.test_datasets import upload
 
     def outside() -> set[str]:
         return set(storage.list_keys("tenants/")) - set(storage.list_keys(storage.tenant_prefix(tenant_a.tenant.id)))

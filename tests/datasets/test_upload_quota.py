@@ -19,6 +19,7 @@ from core import storage
 from datasets.models import Dataset, DatasetUpload
 from tenants.models import Plan, Role
 from tests.conftest import client_for
+from tests.support.datasets import tenant_objects
 from tests.support.factories import make_key
 
 KIB, MIB = 1024, 1024 * 1024
@@ -53,10 +54,6 @@ def complete(api, upload_id, parts):
 def storage_used(api) -> int:
     quotas = api.get("/api/v1/quotas").json()["quotas"]
     return next(q["used"] for q in quotas if q["name"] == "storage_bytes")
-
-
-def tenant_objects(tenant) -> list[str]:
-    return list(storage.list_keys(storage.tenant_prefix(tenant.id)))
 
 
 def tight_plan(tenant, *, storage_bytes: int) -> Plan:

@@ -14,7 +14,7 @@ from core import storage
 from tenants import services as tenant_services
 from tests.conftest import client_for
 from tests.support.dashboard import signed_in
-from tests.support.jobs import TINY_CTR, ready_dataset, sample_csv, submit_job
+from tests.support.jobs import TINY_CTR, capture_tasks, job_ids, ready_dataset, sample_csv, submit_job
 from training import services as job_services
 from training.models import TrainingJob
 from training.trainer.run import checkpoint_prefix, run_job
@@ -23,12 +23,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def sent(monkeypatch) -> list[str]:
-    """Jobs the dispatcher sends to the gpu queue (recorded, not run)."""
-    ids: list[str] = []
-    monkeypatch.setattr("training.tasks.train_model.apply_async", lambda kwargs: ids.append(kwargs["job_id"]))
-    monkeypatch.setattr("training.tasks.dispatch_jobs.delay", lambda: None)
-    return ids
+def sent(monkeypatch) -> list[dict]:
+    """Jobs the dispatcher sends to the gpu queue (recorded, not run; ``job_ids`` lists them), and dispatch
+    requests (recorded, not sent: the tests dispatch themselves)."""
+    return capture_tasks(monkeypatch, job_services.TRAIN_MODEL, job_services.DISPATCH_JOBS)
 
 
 def _plan(tenant, **limits):
@@ -71,7 +69,7 @@ def test_twenty_long_jobs_under_a_60s_quota_are_not_all_dispatched(api_a, tenant
     assert _quotas(api_a)["compute_seconds_reserved"]["used"] == 60
 
     job_services.dispatch_queued_jobs()
-    assert sent == [accepted[0]["id"]]
+    assert job_ids(sent) == [accepted[0]["id"]]
 
     # An explicit budget is held to what remains too, and validated.
     assert submit_job(api_a, dataset_id, max_runtime_seconds=1).json()["error"]["code"] == "compute_quota_exceeded"
@@ -88,7 +86,7 @@ def test_queued_jobs_beyond_the_budget_are_not_dispatched(api_a, tenant_a, sent)
 
     _plan(tenant_a.tenant, compute_seconds_per_month=20)  # the plan changed: this month's compute is spent
     assert job_services.dispatch_queued_jobs() == []
-    assert sent == [jobs[0]]
+    assert job_ids(sent) == [jobs[0]]
     for job_id in jobs[1:]:
         body = api_a.get(f"/api/v1/jobs/{job_id}").json()
         assert body["status"] == "failed" and body["error_code"] == "compute_quota_exceeded", body

@@ -13,15 +13,13 @@ from datasets.sample_data import write_csv
 from serving.models import ModelVersion
 from tests.conftest import client_for
 from tests.support.factories import make_tenant
-from tests.test_datasets import upload
+from tests.support.datasets import upload
+from tests.support.jobs import capture_tasks, job_ids, submit
 from training import services as job_services
 from training.models import TrainingJob
 from training.trainer.run import run_job
 
 pytestmark = pytest.mark.django_db
-
-SMALL_CTR = {"epochs": 2, "batch_size": 32, "max_len": 20, "embedding_dim": 8, "conv_filters": 8, "lstm_units": 8}
-
 
 def ready_dataset(client, kind: str, rows: int, label: str, seed: int = 0) -> str:
     out = io.StringIO()
@@ -29,17 +27,6 @@ def ready_dataset(client, kind: str, rows: int, label: str, seed: int = 0) -> st
     body = upload(client, out.getvalue(), name=kind, label_column=label).json()
     services.validate_dataset(dataset_id=body["id"])
     return body["id"]
-
-
-def submit(client, dataset_id: str, **overrides):
-    body = {
-        "dataset": dataset_id,
-        "template": "sequence_ctr",
-        "model_name": "ctr",
-        "label_column": "clicked",
-        "params": SMALL_CTR,
-    } | overrides
-    return client.post("/api/v1/jobs", body, format="json")
 
 
 def test_templates_are_listed_with_schemas(api_a):
@@ -152,8 +139,7 @@ def test_cancel_a_queued_job(api_a):
 
 
 def test_dispatch_is_fair_and_respects_concurrency(monkeypatch):
-    sent = []
-    monkeypatch.setattr("training.tasks.train_model.apply_async", lambda kwargs: sent.append(kwargs["job_id"]))
+    sent = capture_tasks(monkeypatch, job_services.TRAIN_MODEL)
     busy, other = make_tenant("Busy"), make_tenant("Other")
     busy_client, other_client = client_for(busy.raw_key), client_for(other.raw_key)
     busy_data = ready_dataset(busy_client, "ctr", 60, "clicked")
@@ -172,7 +158,7 @@ def test_dispatch_is_fair_and_respects_concurrency(monkeypatch):
     TrainingJob.objects.filter(pk=first[0]).update(status="succeeded")
     again = job_services.dispatch_queued_jobs()
     assert len(again) == (1 if first[0] in busy_jobs else 0)
-    assert sent == first + again
+    assert job_ids(sent) == first + again
 
 
 def test_isolation_of_job_routes_covered():
@@ -217,7 +203,7 @@ def test_stale_jobs_are_requeued_then_failed(api_a, settings, monkeypatch):
 
     from django.utils import timezone
 
-    monkeypatch.setattr("training.tasks.dispatch_jobs.delay", lambda: None)
+    capture_tasks(monkeypatch, job_services.DISPATCH_JOBS)
     dataset_id = ready_dataset(api_a, "ctr", 60, "clicked")
     job_id = submit(api_a, dataset_id).json()["id"]
     long_ago = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_SECONDS + 5)

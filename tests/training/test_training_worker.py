@@ -12,35 +12,12 @@ import pytest
 from core import storage
 from datasets.sample_data import write_csv
 from tests.support.workers import celery_worker
-from tests.test_datasets import upload
-from tests.test_training_jobs import submit
+from tests.support.jobs import ctr_dataset, job_state, submit, wait_for
 from training.models import JobLogLine, JobMetric, TrainingJob
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 SLOW_CTR = {"epochs": 6, "batch_size": 8, "max_len": 30, "embedding_dim": 16, "conv_filters": 16, "lstm_units": 16}
-
-
-def wait_for(predicate, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(message)
-
-
-def ctr_dataset(api, rows: int) -> str:
-    out = io.StringIO()
-    write_csv("ctr", rows, out, seed=5)
-    body = upload(api, out.getvalue(), name="clicks", label_column="clicked").json()
-    wait_for(lambda: api.get(f"/api/v1/datasets/{body['id']}").json()["status"] == "ready", 60, "not validated")
-    return body["id"]
-
-
-def job_state(job_id: str) -> TrainingJob:
-    return TrainingJob.objects.get(pk=job_id)
 
 
 def test_worker_trains_publishes_and_a_killed_worker_resumes(api_a, tenant_a):
