@@ -105,7 +105,7 @@ def main() -> int:
 def run(env: dict[str, str], args) -> int:
     from core import storage
     from datasets import services as dataset_services
-    from training.models import Dataset
+    from datasets.models import Dataset
 
     work = Path(env["BENCH_WORK_DIR"])
     _, api_key = bench_tenant()

@@ -199,7 +199,8 @@ def api_part(args) -> dict:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from training.models import Dataset, TrainingJob
+    from datasets.models import Dataset
+    from training.models import TrainingJob
 
     tenant, key = bench_tenant("BigTenant")
     now = timezone.now()
@@ -281,7 +282,7 @@ def _owner(tenant):
 def queue_part(args, env: dict[str, str]) -> dict:
     from model_quality import dataset_from_sample
 
-    from training import job_services
+    from training import services as job_services
     from training.models import TrainingJob
 
     tenants = []

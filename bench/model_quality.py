@@ -21,8 +21,8 @@ from _stack import bench_tenant, embedded_stack
 
 
 def dataset_from_sample(tenant, kind: str, rows: int, label: str):
+    from datasets import services
     from datasets.sample_data import write_csv
-    from training import services
 
     text = io.StringIO()
     write_csv(kind, rows, text, seed=11)
@@ -41,7 +41,7 @@ def dataset_from_sample(tenant, kind: str, rows: int, label: str):
 
 
 def train(tenant, dataset, template: str, model_name: str, label: str, params: dict):
-    from training import job_services
+    from training import services as job_services
     from training.models import TrainingJob
     from training.trainer.run import run_job
 

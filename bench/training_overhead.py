@@ -50,7 +50,7 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 
 
 def platform_run(env, args, csv_bytes: bytes) -> dict:
-    from training import services
+    from datasets import services
 
     work = Path(env["BENCH_WORK_DIR"])
     tenant, key = bench_tenant()

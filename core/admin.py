@@ -24,8 +24,6 @@ def _service_error() -> type[Exception]:
     return ServiceError
 
 
-# The admin's front page links the operators' own pages (status, usage and cost).
-admin.site.index_template = "admin/platform_index.html"
 admin.site.site_header = "ML platform operations"
 
 

@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 
+from core import queue as queue_module
 from core import storage
 
 PROBE_PREFIX = "system/probes"
@@ -76,9 +77,7 @@ def record_probe(*, probe_id: str, hostname: str) -> None:
 
 
 def send_probe(*, probe_id: str, queue: str = "default") -> None:
-    from core.tasks import probe_runtime
-
-    probe_runtime.apply_async(kwargs={"probe_id": probe_id}, queue=queue)
+    queue_module.send("core.tasks.probe_runtime", to_queue=queue, probe_id=probe_id)
 
 
 def wait_for_probe(*, probe_id: str, timeout: float) -> dict:

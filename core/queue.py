@@ -13,9 +13,9 @@ from celery import current_app
 from django.db import transaction
 
 
-def send(task_name: str, **kwargs: Any) -> None:
-    """Send the task now (a broker outage raises, as ``delay`` does)."""
-    current_app.send_task(task_name, kwargs=kwargs)
+def send(task_name: str, /, *, to_queue: str | None = None, **kwargs: Any) -> None:
+    """Send the task now (a broker outage raises, as ``delay`` does); ``to_queue`` overrides its route."""
+    current_app.send_task(task_name, kwargs=kwargs, **({"queue": to_queue} if to_queue else {}))
 
 
 def send_on_commit(task_name: str, *, robust: bool = False, **kwargs: Any) -> None:

@@ -181,22 +181,6 @@ def _delete_batch(batch: list[dict[str, str]]) -> int:
     return len(batch)
 
 
-def presigned_get_url(key: str, *, expires_in: int | None = None) -> str:
-    return client().generate_presigned_url(
-        "get_object",
-        Params={"Bucket": bucket(), "Key": key},
-        ExpiresIn=expires_in or settings.S3_PRESIGNED_URL_TTL_SECONDS,
-    )
-
-
-def presigned_put_url(key: str, *, expires_in: int | None = None) -> str:
-    return client().generate_presigned_url(
-        "put_object",
-        Params={"Bucket": bucket(), "Key": key},
-        ExpiresIn=expires_in or settings.S3_PRESIGNED_URL_TTL_SECONDS,
-    )
-
-
 def reachable() -> tuple[bool, str]:
     """Whether the bucket answers, with a reason when it does not (for /readyz)."""
     try:

@@ -1,5 +1,7 @@
 """The one publishing service: training writes model versions to storage and the registry through it.
 
+Training reaches it through ``training.publishing`` (bound in ``serving.apps``), since training comes first.
+
 Order matters: a version number is reserved (row ``publishing``, invisible),
 every file is uploaded with its sha256, ``manifest.json`` is written last,
 and only then is the row marked ``ready``. A retried job reuses its own

@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from core import naming
+from core.errors import NotFoundError
 from core.serializers import validated_input
 from serving import services
 from serving.models import ModelVersion, RegisteredModel
@@ -89,8 +90,6 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
 
     def list(self, request, *args, **kwargs):
         if not RegisteredModel.objects.for_tenant(self.caller.tenant).filter(name=kwargs["model_name"]).exists():
-            from core.errors import NotFoundError
-
             raise NotFoundError("No such model.")
         return super().list(request, *args, **kwargs)
 

@@ -1,7 +1,6 @@
-"""Reads of tenants, members and keys. Callers pass the tenant.
+"""Reads of tenants, members and keys, and the storage a tenant uses. Callers pass the tenant.
 
-Only ``every_tenants_bill`` (operators) and ``recent_credential_changes`` (the serving process's key cache)
-cross tenants.
+Only ``recent_credential_changes`` (the serving process's key cache) crosses tenants.
 """
 
 from __future__ import annotations

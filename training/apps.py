@@ -6,6 +6,7 @@ class TrainingConfig(AppConfig):
     verbose_name = "Training jobs"
 
     def ready(self) -> None:
+        # Imported here, once the app registry is ready (services import the models).
         from datasets import signals
         from training import services
 

@@ -1,7 +1,14 @@
-"""Held-out evaluation metrics computed with NumPy (no TensorFlow needed)."""
+"""Held-out evaluation metrics computed with NumPy (no TensorFlow needed).
+
+``EVALUATIONS`` names each way a template's model is evaluated; a template
+declares one (``Template.evaluation``) and the trainer asks for it by that
+name, so the trainer never decides from the template which metrics apply.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -96,3 +103,34 @@ def multiclass_metrics(y_true: np.ndarray, probabilities: np.ndarray, label_name
         "labels": label_names,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def _binary(truth: np.ndarray, predictions: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    return binary_metrics(truth, predictions.reshape(-1).astype("float64"))
+
+
+def _multiclass(truth: np.ndarray, predictions: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    metrics = multiclass_metrics(truth, predictions.astype("float64"), label_names)
+    if len(label_names) == 2:  # two classes: also the binary view (AUC, ROC) of the second label
+        metrics |= binary_metrics(truth, predictions[:, 1].astype("float64"))
+    return metrics
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation kind: the model output it reads (a template task) and the metrics it computes from it."""
+
+    task: str  # "binary": one probability per row; "multiclass": one per label
+    compute: Callable[[np.ndarray, np.ndarray, list[str]], dict[str, Any]]  # (class indices, predictions, names)
+
+
+EVALUATIONS: dict[str, Evaluation] = {
+    "binary": Evaluation(task="binary", compute=_binary),
+    # Per-class metrics and the confusion matrix, plus the binary view when there are exactly two labels.
+    "multiclass": Evaluation(task="multiclass", compute=_multiclass),
+}
+
+
+def evaluate(kind: str, *, truth: np.ndarray, predictions: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """The held-out metrics of evaluation ``kind`` (a template's ``evaluation``) for the model's predictions."""
+    return EVALUATIONS[kind].compute(truth, predictions, label_names)

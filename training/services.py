@@ -19,9 +19,10 @@ from django.db import transaction
 from django.db.models import F, OuterRef, Subquery, Sum, Value, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
-from core import naming, queue
-from core.errors import ConflictError, QuotaExceededError, ServiceError
+from core import naming, queue, storage
+from core.errors import ConflictError, NotFoundError, QuotaExceededError, ServiceError
 from datasets.models import Dataset
 from tenants import audit
 from tenants import services as tenant_services
@@ -278,8 +279,6 @@ def request_dispatch() -> None:
     Called after commits (a job created, finished or requeued): the change is
     already saved, so a broker outage must not turn it into an error.
     """
-    from kombu.exceptions import OperationalError as BrokerError
-
     try:
         queue.send(DISPATCH_JOBS)
     except (BrokerError, OSError) as exc:
@@ -409,8 +408,6 @@ def cancel_job(*, tenant: Tenant, job_id) -> TrainingJob:
     with transaction.atomic():
         job = TrainingJob.objects.for_tenant(tenant).select_for_update().filter(pk=job_id).first()
         if job is None:
-            from core.errors import NotFoundError
-
             raise NotFoundError("No such job.")
         if job.status in TrainingJob.TERMINAL:
             raise ConflictError(f"The job already ended ({job.status}).", code="job_finished")
@@ -780,9 +777,6 @@ def delete_job(*, tenant: Tenant, job_id) -> None:
     toward this month's quota and bill: usage is rolled up from job rows, so deleting one earlier would
     refund the seconds it used. A published version keeps its lineage (job id and dataset in its manifest).
     """
-    from core import storage
-    from core.errors import NotFoundError
-
     with transaction.atomic():
         job = TrainingJob.objects.for_tenant(tenant).select_for_update().filter(pk=job_id).first()
         if job is None:

@@ -3,6 +3,9 @@ from django.contrib import admin
 from core.admin import RecordAdmin
 from usage.models import UsageRecord
 
+# The admin's front page links the operators' own pages, which live here (status, usage and cost).
+admin.site.index_template = "admin/platform_index.html"
+
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(RecordAdmin):

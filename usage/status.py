@@ -14,6 +14,8 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from serving.models import ServingProcess
+
 logger = logging.getLogger(__name__)
 SERVING_STALE_AFTER = timedelta(seconds=60)
 
@@ -65,8 +67,6 @@ def queue_lengths() -> list[dict[str, Any]]:
 
 
 def serving_processes() -> list[dict[str, Any]]:
-    from serving.models import ServingProcess
-
     now = timezone.now()
     return [
         {

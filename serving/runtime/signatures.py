@@ -3,6 +3,10 @@
 No TensorFlow here: the signature is read from the manifest and the loaded
 function's input specs as plain names, dtypes and shapes, so the request
 parsers and the batcher work on numpy arrays only.
+
+What the output means (``task``) and how requests are checked (``input_kind``)
+come from the manifest, where the trainer writes its template's declarations;
+serving never asks which template a version was trained from.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from training.templates import manifest_kinds
 
 
 class InputError(Exception):
@@ -34,6 +40,7 @@ _TF_DTYPE_NAMES = {
     "int64": "DT_INT64",
 }
 _ID_SEQUENCE = re.compile(r"^\s*(\d{1,18}(\s+\d{1,18})*)?\s*$", re.ASCII)
+TASKS = ("binary", "multiclass")  # what decode_outputs can answer
 V2_DATATYPES = {"string": "BYTES", "float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64"}
 
 
@@ -107,11 +114,18 @@ class Signature:
 
     inputs: tuple[InputSpec, ...]
     label_names: tuple[str, ...]
-    binary: bool  # one probability per row (the click model) rather than one per label
+    binary: bool  # task "binary": one probability per row (of the last label) rather than one per label
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> Signature:
-        """Read from the registry's manifest, so metadata and input checks need no loaded model."""
+        """Read from the registry's manifest, so metadata and input checks need no loaded model.
+
+        ``task`` and ``input_kind`` are the manifest's own; versions published before the manifest had them get
+        them from ``training.templates.manifest_kinds`` (their output key, else their template's declaration).
+        """
+        kinds = manifest_kinds(manifest)
+        if kinds["task"] not in TASKS:
+            raise ValueError(f"unsupported task {kinds['task']!r}")
         inputs = []
         for name, spec in (manifest.get("signature") or {}).get("inputs", {}).items():
             dtype = str(spec.get("dtype"))
@@ -122,7 +136,7 @@ class Signature:
                     name=name,
                     dtype=dtype,
                     column=len(spec.get("shape") or []) == 2,
-                    id_sequence=manifest.get("template") == "sequence_ctr",
+                    id_sequence=kinds["input_kind"] == "id_sequence",
                 )
             )
         if not inputs:
@@ -130,7 +144,7 @@ class Signature:
         return cls(
             inputs=tuple(inputs),
             label_names=tuple(str(n) for n in manifest.get("label_names") or ()),
-            binary=manifest.get("template") == "sequence_ctr",
+            binary=kinds["task"] == "binary",
         )
 
     def check_function(self, function) -> str:

@@ -24,10 +24,9 @@ import pytest
 
 from core.s3server import port_is_open
 from serving.models import ModelVersion
+from tests.support.isolation import tenant_rows
+from tests.support.jobs import ctr_dataset, job_state, submit, wait_for
 from tests.support.workers import ROOT, celery_worker, free_port, stop_process_group
-from tests.test_isolation import tenant_rows
-from tests.test_training_jobs import submit
-from tests.test_training_worker import ctr_dataset, job_state, wait_for
 from training.models import JobMetric, TrainingJob
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]  # its own broker, not the configured one

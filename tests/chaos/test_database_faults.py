@@ -21,10 +21,9 @@ import pytest
 from django.db import InterfaceError, OperationalError, connection
 
 from serving.models import ModelVersion
+from tests.support.isolation import tenant_rows
+from tests.support.jobs import ctr_dataset, job_state, submit, wait_for
 from tests.support.workers import celery_worker
-from tests.test_isolation import tenant_rows
-from tests.test_training_jobs import submit
-from tests.test_training_worker import ctr_dataset, job_state, wait_for
 from training.models import JobMetric, TrainingJob
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

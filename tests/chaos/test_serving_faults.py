@@ -18,10 +18,9 @@ import time
 import pytest
 
 from serving import services as registry
-from tests.support.serving import publish_model
+from tests.support.jobs import wait_for
+from tests.support.serving import call, publish_model
 from tests.support.workers import ROOT, free_port, serving_process
-from tests.test_serving import call
-from tests.test_training_worker import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 BODY = {"instances": ["12 85 3 9"]}

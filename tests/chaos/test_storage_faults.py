@@ -27,14 +27,13 @@ from core.s3server import start_s3_server
 from datasets.models import Dataset
 from datasets.sample_data import write_csv
 from serving.models import ModelVersion
+from tests.support.chaos import CHAOS_S3_PORT
+from tests.support.datasets import upload
+from tests.support.jobs import job_state, submit, wait_for
 from tests.support.workers import ROOT, celery_worker
-from tests.test_datasets import upload
-from tests.test_training_jobs import submit
-from tests.test_training_worker import job_state, wait_for
 from training.models import JobLogLine, JobMetric, TrainingJob
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-S3_PORT = 28433
 PARAMS = {"epochs": 6, "batch_size": 8, "max_len": 30, "embedding_dim": 16, "conv_filters": 16, "lstm_units": 16}
 
 
@@ -49,7 +48,7 @@ class OwnS3:
 
     def start(self) -> None:
         self.server = start_s3_server(
-            data_dir=self.folder, access_key=self.keys[0], secret_key=self.keys[1], s3_port=S3_PORT
+            data_dir=self.folder, access_key=self.keys[0], secret_key=self.keys[1], s3_port=CHAOS_S3_PORT
         )
 
     def stop(self) -> None:

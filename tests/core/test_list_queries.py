@@ -16,10 +16,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tests.conftest import client_for
-from tests.support.dashboard import signed_in
+from tests.support.dashboard import HTML_PAGES, signed_in
 from tests.support.factories import OBJECT_FACTORIES
-from tests.test_dashboard import HTML_PAGES
-from tests.test_isolation import LIST_ROUTES
+from tests.support.isolation import LIST_ROUTES
 
 pytestmark = pytest.mark.django_db
 DASHBOARD_LISTS = [p for p in HTML_PAGES if not p.pattern.regex.groupindex]

@@ -50,11 +50,14 @@ def test_stream_upload_and_download_round_trip(tenant_id):
 
 def test_presigned_urls_work_over_plain_http(tenant_id):
     key = storage.tenant_key(tenant_id, "datasets", "d2", "small.txt")
-    put_url = storage.presigned_put_url(key)
-    request = urllib.request.Request(put_url, data=b"hello", method="PUT")
+
+    def url(method: str) -> str:
+        return storage.client().generate_presigned_url(method, Params={"Bucket": storage.bucket(), "Key": key})
+
+    request = urllib.request.Request(url("put_object"), data=b"hello", method="PUT")
     with urllib.request.urlopen(request) as response:
         assert response.status == 200
-    with urllib.request.urlopen(storage.presigned_get_url(key)) as response:
+    with urllib.request.urlopen(url("get_object")) as response:
         assert response.read() == b"hello"
 
 
@@ -95,7 +98,7 @@ def test_signatures_are_enforced():
 
 def test_the_make_up_test_and_chaos_s3_stacks_use_disjoint_ports():
     from core.s3server import weed_ports
-    from tests.chaos.test_storage_faults import S3_PORT as CHAOS_S3_PORT
+    from tests.support.chaos import CHAOS_S3_PORT
 
     stacks = [weed_ports(s3_port) for s3_port in (8333, 18333, CHAOS_S3_PORT)]
     listening = [{port for port in stack.values() if port} for stack in stacks]  # 0 turns a server off

@@ -12,22 +12,15 @@ import re
 import pytest
 from django.urls import URLPattern, reverse
 
-from dashboard import urls as dashboard_urls
 from serving.models import ModelAlias, ModelVersion, RegisteredModel
 from tenants import services as tenant_services
 from tenants.models import ApiKey, AuditEvent, Membership, Role
-from tests.support.dashboard import signed_in, tenant_objects
+from tests.support.dashboard import HTML_PAGES, TENANT_PAGES, signed_in, tenant_objects
 from tests.support.factories import make_member
-from tests.test_isolation import tenant_rows
+from tests.support.isolation import tenant_rows
 from training.models import TrainingJob
 
 pytestmark = pytest.mark.django_db
-
-PAGES = [p for p in dashboard_urls.urlpatterns if isinstance(p, URLPattern)]
-# Pages that are not a tenant's (signing in and out, choosing a tenant) and the JSON proxy tested apart.
-NOT_TENANT_PAGES = {"login", "logout", "switch-tenant"}
-TENANT_PAGES = [p for p in PAGES if p.name not in NOT_TENANT_PAGES]
-HTML_PAGES = [p for p in TENANT_PAGES if p.name != "model-try"]
 
 
 def page_url(pattern: URLPattern, objects) -> str:

@@ -15,9 +15,8 @@ from tenants import services as tenant_services
 from tenants.models import Membership, Role
 from tests.support.dashboard import signed_in
 from tests.support.factories import make_member
-from tests.support.serving import publish_model, serving_server
+from tests.support.serving import call, publish_model, serving_server
 from tests.support.workers import free_port
-from tests.test_serving import call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 VISITOR = {"instances": ["12 85 3 9"]}

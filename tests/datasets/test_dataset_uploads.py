@@ -15,6 +15,7 @@ from tests.support.datasets import PART, big_csv, start
 
 pytestmark = pytest.mark.django_db
 
+
 def put_part(url: str, data: bytes) -> str:
     request = urllib.request.Request(url, data=data, method="PUT")
     with urllib.request.urlopen(request) as response:

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from datasets.models import Dataset
-from tests.support.workers import celery_worker
 from tests.support.datasets import CSV, upload
+from tests.support.workers import celery_worker
 
 
 @pytest.mark.broker

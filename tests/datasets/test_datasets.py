@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import storage
-from datasets import services
 from datasets.models import Dataset
 from datasets.sample_data import write_csv
 from tenants.models import Plan
 from tests.support.datasets import CSV, tenant_objects, upload, validated
 
 pytestmark = pytest.mark.django_db
+
 
 def test_upload_validate_and_read_back(api_a, tenant_a):
     response = upload(api_a, CSV, label_column="clicked")

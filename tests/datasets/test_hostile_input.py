@@ -14,8 +14,8 @@ from django.utils import timezone
 from datasets.models import Dataset
 from tenants.models import Role
 from tests.conftest import client_for
-from tests.support.factories import make_job, make_key
 from tests.support.datasets import tenant_objects, upload, validated
+from tests.support.factories import make_job, make_key
 
 pytestmark = pytest.mark.django_db
 

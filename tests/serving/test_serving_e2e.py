@@ -12,10 +12,9 @@ import time
 
 import pytest
 
+from tests.support.jobs import SMALL_CTR, ctr_dataset, job_state, submit, wait_for
+from tests.support.serving import call
 from tests.support.workers import celery_worker, serving_process
-from tests.test_serving import call
-from tests.test_training_jobs import SMALL_CTR, submit
-from tests.test_training_worker import ctr_dataset, job_state, wait_for
 from training.models import TrainingJob
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -1,17 +1,27 @@
-"""Dashboard test helpers: signed-in clients and one tenant with an object of every kind a page can show."""
+"""Dashboard test helpers: the pages to check, signed-in clients and one tenant with an object of every kind a page
+can show."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from django.test import Client
+from django.urls import URLPattern
 
+from dashboard import urls as dashboard_urls
 from datasets.models import Dataset
 from serving.models import ModelVersion
 from tenants.models import User
 from tenants.scoping import SESSION_TENANT_KEY
 from tests.support.factories import make_job, make_model_version
 from training.models import TrainingJob
+
+# Pages come from the URL configuration, so a page added to ``dashboard.urls`` is checked without editing a test.
+PAGES = [p for p in dashboard_urls.urlpatterns if isinstance(p, URLPattern)]
+# Pages that are not a tenant's (signing in and out, choosing a tenant) and the JSON proxy tested apart.
+NOT_TENANT_PAGES = {"login", "logout", "switch-tenant"}
+TENANT_PAGES = [p for p in PAGES if p.name not in NOT_TENANT_PAGES]
+HTML_PAGES = [p for p in TENANT_PAGES if p.name != "model-try"]
 
 BINARY_METRICS = {
     "task": "binary",
@@ -59,8 +69,8 @@ class TenantObjects:
 
 def bystander(tenant) -> dict:
     """Rows of a tenant that must stay untouched while another tenant's work runs (its job already ended, so
-    a worker has nothing of its own to do), as ``tests.test_isolation.tenant_rows`` sees them."""
-    from tests.test_isolation import tenant_rows
+    a worker has nothing of its own to do), as ``tests.support.isolation.tenant_rows`` sees them."""
+    from tests.support.isolation import tenant_rows
     from training import services as job_services
 
     objects = tenant_objects(tenant)

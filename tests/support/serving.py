@@ -21,7 +21,7 @@ from serving.models import ModelVersion, RegisteredModel
 from tenants.models import Tenant
 from tests.support.workers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: this file is tests/support/<name>.py
 EXPORT_DIR = ROOT / "var" / "test" / "exports"
 _CTR_PARAMS = {
     "max_len": 8,

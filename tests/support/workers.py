@@ -17,7 +17,7 @@ from django.db import connection
 
 from core import probes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: this file is tests/support/<name>.py
 CELERY = str(Path(sys.executable).with_name("celery"))
 
 

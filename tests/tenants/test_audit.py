@@ -8,10 +8,9 @@ from datasets import services as dataset_services
 from serving import services as registry
 from tenants.models import AuditEvent, Membership, Role, User
 from tests.conftest import client_for
+from tests.support.datasets import PART, big_csv, start, upload
 from tests.support.factories import CTR_CSV, make_key, make_member, make_model_version
-from tests.test_dataset_uploads import PART, big_csv, start
-from tests.test_datasets import upload
-from tests.test_training_jobs import submit
+from tests.support.jobs import submit
 
 pytestmark = pytest.mark.django_db
 

@@ -22,9 +22,9 @@ from tenants.models import ROLE_RANK, ApiKey, Role
 from tests.conftest import client_for
 from tests.support.dashboard import signed_in
 from tests.support.factories import make_key, make_member
+from tests.support.isolation import ROUTES, call, object_for, tenant_rows, url_for
+from tests.support.serving import call as serving_call
 from tests.support.serving import publish_model, serving_server
-from tests.test_isolation import ROUTES, call, object_for, tenant_rows, url_for
-from tests.test_serving import call as serving_call
 
 pytestmark = pytest.mark.django_db
 VISITOR = {"instances": ["12 85 3"]}

@@ -18,7 +18,6 @@ from tests.support.factories import OBJECT_FACTORIES
 from tests.support.isolation import DETAIL_ROUTES, LIST_ROUTES, ROUTES, call, object_for, tenant_rows, url_for
 
 
-
 def test_the_api_has_routes_to_check():
     assert DETAIL_ROUTES and LIST_ROUTES
 

@@ -12,14 +12,15 @@ from datasets import services
 from datasets.sample_data import write_csv
 from serving.models import ModelVersion
 from tests.conftest import client_for
-from tests.support.factories import make_tenant
 from tests.support.datasets import upload
+from tests.support.factories import make_tenant
 from tests.support.jobs import capture_tasks, job_ids, submit
 from training import services as job_services
 from training.models import TrainingJob
 from training.trainer.run import run_job
 
 pytestmark = pytest.mark.django_db
+
 
 def ready_dataset(client, kind: str, rows: int, label: str, seed: int = 0) -> str:
     out = io.StringIO()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
-import time
 
 import pytest
 
 from core import storage
-from datasets.sample_data import write_csv
-from tests.support.workers import celery_worker
 from tests.support.jobs import ctr_dataset, job_state, submit, wait_for
+from tests.support.workers import celery_worker
 from training.models import JobLogLine, JobMetric, TrainingJob
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -6,8 +6,7 @@ import pytest
 
 from serving.models import ServingProcess
 from tenants.models import User
-from tests.support.serving import publish_model, serving_server
-from tests.test_serving import call
+from tests.support.serving import call, publish_model, serving_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

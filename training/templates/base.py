@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import keras
     import numpy as np
 
+    # For type hints only: the trainer's modules are the worker's, and builders get the data at run time.
     from training.trainer.data import TrainingData
 
 FLOAT_BYTES = 4
@@ -127,6 +128,8 @@ class Template:
                 f"template {self.name}: evaluation {self.evaluation!r} does not read a {self.task} model's output "
                 f"(evaluations: {EVALUATION_TASKS})"
             )
+        if self.task == "binary" and self.columns.task != "binary":
+            raise ValueError(f"template {self.name}: a binary model takes binary labels only (columns.task)")
         if self.input_kind != "columns" and self.columns.max_features != 1:
             raise ValueError(f"template {self.name}: a {self.input_kind} input reads exactly one feature column")
 

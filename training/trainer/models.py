@@ -1,6 +1,7 @@
-"""Keras models for each template, preprocessing inside, so the exported model takes raw values.
+"""Keras models of the built-in templates, preprocessing inside, so the exported model takes raw values.
 
-This module imports TensorFlow; only the training worker (inside the task) imports it.
+This module imports TensorFlow; only the training worker (inside the task) imports it, through the templates'
+``build`` functions (``training/templates/``), which decide which builder here a template uses.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ def split_characters(text):
     return tf.strings.split(spaced)
 
 
-def _compile(model: keras.Model, *, learning_rate: float, binary: bool) -> keras.Model:
-    if binary:
+def compile_model(model: keras.Model, *, task: str, learning_rate: float) -> keras.Model:
+    """Adam with the loss and metrics of the template's task (what the trainer's labels and evaluation expect):
+    binary cross-entropy and AUC over one probability, or sparse categorical cross-entropy over class indices."""
+    if task == "binary":
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss="binary_crossentropy",
@@ -80,7 +83,9 @@ def sequence_ctr(*, column: str, params: dict[str, Any], vocab_size: int) -> ker
     x = keras.layers.MaxPooling1D(params["pool_size"])(x)
     x = keras.layers.LSTM(params["lstm_units"])(x)
     output = keras.layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)
-    return _compile(keras.Model(raw, output, name="sequence_ctr"), learning_rate=params["learning_rate"], binary=True)
+    return compile_model(
+        keras.Model(raw, output, name="sequence_ctr"), task="binary", learning_rate=params["learning_rate"]
+    )
 
 
 def text_classifier(*, column: str, params: dict[str, Any], texts: np.ndarray, classes: int) -> keras.Model:
@@ -105,8 +110,8 @@ def text_classifier(*, column: str, params: dict[str, Any], texts: np.ndarray, c
         x = keras.layers.GlobalAveragePooling1D()(x)
         x = keras.layers.Dense(params["embedding_dim"], activation="relu")(x)
     output = keras.layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
-    return _compile(
-        keras.Model(raw, output, name="text_classifier"), learning_rate=params["learning_rate"], binary=False
+    return compile_model(
+        keras.Model(raw, output, name="text_classifier"), task="multiclass", learning_rate=params["learning_rate"]
     )
 
 
@@ -135,6 +140,6 @@ def tabular_classifier(
         x = keras.layers.Dense(units, activation="relu")(x)
         x = keras.layers.Dropout(params["dropout"])(x)
     output = keras.layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
-    return _compile(
-        keras.Model(inputs, output, name="tabular_classifier"), learning_rate=params["learning_rate"], binary=False
+    return compile_model(
+        keras.Model(inputs, output, name="tabular_classifier"), task="multiclass", learning_rate=params["learning_rate"]
     )

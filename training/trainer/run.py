@@ -22,8 +22,8 @@ from django.db import InterfaceError, OperationalError, connection
 
 from core import storage
 from serving import publishing
-from training import job_services, templates
-from training.evaluation import binary_metrics, multiclass_metrics
+from training import evaluation, templates
+from training import services as job_services
 from training.models import TrainingJob
 from training.trainer.data import TrainingData, load
 
@@ -226,9 +226,9 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     with phases.phase("load"):
         data, model, initial_epoch = _load_and_build(job)
     params = job.params
-    binary = job.template == "sequence_ctr"
-    train = to_dataset(job, data, data.train_index, binary=binary, shuffle=True)
-    validation = to_dataset(job, data, data.val_index, binary=binary, shuffle=False)
+    template = templates.get(job.template)
+    train = to_dataset(job, data, data.train_index, template=template, shuffle=True)
+    validation = to_dataset(job, data, data.val_index, template=template, shuffle=False)
     steps = math.ceil(len(data.train_index) / params["batch_size"])
     if initial_epoch < params["epochs"]:
         if initial_epoch:
@@ -257,7 +257,7 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     if resilient(job_services.heartbeat, job=job, progress=final) == Status.CANCELLING:
         raise Cancelled
     with phases.phase("evaluate"):
-        metrics = evaluate(model, validation, data, binary=binary)
+        metrics = evaluate(model, validation, data, template=template)
     scores = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
     resilient(job_services.log, job, f"evaluated: {scores}")
     with phases.phase("export_upload_register"):
@@ -269,7 +269,7 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
                 version=version,
                 export_dir=export_dir,
                 metrics=metrics,
-                manifest_fields=manifest_fields(job, model, data),
+                manifest_fields=manifest_fields(job, model, data, template=template),
             )
     resilient(job_services.log, job, f"published {job.model_name} v{version.version} at {version.object_prefix}")
     return metrics, version.version
@@ -305,11 +305,12 @@ def _progress(epoch: int, epochs: int, step: int, steps: int) -> dict[str, int]:
     return {"epoch": epoch, "epochs": epochs, "step": step, "steps": steps}
 
 
-def feature_tensors(job: TrainingJob, data: TrainingData, index: np.ndarray):
+def feature_tensors(job: TrainingJob, data: TrainingData, index: np.ndarray, *, template: templates.Template):
+    """The model's inputs for the rows at ``index``, shaped by the template's input kind (as serving feeds them)."""
     import tensorflow as tf
 
     features, _ = data.split(index)
-    if job.template == "tabular_classifier":
+    if template.input_kind == "columns":
         return {
             name: tf.constant(values.reshape(-1, 1) if values.dtype != object else values.astype(str).reshape(-1, 1))
             for name, values in features.items()
@@ -318,37 +319,30 @@ def feature_tensors(job: TrainingJob, data: TrainingData, index: np.ndarray):
     return tf.constant(features[column].astype(str))
 
 
-def to_dataset(job: TrainingJob, data: TrainingData, index: np.ndarray, *, binary: bool, shuffle: bool):
+def to_dataset(job: TrainingJob, data: TrainingData, index: np.ndarray, *, template: templates.Template, shuffle: bool):
     import tensorflow as tf
 
-    labels = data.labels[index].astype("float32" if binary else "int64")
-    ds = tf.data.Dataset.from_tensor_slices((feature_tensors(job, data, index), labels))
+    # A binary model's one probability is fitted to 0/1 (binary cross-entropy); a multiclass one to class indices.
+    labels = data.labels[index].astype("float32" if template.task == "binary" else "int64")
+    ds = tf.data.Dataset.from_tensor_slices((feature_tensors(job, data, index, template=template), labels))
     if shuffle:
         ds = ds.shuffle(len(index), seed=job.seed, reshuffle_each_iteration=True)
     return ds.batch(job.params["batch_size"]).prefetch(2)
 
 
 def build(job: TrainingJob, data: TrainingData):
-    from training.trainer import models
-
-    params = job.params
+    """A new compiled model from the job's template, given what it may read of the job and the dataset."""
     types = {c["name"]: c["type"] for c in job.dataset.schema}
-    if job.template == "sequence_ctr":
-        (column,) = job.feature_columns
-        stats = (job.dataset.stats.get("columns", {}).get(column, {})) or {}
-        vocab_size = templates.derived_vocab_size(params=params, column_stats=stats)  # capped: see the setting
-        return models.sequence_ctr(column=column, params=params, vocab_size=vocab_size)
-    if job.template == "text_classifier":
-        (column,) = job.feature_columns
-        texts = data.features[column][data.train_index].astype(str)
-        return models.text_classifier(column=column, params=params, texts=texts, classes=len(data.label_names))
-    train_features, _ = data.split(data.train_index)
-    return models.tabular_classifier(
-        columns={c: types[c] for c in job.feature_columns},
-        params=params,
-        features=train_features,
+    stats = (job.dataset.stats or {}).get("columns", {})
+    context = templates.BuildContext(
+        params=job.params,
+        feature_columns=list(job.feature_columns),
+        column_types={c: types[c] for c in job.feature_columns},
+        column_stats={c: stats.get(c) or {} for c in job.feature_columns},
+        data=data,
         classes=len(data.label_names),
     )
+    return templates.get(job.template).build(context)
 
 
 def restore_or_build(job: TrainingJob, data: TrainingData):
@@ -382,18 +376,19 @@ def save_checkpoint(job: TrainingJob, model, epoch: int) -> None:
         storage.delete_key(previous)
 
 
-def evaluate(model, validation, data: TrainingData, *, binary: bool) -> dict[str, Any]:
+def evaluate(model, validation, data: TrainingData, *, template: templates.Template) -> dict[str, Any]:
+    """The held-out metrics of the template's evaluation kind."""
     predictions = model.predict(validation, verbose=0)
-    truth = data.labels[data.val_index]
-    if binary:
-        return binary_metrics(truth, predictions.reshape(-1).astype("float64"))
-    metrics = multiclass_metrics(truth, predictions.astype("float64"), data.label_names)
-    if len(data.label_names) == 2:  # two classes: also the binary view (AUC, ROC) of the second label
-        metrics |= binary_metrics(truth, predictions[:, 1].astype("float64"))
-    return metrics
+    return evaluation.evaluate(
+        template.evaluation,
+        truth=data.labels[data.val_index],
+        predictions=predictions,
+        label_names=data.label_names,
+    )
 
 
-def manifest_fields(job: TrainingJob, model, data: TrainingData) -> dict[str, Any]:
+def manifest_fields(job: TrainingJob, model, data: TrainingData, *, template: templates.Template) -> dict[str, Any]:
+    """What the manifest says beside the files; serving reads ``task`` and ``input_kind`` (never the template)."""
     import tensorflow as tf
 
     def spec(tensor) -> dict[str, Any]:
@@ -401,11 +396,13 @@ def manifest_fields(job: TrainingJob, model, data: TrainingData) -> dict[str, An
 
     outputs = (
         {"probability": f"P(label = {data.label_names[-1]})"}
-        if job.template == "sequence_ctr"
+        if template.task == "binary"
         else {"probabilities": f"one per label, in the order of label_names ({len(data.label_names)})"}
     )
     return {
-        "template": job.template,
+        "template": job.template,  # for people and the registry's listing; serving reads the two kinds below
+        "task": template.task,
+        "input_kind": template.input_kind,
         "params": job.params,
         "job_id": str(job.id),
         "dataset": {

@@ -21,6 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, workers: int, **options) -> None:
         import uvicorn
 
+        # Imported when the command runs: the runtime's modules are the serving process's, not every manage.py's.
         from serving.runtime.metrics import require_token
 
         require_token()  # before any port opens: production never serves an open /metrics
