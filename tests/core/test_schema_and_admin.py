@@ -63,7 +63,7 @@ def test_admin_pages_load(operator, page):
 
 
 @pytest.mark.parametrize(
-    "page", ["training/dataset", "training/datasetupload", "training/trainingjob", "serving/modelversion"]
+    "page", ["datasets/dataset", "datasets/datasetupload", "training/trainingjob", "serving/modelversion"]
 )
 def test_dataset_admin_pages_load(operator, page):
     from tests.support.factories import make_dataset, make_upload

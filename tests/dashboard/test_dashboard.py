@@ -238,7 +238,7 @@ def test_deleting_a_dataset_from_its_page(tenant_a):
     dataset = make_dataset(tenant_a.tenant, name="old")
     owner = signed_in(tenant_a.owner)
     assert owner.post(reverse("dashboard:dataset", args=[dataset.pk])).status_code == 302
-    assert not tenant_rows(tenant_a.tenant).get(("training.Dataset", str(dataset.pk)))
+    assert not tenant_rows(tenant_a.tenant).get(("datasets.Dataset", str(dataset.pk)))
     _audited(tenant_a.tenant, "dataset.delete", tenant_a.owner)
 
 

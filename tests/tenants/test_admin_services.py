@@ -55,7 +55,7 @@ def test_admin_delete_of_a_dataset_removes_its_objects_and_is_audited(operator, 
     folder = f"tenants/{tenant.id}/datasets/{dataset.id}/"
     assert _objects_under(folder)
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator.post(f"/admin/training/dataset/{dataset.pk}/delete/", {"post": "yes"})
+        response = operator.post(f"/admin/datasets/dataset/{dataset.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Dataset.objects.filter(pk=dataset.pk).exists()
     assert _objects_under(folder) == []
@@ -70,7 +70,7 @@ def test_admin_refuses_to_delete_a_dataset_a_job_uses_one_or_in_bulk(operator, d
     used = Dataset.objects.get(pk=job.dataset_id)
     spare = make_dataset(tenant, name="spare")
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator.post(f"/admin/training/dataset/{used.pk}/delete/", {"post": "yes"}, follow=True)
+        response = operator.post(f"/admin/datasets/dataset/{used.pk}/delete/", {"post": "yes"}, follow=True)
     assert response.status_code == 200
     assert "Nothing was changed" in page_text(response) and "job uses this dataset" in page_text(response)
     assert Dataset.objects.filter(pk=used.pk).exists()
@@ -78,7 +78,7 @@ def test_admin_refuses_to_delete_a_dataset_a_job_uses_one_or_in_bulk(operator, d
     # "Delete selected": one refusal keeps every selected row (and every object).
     with django_capture_on_commit_callbacks(execute=True):
         response = operator.post(
-            "/admin/training/dataset/",
+            "/admin/datasets/dataset/",
             {"action": "delete_selected", "post": "yes", "_selected_action": [str(used.pk), str(spare.pk)]},
             follow=True,
         )
@@ -90,7 +90,7 @@ def test_admin_refuses_to_delete_a_dataset_a_job_uses_one_or_in_bulk(operator, d
     TrainingJob.objects.filter(pk=job.pk).update(status="cancelled", finished_at=timezone.now())
     with django_capture_on_commit_callbacks(execute=True):
         operator.post(
-            "/admin/training/dataset/",
+            "/admin/datasets/dataset/",
             {"action": "delete_selected", "post": "yes", "_selected_action": [str(used.pk), str(spare.pk)]},
         )
     assert not Dataset.objects.filter(pk__in=[used.pk, spare.pk]).exists()

@@ -164,7 +164,7 @@ def test_a_multipart_retry_with_another_boundary_is_the_same_request(api_a, tena
     assert retry.status_code == 201 and retry["Idempotent-Replayed"] == "true" and retry.content == first.content
     other_file = send("first-boundary-1234", CTR_CSV + b"7 8 9,1\n")
     assert other_file.status_code == 422 and other_file.json()["error"]["code"] == "idempotency_key_reused"
-    assert tenant_a.tenant.training_dataset_set.count() == 1
+    assert tenant_a.tenant.datasets_dataset_set.count() == 1
 
 
 @pytest.mark.django_db

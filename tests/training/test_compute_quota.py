@@ -18,6 +18,7 @@ from tests.support.jobs import TINY_CTR, capture_tasks, job_ids, ready_dataset, 
 from training import services as job_services
 from training.models import TrainingJob
 from training.trainer.run import checkpoint_prefix, run_job
+from usage import services as usage_services
 
 pytestmark = pytest.mark.django_db
 
@@ -142,7 +143,7 @@ def test_a_killed_attempt_is_charged_from_its_last_heartbeat(api_a, tenant_a, se
     same_month = (last_beat.year, last_beat.month) == (real_now.year, real_now.month)
     assert _quotas(api_a)["compute_seconds_this_month"]["used"] == pytest.approx(3000.0 if same_month else 0.0)
     day = last_beat.date()
-    tenant_services.aggregate_usage(day=day, tenant=tenant_a.tenant)
+    usage_services.aggregate_usage(day=day, tenant=tenant_a.tenant)
     usage = api_a.get(f"/api/v1/usage?from={day}&to={day}&group_by=kind").json()["results"]
     assert {r["kind"]: float(r["quantity"]) for r in usage}.get("cpu_seconds") == pytest.approx(3000.0)
 

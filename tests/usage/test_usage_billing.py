@@ -83,7 +83,7 @@ def test_daily_roll_up_counts_compute_storage_and_predictions_and_is_idempotent(
     services.aggregate_usage(day=today)
     services.aggregate_usage(day=today)  # again: the same rows, not twice as many
     rows = {(r.kind, r.model_name): r.quantity for r in UsageRecord.objects.for_tenant(tenant).filter(day=today)}
-    stored = sum(d.size_bytes for d in tenant.training_dataset_set.all()) + version.size_bytes
+    stored = sum(d.size_bytes for d in tenant.datasets_dataset_set.all()) + version.size_bytes
     assert rows == {
         ("gpu_seconds", ""): Decimal("1800.500"),
         ("cpu_seconds", ""): Decimal("600.000"),

@@ -21,8 +21,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from core import storage
-from serving import publishing
-from training import evaluation, templates
+from training import evaluation, publishing, templates
 from training import services as job_services
 from training.models import TrainingJob
 from training.trainer.data import TrainingData, load
@@ -261,11 +260,12 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     scores = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
     resilient(job_services.log, job, f"evaluated: {scores}")
     with phases.phase("export_upload_register"):
-        version = publishing.reserve_version(job=job)
+        registry = publishing.publisher()  # serving's registry, bound when Django starts (training may not import it)
+        version = registry.reserve_version(job=job)
         with tempfile.TemporaryDirectory(prefix="export-") as tmp:
             export_dir = Path(tmp) / "model"
             model.export(str(export_dir), format="tf_saved_model", verbose=False)
-            publishing.publish(
+            registry.publish(
                 version=version,
                 export_dir=export_dir,
                 metrics=metrics,
