@@ -94,5 +94,3 @@ class DatasetUpload(TenantOwnedModel):
     class Meta:
         db_table = "training_datasetupload"
         ordering = ["-created_at"]
-
-

@@ -61,5 +61,3 @@ def preview_rows(*, dataset: Dataset, rows: int) -> dict[str, Any]:
     except DatasetFormatError as exc:
         raise ServiceError(exc.message, code=exc.code, details=exc.details, status_code=422) from None
     return {"columns": columns, "rows": [[json_safe(row.get(c)) for c in columns] for row in first]}
-
-

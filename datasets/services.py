@@ -602,4 +602,3 @@ def delete_dataset(*, tenant: Tenant, dataset_id) -> None:
         storage.delete_prefix(folder)
 
     transaction.on_commit(remove_objects)
-

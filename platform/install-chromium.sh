@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs Debian's Chromium for the browser tests (tests/test_browser.py drives it with Playwright).
+# Installs Debian's Chromium for the browser tests (tests/dashboard/test_browser.py drives it with Playwright).
 # Playwright's own browser download needs the internet; Debian's package comes from the archive.
 set -eu
 if [ -x /usr/bin/chromium ]; then exit 0; fi

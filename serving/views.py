@@ -48,9 +48,7 @@ class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
             services.delete_alias(tenant=self.caller.tenant, model_name=name, alias=alias)
             return Response(status=status.HTTP_204_NO_CONTENT)
         data = validated_input(AliasInputSerializer, request)
-        services.set_alias(
-            tenant=self.caller.tenant, model_name=name, alias=alias, version=data["version"]
-        )
+        services.set_alias(tenant=self.caller.tenant, model_name=name, alias=alias, version=data["version"])
         return Response(RegisteredModelSerializer(self.get_object()).data)
 
     @extend_schema(request=TrafficInputSerializer, responses=RegisteredModelSerializer)
@@ -58,9 +56,7 @@ class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
     def traffic(self, request, name=None):
         self.get_object()
         data = validated_input(TrafficInputSerializer, request)
-        services.set_traffic(
-            tenant=self.caller.tenant, model_name=name, weights=data["weights"]
-        )
+        services.set_traffic(tenant=self.caller.tenant, model_name=name, weights=data["weights"])
         return Response(RegisteredModelSerializer(self.get_object()).data)
 
 
@@ -97,15 +93,11 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
     @action(detail=True, methods=["post"])
     def archive(self, request, model_name=None, version=None):
         self.get_object()
-        archived = services.archive_version(
-            tenant=self.caller.tenant, model_name=model_name, version=int(version)
-        )
+        archived = services.archive_version(tenant=self.caller.tenant, model_name=model_name, version=int(version))
         return Response(ModelVersionSerializer(archived).data)
 
     @extend_schema(responses={204: None})
     def destroy(self, request, model_name=None, version=None):
         self.get_object()
-        services.delete_version(
-            tenant=self.caller.tenant, model_name=model_name, version=int(version)
-        )
+        services.delete_version(tenant=self.caller.tenant, model_name=model_name, version=int(version))
         return Response(status=status.HTTP_204_NO_CONTENT)

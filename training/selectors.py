@@ -37,9 +37,7 @@ def month_start(*, now: datetime | None = None) -> datetime:
     return (now or timezone.now()).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def compute_seconds_by_device(
-    *, tenant: Tenant, start: datetime, end: datetime | None = None
-) -> dict[str, float]:
+def compute_seconds_by_device(*, tenant: Tenant, start: datetime, end: datetime | None = None) -> dict[str, float]:
     """The one measure of compute used: seconds the tenant's attempts ran, as ``{"gpu": s, "cpu": s}``, for the
     attempts last active in [start, end) (no end: until now). The quota and the bill both read it.
 

@@ -238,8 +238,8 @@ SPECTACULAR_SETTINGS = {
     ],
     "ENUM_NAME_OVERRIDES": {
         "TenantStatusEnum": "tenants.models.Tenant.Status",
-        "DatasetStatusEnum": "training.models.Dataset.Status",
-        "DatasetUploadStatusEnum": "training.models.DatasetUpload.Status",
+        "DatasetStatusEnum": "datasets.models.Dataset.Status",
+        "DatasetUploadStatusEnum": "datasets.models.DatasetUpload.Status",
         "TrainingJobStatusEnum": "training.models.TrainingJob.Status",
         "ModelVersionStatusEnum": "serving.models.ModelVersion.Status",
     },

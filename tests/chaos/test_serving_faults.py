@@ -80,7 +80,7 @@ def test_a_deleted_or_corrupted_disk_cache_is_fetched_again_never_served(tenant_
     shutil.rmtree(cache_dir, ignore_errors=True)
 
     def route(version: int) -> None:
-        registry.set_alias(tenant=tenant_a.tenant, model_name="clicks", alias="production", version=version, actor="t")
+        registry.set_alias(tenant=tenant_a.tenant, model_name="clicks", alias="production", version=version)
 
     def answer(expect_version: str) -> dict:
         def served():

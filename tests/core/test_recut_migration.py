@@ -66,7 +66,18 @@ def _populate(apps) -> dict[str, object]:
     usage = get("tenants", "UsageRecord").objects.create(
         tenant=tenant, day=dt.date(2026, 11, 3), kind="cpu_seconds", quantity=Decimal("12.5")
     )
-    return {"tenant": tenant.pk, "dataset": dataset.pk, "second": second.pk, "upload": upload.pk, "job": job.pk}
+    events = get("tenants", "AuditEvent").objects
+    for kind, label in [("api_key", "api-key:abc123"), ("user", "ana@example.com"), ("operator", "operator:o@x.io")]:
+        events.create(tenant=tenant, action="x", target_type="t", target_id="1", actor_kind=kind, actor_label=label)
+    return {
+        "tenant": tenant.pk,
+        "dataset": dataset.pk,
+        "second": second.pk,
+        "upload": upload.pk,
+        "job": job.pk,
+        "version": version.pk,
+        "usage": usage.pk,
+    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -89,7 +100,7 @@ def test_a_database_from_before_the_move_keeps_every_row(latest_schema_after):
 
     from datasets.models import Dataset, DatasetUpload
     from serving.models import ModelVersion
-    from tenants.models import Tenant
+    from tenants.models import AuditEvent, Tenant
     from training.models import TrainingJob
     from usage.models import UsageRecord
 
@@ -100,8 +111,11 @@ def test_a_database_from_before_the_move_keeps_every_row(latest_schema_after):
     assert second.duplicate_of_id == dataset.pk and second.upload.pk == ids["upload"]
     assert DatasetUpload.objects.get(pk=ids["upload"]).s3_upload_id == "up-1"
     assert TrainingJob.objects.get(pk=ids["job"]).dataset == dataset
-    assert ModelVersion.objects.get(job_id=ids["job"]).dataset == dataset
-    assert UsageRecord.objects.for_tenant(tenant).get().quantity == Decimal("12.5")
+    assert ModelVersion.objects.get(pk=ids["version"]).dataset == dataset
+    assert UsageRecord.objects.for_tenant(tenant).get(pk=ids["usage"]).quantity == Decimal("12.5")
+    # Actors written in the older formats read in the one format ``tenants.audit.Actor`` writes.
+    labels = set(AuditEvent.objects.for_tenant(tenant).values_list("actor_kind", "actor_label"))
+    assert labels == {("api_key", "api_key:abc123"), ("user", "user:ana@example.com"), ("operator", "operator:o@x.io")}
     moved = {(ct.app_label, ct.model) for ct in ContentType.objects.filter(model__in=["dataset", "usagerecord"])}
     assert moved == {("datasets", "dataset"), ("usage", "usagerecord")}
     assert not ContentType.objects.filter(app_label="training", model__startswith="dataset").exists()

@@ -11,15 +11,9 @@ from django.utils import timezone
 from core import storage
 from datasets import services
 from datasets.models import Dataset, DatasetUpload
-from tests.support.datasets import PART, big_csv, start
+from tests.support.datasets import PART, big_csv, put_part, put_parts, start
 
 pytestmark = pytest.mark.django_db
-
-
-def put_part(url: str, data: bytes) -> str:
-    request = urllib.request.Request(url, data=data, method="PUT")
-    with urllib.request.urlopen(request) as response:
-        return response.headers["ETag"]
 
 
 def test_multipart_upload_round_trip(api_a, tenant_a):
@@ -30,15 +24,7 @@ def test_multipart_upload_round_trip(api_a, tenant_a):
     assert upload["status"] == "pending" and upload["dataset"]["status"] == "uploading"
     assert len(upload["parts"]) == 2 and upload["part_size"] == PART
 
-    etags = []
-    for part in upload["parts"]:
-        offset = (part["part_number"] - 1) * upload["part_size"]
-        etags.append(
-            {
-                "part_number": part["part_number"],
-                "etag": put_part(part["url"], content[offset : offset + upload["part_size"]]),
-            }
-        )
+    etags = put_parts(upload, content)
     done = api_a.post(f"/api/v1/datasets/uploads/{upload['id']}/complete", {"parts": etags}, format="json")
     assert done.status_code == 200, done.json()
     dataset = done.json()

@@ -114,7 +114,7 @@ def test_version_numbers_are_never_reused(tenant_a, django_capture_on_commit_cal
     first = publishing.reserve_version(job=job)
     ModelVersion.objects.filter(pk=first.pk).update(status="ready")
     with django_capture_on_commit_callbacks(execute=True):
-        services.delete_version(tenant=tenant_a.tenant, model_name="ctr", version=first.version, actor="test")
+        services.delete_version(tenant=tenant_a.tenant, model_name="ctr", version=first.version)
     second_job = make_job(tenant_a.tenant)
     assert publishing.reserve_version(job=second_job).version == first.version + 1
 

@@ -142,12 +142,12 @@ def test_version_choice_named_label_split_production_latest(tenant_a):
     with serving_server(SERVING_ROUTE_TTL_SECONDS=0) as (base, _):
         key = tenant_a.raw_key
         assert _version_of(base, "/v1/models/clicks:predict", key) == 3  # latest
-        registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=1, actor="test")
-        registry.set_alias(tenant=tenant, model_name="clicks", alias="staging", version=2, actor="test")
+        registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=1)
+        registry.set_alias(tenant=tenant, model_name="clicks", alias="staging", version=2)
         assert _version_of(base, "/v1/models/clicks:predict", key) == 1  # production
         assert _version_of(base, "/v1/models/clicks/labels/staging:predict", key) == 2
         assert _version_of(base, "/v1/models/clicks/versions/3:predict", key) == 3
-        registry.set_traffic(tenant=tenant, model_name="clicks", weights={"2": 50, "3": 50}, actor="test")
+        registry.set_traffic(tenant=tenant, model_name="clicks", weights={"2": 50, "3": 50})
         seen = {_version_of(base, "/v1/models/clicks:predict", key) for _ in range(40)}
         assert seen == {2, 3}  # the split beats production; P(missing one) = 2 * 0.5**40
         # Explicit v2 protocol version too.
@@ -159,7 +159,7 @@ def test_unknown_publishing_and_archived_versions(tenant_a):
     tenant = tenant_a.tenant
     publish_model(tenant, name="clicks")
     publish_model(tenant, name="clicks", seed=2)
-    registry.archive_version(tenant=tenant, model_name="clicks", version=1, actor="test")
+    registry.archive_version(tenant=tenant, model_name="clicks", version=1)
     publishing = ModelVersion.objects.create(
         tenant=tenant,
         model=ModelVersion.objects.get(version=2).model,
@@ -246,7 +246,7 @@ MODEL_ENDPOINTS = [
 def test_every_model_endpoint_is_tenant_scoped(tenant_a, tenant_b):
     """Tenant A's model answers A on every endpoint, and is 'no such model' (404) for B's key; a missing key is 401."""
     publish_model(tenant_a.tenant, name="clicks")
-    registry.set_alias(tenant=tenant_a.tenant, model_name="clicks", alias="production", version=1, actor="test")
+    registry.set_alias(tenant=tenant_a.tenant, model_name="clicks", alias="production", version=1)
     with serving_server() as (base, _):
         for method, template, body in MODEL_ENDPOINTS:
             path = template.format(name="clicks")
@@ -444,7 +444,7 @@ def test_hot_swap_moves_traffic_without_a_failed_request_and_unloads_the_old_ver
     tenant.plan.save()
     publish_model(tenant, name="clicks")
     publish_model(tenant, name="clicks", seed=2)
-    registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=1, actor="test")
+    registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=1)
     answers: list[tuple[int, int | None]] = []
     stop = threading.Event()
 
@@ -460,7 +460,7 @@ def test_hot_swap_moves_traffic_without_a_failed_request_and_unloads_the_old_ver
         for thread in threads:
             thread.start()
         time.sleep(1.5)
-        registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=2, actor="test")
+        registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=2)
         moved_at = len(answers)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (answers and answers[-1][1] == 2):

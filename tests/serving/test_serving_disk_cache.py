@@ -22,7 +22,7 @@ def test_files_of_unloaded_versions_are_pruned_to_the_disk_budget(tenant_a, tmp_
     tenant = tenant_a.tenant
     for seed in (1, 2, 3):
         publish_model(tenant, name="clicks", seed=seed)
-    registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=1, actor="test")
+    registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=1)
     body = {"instances": ["1 2 3"]}
     with serving_server(SERVING_CACHE_DIR=tmp_path, SERVING_CACHE_DISK_BUDGET_BYTES=0, SERVING_ROUTE_TTL_SECONDS=0) as (
         base,
@@ -33,7 +33,7 @@ def test_files_of_unloaded_versions_are_pruned_to_the_disk_budget(tenant_a, tmp_
         assert _version_dirs(tmp_path) == {"1"}  # loaded: kept whatever the budget
 
         for version in (2, 3):
-            registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=version, actor="t")
+            registry.set_alias(tenant=tenant, model_name="clicks", alias="production", version=version)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 status, _, headers = call(base, "POST", "/v1/models/clicks:predict", body, tenant_a.raw_key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.request
 
 from core import storage
 from datasets import services
@@ -61,3 +62,22 @@ def start(client, content: bytes, **extra):
     """Start a multipart upload sized for ``content`` (``POST /api/v1/datasets/uploads``)."""
     body = {"name": "big clicks", "size": len(content), "filename": "big.csv", "label_column": "clicked", **extra}
     return client.post("/api/v1/datasets/uploads", body, format="json")
+
+
+def put_part(url: str, data: bytes) -> str:
+    """PUT one part to its presigned URL, as a client would; returns the part's ETag."""
+    request = urllib.request.Request(url, data=data, method="PUT")
+    with urllib.request.urlopen(request) as response:
+        return response.headers["ETag"]
+
+
+def put_parts(upload: dict, content: bytes) -> list[dict]:
+    """Every part of a started upload sent to S3: the ``parts`` body that completes it."""
+    size = upload["part_size"]
+    return [
+        {
+            "part_number": part["part_number"],
+            "etag": put_part(part["url"], content[(part["part_number"] - 1) * size :][:size]),
+        }
+        for part in upload["parts"]
+    ]

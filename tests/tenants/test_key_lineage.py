@@ -77,7 +77,7 @@ def test_a_removed_admins_key_is_refused_and_cannot_re_add_them(api_a, tenant_a)
     assert audit[admin_key["prefix"]]["cascade_from"] == {"member": "admin@example.com"}
     assert audit[child["prefix"]]["cascade_from"] == {"api_key": admin_key["prefix"]}
     assert {audit[admin_key["prefix"]]["actor"], audit[child["prefix"]]["actor"]} == {
-        f"api-key:{tenant_a.api_key.prefix}"
+        f"api_key:{tenant_a.api_key.prefix}"
     }
     removal = AuditEvent.objects.for_tenant(tenant_a.tenant).get(action="member.remove")
     assert removal.details["api_keys_revoked"] == [admin_key["prefix"]]
@@ -183,7 +183,7 @@ def test_revoking_a_key_revokes_its_children_and_grandchildren(api_a, tenant_a):
     assert "cascade_from" not in audit[parent["prefix"]]
     assert audit[child["prefix"]]["cascade_from"] == {"api_key": parent["prefix"]}
     assert audit[grandchild["prefix"]]["cascade_from"] == {"api_key": child["prefix"]}
-    actor = f"api-key:{tenant_a.api_key.prefix}"
+    actor = f"api_key:{tenant_a.api_key.prefix}"
     assert {row["actor"] for row in audit.values()} == {actor}
 
 
