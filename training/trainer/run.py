@@ -261,11 +261,14 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     resilient(job_services.log, job, f"evaluated: {scores}")
     with phases.phase("export_upload_register"):
         registry = publishing.publisher()  # serving's registry, bound when Django starts (training may not import it)
-        version = registry.reserve_version(job=job)
+        version = resilient(registry.reserve_version, job=job)  # the same row when repeated
         with tempfile.TemporaryDirectory(prefix="export-") as tmp:
             export_dir = Path(tmp) / "model"
             model.export(str(export_dir), format="tf_saved_model", verbose=False)
-            registry.publish(
+            # The connection idles through the export and upload: a lost one costs a repeat of the upload
+            # (same keys, same bytes), not the attempt.
+            resilient(
+                registry.publish,
                 version=version,
                 export_dir=export_dir,
                 metrics=metrics,

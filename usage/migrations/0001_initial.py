@@ -4,23 +4,7 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
-
-def _move_content_types(app_from: str, app_to: str, models: list[str]):
-    """Admin log entries and permissions point at content types: move the rows instead of making new ones."""
-
-    def forwards(apps, schema_editor):
-        content_types = apps.get_model("contenttypes", "ContentType")
-        for model in models:
-            if not content_types.objects.filter(app_label=app_to, model=model).exists():
-                content_types.objects.filter(app_label=app_from, model=model).update(app_label=app_to)
-
-    def backwards(apps, schema_editor):
-        content_types = apps.get_model("contenttypes", "ContentType")
-        for model in models:
-            if not content_types.objects.filter(app_label=app_from, model=model).exists():
-                content_types.objects.filter(app_label=app_to, model=model).update(app_label=app_from)
-
-    return migrations.RunPython(forwards, backwards)
+from core.migration_ops import move_content_types
 
 
 class Migration(migrations.Migration):
@@ -56,5 +40,5 @@ class Migration(migrations.Migration):
             ],
             database_operations=[],
         ),
-        _move_content_types("tenants", "usage", ["usagerecord"]),
+        move_content_types("tenants", "usage", ["usagerecord"]),
     ]
