@@ -1,14 +1,15 @@
 #!/usr/bin/env python
-"""The in-process limit: the SavedModel's ``serving_default`` called in a tight loop, no HTTP, no batcher.
+"""The in-process limit: the model called in a tight loop, no HTTP, no batcher.
 
     .venv/bin/python bench/_inprocess.py --model-dir DIR --inputs-file seqs.json --batch-sizes 1,12 --seconds 5
+    .venv/bin/python bench/_inprocess.py --compiled ...   # the compiled artifact in that folder instead
 
-Run as its own process (TensorFlow is imported here, not in the bench's main
-process, and nothing else competes with it). Each call does what the
-serving process's ``LoadedModel.predict`` does around the model: a numpy
-object array of UTF-8 bytes -> ``tf.constant`` -> the signature -> ``.numpy()``,
-rotating over the real sample sequences. Prints one JSON object per batch
-size: calls, rows/s and the per-call p50/p99 latency in ms.
+Run as its own process (nothing else competes with it). Each call does what the serving process does around
+the model, rotating over the real sample sequences: for the SavedModel (``LoadedModel.predict``) a numpy object
+array of UTF-8 bytes -> ``tf.constant`` -> ``serving_default`` -> ``.numpy()``; with ``--compiled``
+(``CompiledVersion.predict``) the same array -> the NumPy preprocessing -> ONNX Runtime, one thread, with
+TensorFlow never imported. Prints one JSON object per batch size: calls, rows/s and the per-call p50/p99 latency
+in ms.
 """
 
 from __future__ import annotations
@@ -20,12 +21,7 @@ import time
 import numpy as np
 
 
-def measure(function, input_name: str, output: str, batches: list, seconds: float) -> dict:
-    import tensorflow as tf
-
-    def call(batch: np.ndarray) -> np.ndarray:
-        return function(**{input_name: tf.constant(batch)})[output].numpy()
-
+def measure(call, batches: list, seconds: float) -> dict:
     for batch in batches[:20]:  # warm-up: traces and kernels for this batch shape
         call(batch)
     latencies, rows, index = [], 0, 0
@@ -61,16 +57,9 @@ def main() -> int:
     parser.add_argument("--inputs-file", required=True, help="a JSON list of input strings")
     parser.add_argument("--batch-sizes", default="1")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--compiled", action="store_true", help="the compiled artifact (ONNX Runtime), not TF")
     args = parser.parse_args()
-
-    import tensorflow as tf
-
-    tf.constant([1.0]) + 1.0  # start the runtime before timing anything
-    saved = tf.saved_model.load(args.model_dir)
-    function = saved.signatures["serving_default"]
-    (input_name, spec), *_ = function.structured_input_signature[1].items()
-    output = sorted(function.structured_outputs)[0]
-    rank = len(spec.shape)
+    call, input_name, output, rank, runtime = (compiled_call if args.compiled else saved_model_call)(args.model_dir)
     with open(args.inputs_file) as handle:
         values = [v.encode("utf-8") for v in json.load(handle)]
     results = []
@@ -80,9 +69,48 @@ def main() -> int:
             batch = np.empty(size, dtype=object)
             batch[:] = [values[(start + i) % len(values)] for i in range(size)]
             batches.append(batch.reshape(-1, 1) if rank == 2 else batch)
-        results.append(measure(function, input_name, output, batches, args.seconds))
-    print(json.dumps({"input": input_name, "output": output, "tensorflow": tf.__version__, "results": results}))
+        results.append(measure(call, batches, args.seconds))
+    print(json.dumps({"input": input_name, "output": output, "runtime": runtime, "results": results}))
     return 0
+
+
+def saved_model_call(model_dir: str):
+    import tensorflow as tf
+
+    tf.constant([1.0]) + 1.0  # start the runtime before timing anything
+    function = tf.saved_model.load(model_dir).signatures["serving_default"]
+    (input_name, spec), *_ = function.structured_input_signature[1].items()
+    output = sorted(function.structured_outputs)[0]
+
+    def call(batch: np.ndarray) -> np.ndarray:
+        return function(**{input_name: tf.constant(batch)})[output].numpy()
+
+    return call, input_name, output, len(spec.shape), f"tensorflow {tf.__version__}"
+
+
+def compiled_call(model_dir: str):
+    import sys
+    from pathlib import Path
+
+    import onnxruntime
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for training.compiled
+    from training import compiled
+
+    folder = Path(model_dir)
+    model = compiled.CompiledModel(
+        model_bytes=(folder / compiled.MODEL_FILE).read_bytes(),
+        spec=json.loads((folder / compiled.SPEC_FILE).read_bytes()),
+    )
+    (step,) = model.preprocessor.steps
+    rank = 2 if step.kind in {"one_hot", "normalize", "identity"} else 1
+
+    def call(batch: np.ndarray) -> np.ndarray:
+        return model.scores({step.column: batch})
+
+    if "tensorflow" in sys.modules:
+        raise SystemExit("the compiled path imported TensorFlow")
+    return call, step.column, model.output, rank, f"onnxruntime {onnxruntime.__version__}"
 
 
 if __name__ == "__main__":

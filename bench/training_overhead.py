@@ -181,7 +181,7 @@ def main() -> int:
         print(f"ratio platform / plain: {platform_rate / plain_rate:.3f}   (target >= 0.95)")
         phases = ", ".join(
             f"{name} {timings[name]:.2f} s"
-            for name in ("queue_wait", "load", "checkpoint", "evaluate", "export_upload_register")
+            for name in ("queue_wait", "load", "checkpoint", "evaluate", "export", "compile", "upload_register")
             if name in timings
         )
         print(

@@ -88,3 +88,57 @@ def publish(*, version: ModelVersion, export_dir: Path, manifest_fields: dict[st
     version.published_at = timezone.now()
     version.save(update_fields=["manifest", "metrics", "size_bytes", "status", "published_at"])
     return version
+
+
+def attach_compiled(*, version: ModelVersion, folder: Path, fields: dict[str, Any]) -> ModelVersion:
+    """Add a compiled artifact to a ready version (``compile_versions``): files first, then the manifest.
+
+    The SavedModel's files are untouched; the new files are listed in the manifest with their sha256, which is
+    written to storage and to the row last, so a crash midway leaves the version served as before.
+    """
+    manifest = dict(version.manifest)
+    files = dict(manifest.get("files") or {})
+    for path in sorted(p for p in (folder / "compiled").rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        files[relative] = {"sha256": storage.file_sha256(path), "size": path.stat().st_size}
+        with open(path, "rb") as handle:
+            storage.upload_stream(version.object_prefix + relative, handle)
+    manifest |= fields | {"files": files}
+    storage.put_bytes(
+        version.object_prefix + MANIFEST,
+        json.dumps(manifest, indent=2, default=str).encode(),
+        content_type="application/json",
+    )
+    version.manifest = manifest
+    version.size_bytes = sum(int(f.get("size", 0)) for f in files.values())
+    version.save(update_fields=["manifest", "size_bytes"])
+    return version
+
+
+def compile_published_version(*, version: ModelVersion) -> dict[str, Any]:
+    """Compile a version published before compiled serving (or retry one that failed): its runtime afterwards.
+
+    Downloads the SavedModel (each file checked against the manifest), compiles from the job's last checkpoint
+    and runs the parity gate against that SavedModel (``training.trainer.run.compile_published``).
+    """
+    import tempfile
+
+    # The trainer imports TensorFlow: only this operators' command reaches it, never the API or serving.
+    from training.trainer.run import compile_published
+
+    if version.status != ModelVersion.Status.READY or version.job is None:
+        return {"runtime": "tensorflow", "runtime_reason": "not compiled: the version is not ready or has no job"}
+    with tempfile.TemporaryDirectory(prefix="compile-") as tmp:
+        folder = Path(tmp)
+        for name, expected in (version.manifest.get("files") or {}).items():
+            if name.startswith("compiled/"):
+                continue
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as handle:
+                storage.download_stream(version.object_prefix + name, handle)
+            if storage.file_sha256(path) != expected.get("sha256"):
+                raise ConflictError(f"{name} does not match the version's manifest.", code="integrity_error")
+        fields = compile_published(version.job, folder)
+        attach_compiled(version=version, folder=folder, fields=fields)
+    return fields

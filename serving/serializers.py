@@ -2,12 +2,14 @@ from rest_framework import serializers
 
 from core.serializers import StrictInputSerializer
 from serving.models import ModelVersion, RegisteredModel
+from training.compiled import serving_runtime
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model.name")
     lineage = serializers.SerializerMethodField()
     aliases = serializers.SerializerMethodField()
+    serving = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
@@ -16,6 +18,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "version",
             "status",
             "template",
+            "serving",
             "metrics",
             "manifest",
             "lineage",
@@ -39,6 +42,10 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     def get_aliases(self, version: ModelVersion) -> list[str]:
         return sorted(alias.name for alias in version.aliases.all())
+
+    def get_serving(self, version: ModelVersion) -> dict:
+        """Which runtime answers for this version (compiled ONNX or TensorFlow), why, and its parity report."""
+        return serving_runtime(version.manifest or {})
 
 
 class ModelVersionListSerializer(ModelVersionSerializer):

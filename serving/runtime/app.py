@@ -349,7 +349,12 @@ class ServingApp:
     async def report(self) -> None:
         """Tell the operators' status page what this process has loaded."""
         loaded = [
-            {"model": m.spec.label, "memory_bytes": m.memory_bytes, "load_seconds": round(m.load_seconds, 3)}
+            {
+                "model": m.spec.label,
+                "runtime": m.runtime,
+                "memory_bytes": m.memory_bytes,
+                "load_seconds": round(m.load_seconds, 3),
+            }
             for m in self.cache.loaded()
         ]
         try:

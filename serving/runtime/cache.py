@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from serving.runtime.loader import LoadedModel, VersionSpec
+from serving.runtime.loader import ServedModel, VersionSpec
 
 logger = logging.getLogger(__name__)
 Key = tuple[str, str, int]
@@ -52,7 +52,7 @@ class Counters:
 
 @dataclass
 class Entry:
-    model: LoadedModel
+    model: ServedModel
     leases: int = 0
     retired: bool = False
     last_used: float = field(default_factory=time.monotonic)
@@ -64,7 +64,7 @@ class ModelCache:
         *,
         budget_bytes: int,
         pinned: set[str],
-        load: Callable[[VersionSpec], LoadedModel],
+        load: Callable[[VersionSpec], ServedModel],
         load_executor: Executor,
         on_unload: Callable[[Key], None] | None = None,
         prune_disk: Callable[..., object] | None = None,
@@ -85,13 +85,13 @@ class ModelCache:
     def used_bytes(self) -> int:
         return sum(entry.model.memory_bytes for entry in self._entries.values())
 
-    def loaded(self) -> list[LoadedModel]:
+    def loaded(self) -> list[ServedModel]:
         return [entry.model for entry in self._entries.values()]
 
     def is_loaded(self, key: Key) -> bool:
         return key in self._entries
 
-    def model(self, key: Key) -> LoadedModel:
+    def model(self, key: Key) -> ServedModel:
         """A loaded model (callers hold a lease on it, so it is there)."""
         return self._entries[key].model
 

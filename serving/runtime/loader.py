@@ -1,5 +1,9 @@
 """Fetch a published version to the local disk cache, verify it, load it: the only TensorFlow import here.
 
+A version published with a compiled artifact (``manifest["runtime"] == "onnxruntime"``: it passed the parity gate
+at publish time) is loaded from its two compiled files only and answered by ONNX Runtime with NumPy preprocessing
+(``training.compiled``); TensorFlow is imported only when a version without one is first requested.
+
 The manifest used for verification is the registry row's copy (the database
 is the authority), never the ``manifest.json`` stored beside the files, so a
 tampered object in the bucket cannot vouch for itself.
@@ -7,6 +11,7 @@ tampered object in the bucket cannot vouch for itself.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,9 +28,11 @@ from django.conf import settings
 from core import storage
 from serving import publishing
 from serving.runtime.signatures import InputError, Signature
+from training import compiled
 
 logger = logging.getLogger(__name__)
 _LOAD_LOCK = threading.Lock()  # one load at a time: loads are CPU-bound and the memory reading must be clean
+_TENSORFLOW_STARTED = threading.Event()
 
 
 class IntegrityError(Exception):
@@ -55,6 +62,8 @@ class VersionSpec:
 class LoadedModel:
     """A SavedModel's ``serving_default`` function with the signature that converts rows to and from it."""
 
+    runtime = compiled.RUNTIME_TENSORFLOW
+
     def __init__(self, spec: VersionSpec, saved, signature: Signature, memory_bytes: int, load_seconds: float):
         self.spec = spec
         self.signature = signature
@@ -76,6 +85,25 @@ class LoadedModel:
         return self.signature.decode_outputs(raw)
 
 
+class CompiledVersion:
+    """A version's compiled form (ONNX core, NumPy preprocessing), answering exactly like ``LoadedModel``."""
+
+    runtime = compiled.RUNTIME_COMPILED
+
+    def __init__(self, spec: VersionSpec, model: compiled.CompiledModel, signature: Signature) -> None:
+        self.spec = spec
+        self.signature = signature
+        self._model = model
+        self.memory_bytes = 0
+        self.load_seconds = 0.0
+
+    def predict(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.signature.decode_outputs(self._model.scores(columns))
+
+
+ServedModel = LoadedModel | CompiledVersion
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -90,8 +118,8 @@ def _safe_relative(name: str) -> bool:
     return bool(parts) and not Path(name).is_absolute() and ".." not in parts and "\x00" not in name
 
 
-def fetch(spec: VersionSpec) -> Path:
-    """The version's files on local disk, each checked against the manifest's sha256.
+def fetch(spec: VersionSpec, names: tuple[str, ...] | None = None) -> Path:
+    """The version's files (all, or only ``names``) on local disk, each checked against the manifest's sha256.
 
     A cached copy is re-hashed before use (a few MB: milliseconds), so a
     corrupted disk cache is caught too; a bad copy is discarded and fetched again.
@@ -99,6 +127,8 @@ def fetch(spec: VersionSpec) -> Path:
     if spec.object_prefix != publishing.version_prefix(spec.tenant_id, spec.model_name, spec.version):
         raise IntegrityError(f"{spec.label}: its files are not under the version's own prefix")
     files: dict[str, dict[str, Any]] = spec.manifest.get("files") or {}
+    if names is not None:
+        files = {name: files[name] for name in names if name in files}
     if not files or not all(_safe_relative(name) for name in files):
         raise IntegrityError(f"{spec.label}: the manifest lists no usable files")
     target = local_dir(spec)
@@ -184,7 +214,17 @@ def _verify(folder: Path, files: dict[str, dict[str, Any]], spec: VersionSpec) -
 
 
 def warm_up() -> None:
-    """Import TensorFlow and start its runtime once, so no user's request and no memory reading pays for it."""
+    """Start ONNX Runtime once at start-up (a few MB), so no user's request pays for its import.
+
+    TensorFlow is started only by the first version that needs it (``_start_tensorflow``).
+    """
+    compiled.session_providers()
+
+
+def _start_tensorflow() -> None:
+    """Import TensorFlow and start its runtime once, before the first TensorFlow version is loaded."""
+    if _TENSORFLOW_STARTED.is_set():
+        return
     import tensorflow as tf
 
     # Each of the batches computed at once gets its share of the cores, so two batches run side by side
@@ -196,22 +236,41 @@ def warm_up() -> None:
     except RuntimeError:  # TensorFlow already ran in this process (a test that built models): keep its pools
         logger.info("TensorFlow was already initialised; keeping its thread pools")
     tf.constant([1.0]) + 1.0
+    _TENSORFLOW_STARTED.set()
 
 
-def load(spec: VersionSpec) -> LoadedModel:
+def _load_compiled(spec: VersionSpec, folder: Path, names: tuple[str, str]) -> CompiledVersion:
+    model_file, spec_file = names
+    model = compiled.CompiledModel(
+        model_bytes=(folder / model_file).read_bytes(), spec=json.loads((folder / spec_file).read_bytes())
+    )
+    return CompiledVersion(spec, model, Signature.from_manifest(spec.manifest))
+
+
+def _load_saved_model(spec: VersionSpec, folder: Path) -> LoadedModel:
+    import tensorflow as tf
+
+    saved = tf.saved_model.load(str(folder))
+    return LoadedModel(spec, saved, Signature.from_manifest(spec.manifest), 0, 0.0)
+
+
+def load(spec: VersionSpec) -> ServedModel:
     """Fetch, verify and load one version; the memory it takes is the process's growth while loading."""
     started = time.monotonic()
-    folder = fetch(spec)
+    names = compiled.compiled_files(spec.manifest)
+    folder = fetch(spec, names)
+    if names is None:
+        _start_tensorflow()
     with _LOAD_LOCK:
-        import tensorflow as tf
-
         before = _rss_bytes()
-        saved = tf.saved_model.load(str(folder))
-        model = LoadedModel(spec, saved, Signature.from_manifest(spec.manifest), 0, 0.0)
+        model = _load_compiled(spec, folder, names) if names else _load_saved_model(spec, folder)
         model.predict(model.signature.example_batch())  # builds the kernels now, not on a user's request
         grown = _rss_bytes() - before
-    size_on_disk = sum(int(f.get("size", 0)) for f in spec.manifest["files"].values())
+    files = spec.manifest["files"]
+    size_on_disk = sum(int(files[name].get("size", 0)) for name in (names or files))
     model.memory_bytes = max(grown, size_on_disk)
     model.load_seconds = time.monotonic() - started
-    logger.info("loaded %s in %.2f s (%d MB)", spec.label, model.load_seconds, model.memory_bytes // 2**20)
+    logger.info(
+        "loaded %s (%s) in %.2f s (%d MB)", spec.label, model.runtime, model.load_seconds, model.memory_bytes // 2**20
+    )
     return model

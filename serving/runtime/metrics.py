@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import hmac
+import sys
 from collections import defaultdict
 
 from django.conf import settings
@@ -115,4 +116,15 @@ class Metrics:
             lines += [f"{metric}{_model_labels(k)} {getattr(c, field)}" for k, c in sorted(cache.counters.items())]
         lines.append("# TYPE serving_model_memory_bytes gauge")
         lines += [f"serving_model_memory_bytes{_model_labels(m.spec.key)} {m.memory_bytes}" for m in cache.loaded()]
+        lines.append("# TYPE serving_model_runtime gauge")
+        lines += [
+            f"serving_model_runtime{_labels(tenant=t, model=n, version=str(v), runtime=m.runtime)} 1"
+            for m in cache.loaded()
+            for t, n, v in [m.spec.key]
+        ]
+        # 1 once a version without a compiled artifact made this process import TensorFlow (hundreds of MB).
+        lines += [
+            "# TYPE serving_tensorflow_loaded gauge",
+            f"serving_tensorflow_loaded {int('tensorflow' in sys.modules)}",
+        ]
         return "\n".join(lines) + "\n"

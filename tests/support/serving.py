@@ -43,12 +43,16 @@ KINDS = {
 _lock = threading.Lock()
 
 
-def exported_model(kind: str, seed: int = 1) -> Path:
-    """A SavedModel of this kind (built once per seed and kept under var/test)."""
-    target = EXPORT_DIR / f"{kind}-{seed}"
+def exported_model(kind: str, seed: int = 1, *, compiled: bool = False) -> tuple[Path, dict]:
+    """A SavedModel of this kind (built once per seed and kept under var/test), and its manifest's runtime fields.
+
+    ``compiled``: with the ONNX core and preprocessing spec beside it, after the trainer's own parity gate.
+    """
+    target = EXPORT_DIR / f"{kind}-{seed}{'-compiled' if compiled else ''}"
+    fields_file = target.with_name(target.name + ".fields.json")
     with _lock:
-        if (target / "saved_model.pb").exists():
-            return target
+        if (target / "saved_model.pb").exists() and fields_file.exists():
+            return target, json.loads(fields_file.read_text())
         import keras
         import numpy as np
 
@@ -78,7 +82,34 @@ def exported_model(kind: str, seed: int = 1) -> Path:
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         model.export(str(target), format="tf_saved_model", verbose=False)
-        return target
+        fields = _compile(model, target, kind) if compiled else {}
+        fields_file.write_text(json.dumps(fields))
+        return target, fields
+
+
+def _compile(model, target: Path, kind: str) -> dict:
+    import numpy as np
+
+    from training.trainer import compile as compiler
+
+    held_out = {
+        "ctr": {"item_ids": ["1 2 3", "4 5 6 7 8 9 10 11", "49"]},
+        "text": {"review": TEXTS},
+        "tabular": {"age": [20.0, 44.0], "city": ["paris", "quito"]},
+    }[kind]
+    features = {name: np.array(values, dtype=object) for name, values in held_out.items()}
+    index = np.arange(len(next(iter(held_out.values()))))
+    signature = {"inputs": _input_specs(kind)}
+    fields = compiler.compile_version(
+        model=model,
+        export_dir=target,
+        input_kind={"ctr": "id_sequence", "text": "text", "tabular": "columns"}[kind],
+        signature=signature,
+        binary=kind == "ctr",
+        rows=lambda steps: compiler.gate_rows(features, index, signature, steps),
+    )
+    assert fields["runtime"] == "onnxruntime", fields
+    return fields
 
 
 def _input_specs(kind: str) -> dict:
@@ -88,8 +119,15 @@ def _input_specs(kind: str) -> dict:
     return {column: {"dtype": "string", "shape": [None]}}
 
 
-def publish_model(tenant: Tenant, *, name: str = "clicks", kind: str = "ctr", seed: int = 1) -> ModelVersion:
-    """Publish the next version of ``name`` for ``tenant`` from a tiny exported model, as training does."""
+def publish_model(
+    tenant: Tenant, *, name: str = "clicks", kind: str = "ctr", seed: int = 1, compiled: bool = False
+) -> ModelVersion:
+    """Publish the next version of ``name`` for ``tenant`` from a tiny exported model, as training does.
+
+    ``compiled``: with its compiled artifact, so ONNX Runtime serves it; otherwise TensorFlow does (as for a
+    version published before compiled serving).
+    """
+    export_dir, runtime_fields = exported_model(kind, seed, compiled=compiled)
     template, columns, labels = KINDS[kind]
     registered, _ = RegisteredModel.objects.get_or_create(tenant=tenant, name=name)
     number = registered.last_version + 1
@@ -103,13 +141,14 @@ def publish_model(tenant: Tenant, *, name: str = "clicks", kind: str = "ctr", se
     )
     return publishing.publish(
         version=version,
-        export_dir=exported_model(kind, seed),
+        export_dir=export_dir,
         metrics={"seed": seed},
         manifest_fields={
             "template": template,
             "feature_columns": columns,
             "label_names": labels,
             "signature": {"name": "serving_default", "inputs": _input_specs(kind)},
+            **runtime_fields,
         },
     )
 

@@ -24,9 +24,8 @@ def tabular_width(stats: Mapping[str, Any]) -> int:
 
 def estimate(params: Mapping[str, Any], columns: Mapping[str, Mapping[str, Any]], classes: int) -> MemoryEstimate:
     width = sum(tabular_width(stats) for stats in columns.values())
-    # Normalization keeps a mean, a variance and a count per numeric column (not trained, but counted by Keras).
-    parameters = sum(3 for stats in columns.values() if stats.get("type") != "string")
-    activations = width
+    # Numeric columns are standardized by constants (no weights); string columns' one-hot lookups hold no weights.
+    parameters, activations = 0, width
     for units in params["hidden_units"]:
         parameters += dense_parameters(width, units)
         activations += 2 * units  # the layer and its dropout

@@ -48,6 +48,58 @@ class IdSequence(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mlplatform")
+class MaskedMean(keras.layers.Layer):
+    """The mean over a sequence's unmasked steps; a row of padding only (an empty text) averages to zeros.
+
+    Keras' GlobalAveragePooling1D divides by the number of unmasked steps, 0 for an empty text: the Keras model
+    answers NaN there while its exported SavedModel answers otherwise, so neither evaluation nor a compiled
+    copy could agree with what is served.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return keras.ops.mean(inputs, axis=1)
+        weights = keras.ops.expand_dims(keras.ops.cast(mask, inputs.dtype), -1)
+        return keras.ops.sum(inputs * weights, axis=1) / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="mlplatform")
+class Standardize(keras.layers.Layer):
+    """A number column scaled to mean 0 and variance 1 by the training split's statistics; a missing value (NaN)
+    becomes the mean, so 0.
+
+    Keras' Normalization passes NaN on, and what a network then makes of it depends on the runtime (TensorFlow's
+    oneDNN ReLU turns it into 0, ONNX Runtime's keeps it): a missing value must mean one thing everywhere.
+    """
+
+    def __init__(self, mean: float = 0.0, variance: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.mean = float(mean)
+        self.variance = float(variance)
+
+    def call(self, inputs):
+        inputs = keras.ops.convert_to_tensor(inputs, dtype="float32")
+        filled = keras.ops.where(keras.ops.isnan(inputs), self.mean, inputs)
+        return (filled - self.mean) / max(self.variance**0.5, keras.config.epsilon())
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return super().get_config() | {"mean": self.mean, "variance": self.variance}
+
+
+@keras.saving.register_keras_serializable(package="mlplatform")
 def split_characters(text):
     """Split CJK text into characters (it has no spaces between words), keeping Latin words whole."""
     spaced = tf.strings.regex_replace(
@@ -107,7 +159,7 @@ def text_classifier(*, column: str, params: dict[str, Any], texts: np.ndarray, c
     if params["encoder"] == "bilstm":
         x = keras.layers.Bidirectional(keras.layers.LSTM(params["lstm_units"]))(x)
     else:
-        x = keras.layers.GlobalAveragePooling1D()(x)
+        x = MaskedMean(name="masked_mean")(x)
         x = keras.layers.Dense(params["embedding_dim"], activation="relu")(x)
     output = keras.layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return compile_model(
@@ -130,10 +182,10 @@ def tabular_classifier(
             encoded.append(lookup(raw))
         else:
             raw = keras.Input(shape=(1,), dtype="float32", name=name)
-            norm = keras.layers.Normalization(name=f"{name}_norm")
-            values = np.nan_to_num(features[name].astype("float32")).reshape(-1, 1)
-            norm.adapt(values)
-            encoded.append(norm(raw))
+            values = features[name].astype("float64")
+            known = values[~np.isnan(values)]
+            mean, variance = (float(known.mean()), float(known.var())) if known.size else (0.0, 1.0)
+            encoded.append(Standardize(mean, variance, name=f"{name}_norm")(raw))
         inputs.append(raw)
     x = keras.layers.Concatenate()(encoded) if len(encoded) > 1 else encoded[0]
     for units in params["hidden_units"]:

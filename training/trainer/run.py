@@ -97,11 +97,22 @@ def wait_for_dependencies(job: TrainingJob) -> None:
 
 
 def transient(exc: BaseException) -> bool:
-    """Errors worth another attempt from the last checkpoint (storage or database unreachable)."""
+    """Errors worth another attempt from the last checkpoint: storage or the database unreachable, or storage
+    answering a server error (a 5xx while it restarts or is overloaded), here or anywhere in the exception's
+    chain (a reader may wrap the storage error it met)."""
+    from botocore.exceptions import ClientError, EndpointConnectionError
     from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import EndpointConnectionError
 
-    return isinstance(exc, (*DATABASE_LOST, EndpointConnectionError, BotoConnectionError, ConnectionError))
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (*DATABASE_LOST, EndpointConnectionError, BotoConnectionError, ConnectionError)):
+            return True
+        if isinstance(exc, ClientError):
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return status >= 500 or exc.response.get("Error", {}).get("Code") in {"SlowDown", "RequestTimeout"}
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def run_job(*, job_id: str, worker: str) -> None:
@@ -259,22 +270,25 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         metrics = evaluate(model, validation, data, template=template)
     scores = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
     resilient(job_services.log, job, f"evaluated: {scores}")
-    with phases.phase("export_upload_register"):
-        registry = publishing.publisher()  # serving's registry, bound when Django starts (training may not import it)
-        version = resilient(registry.reserve_version, job=job)  # the same row when repeated
-        with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-            export_dir = Path(tmp) / "model"
+    registry = publishing.publisher()  # serving's registry, bound when Django starts (training may not import it)
+    version = resilient(registry.reserve_version, job=job)  # the same row when repeated
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        export_dir = Path(tmp) / "model"
+        with phases.phase("export"):
             model.export(str(export_dir), format="tf_saved_model", verbose=False)
+        fields = manifest_fields(job, model, data, template=template)
+        with phases.phase("compile"):
+            fields |= compile_for_serving(model, export_dir, data, template=template, signature=fields["signature"])
+        with phases.phase("upload_register"):
             # The connection idles through the export and upload: a lost one costs a repeat of the upload
             # (same keys, same bytes), not the attempt.
-            resilient(
-                registry.publish,
-                version=version,
-                export_dir=export_dir,
-                metrics=metrics,
-                manifest_fields=manifest_fields(job, model, data, template=template),
-            )
-    resilient(job_services.log, job, f"published {job.model_name} v{version.version} at {version.object_prefix}")
+            resilient(registry.publish, version=version, export_dir=export_dir, metrics=metrics, manifest_fields=fields)
+    served_by = fields["runtime"] + (f" ({fields['runtime_reason']})" if fields.get("runtime_reason") else "")
+    resilient(
+        job_services.log,
+        job,
+        f"published {job.model_name} v{version.version} at {version.object_prefix}; served by {served_by}",
+    )
     return metrics, version.version
 
 
@@ -425,6 +439,55 @@ def manifest_fields(job: TrainingJob, model, data: TrainingData, *, template: te
         "tensorflow_version": tf.__version__,
         "format": "tf_saved_model",
     }
+
+
+def compile_for_serving(
+    model, export_dir: Path, data: TrainingData, *, template: templates.Template, signature: dict[str, Any]
+) -> dict[str, Any]:
+    """The compiled artifact and its parity report, checked on the job's own held-out rows (manifest fields)."""
+    from training.trainer import compile as compiler  # tf2onnx: only when a model is published
+
+    return compiler.compile_version(
+        model=model,
+        export_dir=export_dir,
+        input_kind=template.input_kind,
+        signature=signature,
+        binary=template.task == "binary",
+        rows=lambda steps: compiler.gate_rows(data.features, data.val_index, signature, steps),
+    )
+
+
+def compile_published(job: TrainingJob, saved_model_dir: Path) -> dict[str, Any]:
+    """Compile a version published before compiled serving, from its job's last checkpoint (manifest fields).
+
+    The checkpoint holds the Keras model (layers, vocabularies, weights) that the SavedModel was exported from;
+    the parity gate then proves that what is compiled from it answers as the published SavedModel does, so a
+    checkpoint that does not match the version (a re-run job, say) is refused rather than served.
+    """
+    import keras
+
+    from training.trainer import models  # noqa: F401 - registers the custom layers load_model needs
+
+    meta_key = checkpoint_prefix(job) + "latest.json"
+    if storage.head(meta_key) is None:
+        return {"runtime": "tensorflow", "runtime_reason": "not compiled: the job kept no checkpoint"}
+    data = load(
+        object_key=job.dataset.object_key,
+        fmt=job.dataset.format,
+        schema=job.dataset.schema,
+        feature_columns=job.feature_columns,
+        label_column=job.label_column,
+        validation_split=job.validation_split,
+        seed=job.seed,
+    )
+    meta = json.loads(storage.get_bytes(meta_key))
+    with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+        local = Path(tmp) / "model.keras"
+        with open(local, "wb") as handle:
+            storage.download_stream(checkpoint_prefix(job) + meta["file"], handle)
+        model = keras.models.load_model(local)
+    signature = manifest_fields(job, model, data, template=templates.get(job.template))["signature"]
+    return compile_for_serving(model, saved_model_dir, data, template=templates.get(job.template), signature=signature)
 
 
 def job_callback(job: TrainingJob, *, epochs: int, steps: int):
