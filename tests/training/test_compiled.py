@@ -27,7 +27,7 @@ CTR = {
 TEXTS = np.array(
     ["好评 很好 推荐", "差评 太差", "great product, would buy", "awful product!", "很好 很好", "太差 差 退货", "ok"]
 )
-EDGE_TEXTS = [t for t in compiler._TEXT_EDGES] + ["GREAT Product", "很好，太差！", "tab\tseparated\nlines", "É great"]
+EDGE_TEXTS = [*compiler._TEXT_EDGES, "GREAT Product", "很好\uff0c太差\uff01", "tab\tseparated\nlines", "É great"]
 
 
 def _text_model(tokenize: str, encoder: str) -> keras.Model:
@@ -155,7 +155,8 @@ def test_an_input_kind_without_a_compiled_form_is_served_by_tensorflow(tmp_path)
         binary=True,
         rows=lambda steps: {},
     )
-    assert fields == {"runtime": "tensorflow", "runtime_reason": "not compiled: no compiled form for input kind 'images'"}
+    reason = "not compiled: no compiled form for input kind 'images'"
+    assert fields == {"runtime": "tensorflow", "runtime_reason": reason}
 
 
 # --- the NumPy steps against the Keras layers they replace, value by value -----------------------------------

@@ -69,7 +69,13 @@ def test_sequence_ctr_trains_and_publishes(api_a, tenant_a):
     assert manifest["signature"]["inputs"]["item_sequence"]["dtype"] == "string"
     for relative, meta in manifest["files"].items():
         assert storage.head(prefix + relative)["ContentLength"] == meta["size"]
+    # Compiled for serving, the gate run on the job's own held-out rows plus edge cases.
+    assert manifest["runtime"] == "onnxruntime" and manifest["parity"]["passed"]
+    assert manifest["parity"]["rows"] > 7 and manifest["parity"]["max_abs_difference"] <= 1e-5
+    assert {"compiled/model.onnx", "compiled/preprocess.json"} <= set(manifest["files"])
+    assert any("served by onnxruntime" in line for line in lines)
     registered = api_a.get("/api/v1/models/ctr/versions/1").json()
+    assert registered["serving"]["runtime"] == "onnxruntime"
     assert registered["lineage"]["dataset"] == dataset_id and registered["lineage"]["job"] == job["id"]
     assert registered["lineage"]["params"]["epochs"] == 2
 
@@ -197,6 +203,8 @@ def test_other_templates_train_and_publish(api_a, tenant_a, kind, template, labe
     manifest = ModelVersion.objects.get(job=job).manifest
     assert len(manifest["label_names"]) == len(job.metrics["confusion_matrix"])
     assert set(manifest["signature"]["inputs"]) == set(job.feature_columns)
+    assert manifest["runtime"] == "onnxruntime", manifest.get("runtime_reason")
+    assert manifest["parity"]["passed"] and manifest["parity"]["labels_agree"] == manifest["parity"]["rows"]
 
 
 def test_stale_jobs_are_requeued_then_failed(api_a, settings, monkeypatch):
