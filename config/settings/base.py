@@ -338,6 +338,11 @@ SERVING_METERING_FLUSH_SECONDS = env_int("SERVING_METERING_FLUSH_SECONDS", 5, mi
 SERVING_SUSPENSION_POLL_MILLISECONDS = env_int("SERVING_SUSPENSION_POLL_MILLISECONDS", 500, minimum=50)
 # When set, GET /metrics on the serving process needs "Authorization: Bearer <this>".
 SERVING_METRICS_TOKEN = env_str("SERVING_METRICS_TOKEN", "")
+# Redis holding the plans' prediction rate-limit buckets for every serving process and host (exact across them);
+# empty: each process limits its own traffic. Defaults to CACHE_URL when that is Redis.
+SERVING_RATE_LIMIT_URL = env_url(
+    "SERVING_RATE_LIMIT_URL", CACHE_URL if CACHE_URL.startswith("redis") else "", schemes={"redis", "rediss", ""}
+)
 # Where the API's dashboard sends "try it" predictions (the serving process, server to server).
 SERVING_URL = env_url("SERVING_URL", "http://127.0.0.1:8001", schemes={"http", "https"})
 CELERY_BEAT_SCHEDULE |= {

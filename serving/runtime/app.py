@@ -36,12 +36,14 @@ from serving.runtime.http import (
     HTTPError,
     body_left_unread,
     check_declared_length,
+    encode,
     header,
     read_body,
+    send_bytes,
     send_json,
     send_text,
 )
-from serving.runtime.limits import Meter, RateLimiter, Tarpit
+from serving.runtime.limits import Meter, Tarpit, rate_limiter
 from serving.runtime.metrics import Metrics
 from serving.runtime.metrics import authorized as metrics_authorized
 from serving.runtime.routing import Router, choose_version
@@ -58,6 +60,16 @@ _V2 = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(
 SERVER_NAME = "mlplatform-serving"
 TARPIT_SECONDS = 0.5  # a tenant's 429s wait this long before they are sent (see limits.Tarpit)
 TARPIT_PER_TENANT = 64
+
+
+def _inference_header_length(scope: dict[str, Any]) -> int | None:
+    """KServe's ``Inference-Header-Content-Length``: the JSON part of a body with binary tensor data after it."""
+    raw = header(scope, b"inference-header-content-length")
+    if raw is None:
+        return None
+    if not (raw.isdigit() and len(raw) <= 12):
+        raise HTTPError(400, "Inference-Header-Content-Length must be a number of bytes.")
+    return int(raw)
 
 
 def _version_number(raw: str | None) -> int | None:
@@ -86,7 +98,7 @@ class ServingApp:
         self.router = Router(
             ttl=settings.SERVING_ROUTE_TTL_SECONDS, db_executor=self._db, on_routes_changed=self._routes_changed
         )
-        self.limiter = RateLimiter()
+        self.limiter = rate_limiter(settings.SERVING_RATE_LIMIT_URL)
         self.tarpit = Tarpit(seconds=TARPIT_SECONDS, per_tenant=TARPIT_PER_TENANT)
         self.decoder = Decoder(
             processes=settings.SERVING_DECODE_PROCESSES,
@@ -155,6 +167,7 @@ class ServingApp:
             if task is not None:
                 task.cancel()
         await self.flush_usage()
+        await self.limiter.close()
         self.decoder.shutdown()
         try:
             await asyncio.get_running_loop().run_in_executor(
@@ -241,7 +254,7 @@ class ServingApp:
         # The rate limit before the body is read: every request spends a token whatever its answer, and one
         # refused here costs neither reading nor parsing. Its other instances are taken once they are counted.
         try:
-            self.limiter.admit(grant.tenant_id, per_minute=grant.predictions_per_minute)
+            await self.limiter.admit(grant.tenant_id, per_minute=grant.predictions_per_minute)
         except HTTPError:
             await self.tarpit.hold(grant.tenant_id)
             raise
@@ -255,14 +268,17 @@ class ServingApp:
             # A large body is read and decoded only in one of the tenant's decoding slots, off the event loop.
             async with self.decoder.slot(grant.tenant_id, declared):
                 body = await read_body(scope, receive, limit=self.max_body)
-                parsed = await self.decoder.decode(body, protocol, signature)
-            self.limiter.take(grant.tenant_id, per_minute=grant.predictions_per_minute, count=parsed.rows, admitted=1)
+                parsed = await self.decoder.decode(body, protocol, signature, _inference_header_length(scope))
+            await self.limiter.take(
+                grant.tenant_id, per_minute=grant.predictions_per_minute, count=parsed.rows, admitted=1
+            )
             async with self._batcher(spec.key).caller() as submit, self.cache.lease(spec):
                 outputs = await submit(parsed.columns, parsed.rows)
+            chunks: list[bytes] = []
             if protocol == "v1":
                 answer = protocols.tfserving_response(outputs, parsed)
             else:
-                answer = protocols.v2_response(outputs, parsed, signature, model_name=name, version=number)
+                answer, chunks = protocols.v2_response(outputs, parsed, signature, model_name=name, version=number)
             rows, failed = parsed.rows, False
         except InputError as exc:
             raise HTTPError(400, str(exc)) from None
@@ -283,6 +299,16 @@ class ServingApp:
                 tenant_id=grant.tenant_id, model_name=name, version=number, predictions=rows, error=failed
             )
             self.metrics.predictions[spec.key] += rows
+        if chunks:  # outputs as binary tensor data, after the JSON header
+            head = encode(answer)
+            await send_bytes(
+                send,
+                200,
+                head + b"".join(chunks),
+                "application/octet-stream",
+                {"Inference-Header-Content-Length": str(len(head)), "X-Model-Version": str(number)},
+            )
+            return 200
         return await self._reply(send, 200, answer, {"X-Model-Version": str(number)})
 
     def _signature(self, spec: loader.VersionSpec) -> Signature:

@@ -35,18 +35,28 @@ MAX_WAITING = 32  # a tenant's large requests waiting (unread) for its decoding 
 WAIT_SECONDS = 10.0
 
 
-def decode(body: bytes, protocol: str, signature: Signature, *, max_instances: int) -> protocols.Parsed:
-    """Parse and check one body: raises HTTPError (malformed JSON) or InputError (does not fit the signature)."""
-    payload = parse_json(body)
+def decode(
+    body: bytes, protocol: str, signature: Signature, *, max_instances: int, header_length: int | None = None
+) -> protocols.Parsed:
+    """Parse and check one body: raises HTTPError (malformed JSON) or InputError (does not fit the signature).
+
+    ``header_length``: KServe's ``Inference-Header-Content-Length``, the JSON part of a body that carries binary
+    tensor data after it.
+    """
     if protocol == "v1":
-        return protocols.parse_tfserving(payload, signature, max_instances=max_instances)
-    return protocols.parse_v2(payload, signature, max_instances=max_instances)
+        return protocols.parse_tfserving(parse_json(body), signature, max_instances=max_instances)
+    if header_length is None:
+        return protocols.parse_v2(parse_json(body), signature, max_instances=max_instances)
+    if header_length > len(body):
+        raise HTTPError(400, f"Inference-Header-Content-Length {header_length} is longer than the body.")
+    payload = parse_json(body[:header_length])
+    return protocols.parse_v2(payload, signature, max_instances=max_instances, binary=body[header_length:])
 
 
-def _decode_in_worker(body: bytes, protocol: str, signature: Signature, max_instances: int):
+def _decode_in_worker(body: bytes, protocol: str, signature: Signature, max_instances: int, header_length: int | None):
     """What a pool process runs: plain tuples back, so no exception has to survive pickling."""
     try:
-        return "ok", decode(body, protocol, signature, max_instances=max_instances)
+        return "ok", decode(body, protocol, signature, max_instances=max_instances, header_length=header_length)
     except HTTPError as exc:
         return "http", exc.status, exc.message
     except InputError as exc:
@@ -156,16 +166,18 @@ class Decoder:
             if not slots.waiting and not slots.semaphore.locked() and self._tenants.get(tenant_id) is slots:
                 del self._tenants[tenant_id]
 
-    async def decode(self, body: bytes, protocol: str, signature: Signature) -> protocols.Parsed:
+    async def decode(
+        self, body: bytes, protocol: str, signature: Signature, header_length: int | None = None
+    ) -> protocols.Parsed:
         if len(body) <= INLINE_BYTES:
             try:
-                return decode(body, protocol, signature, max_instances=self.max_instances)
+                return decode(body, protocol, signature, max_instances=self.max_instances, header_length=header_length)
             except RecursionError:
                 raise HTTPError(400, "The body is nested too deeply.") from None
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(
-                self._executor(), _decode_in_worker, body, protocol, signature, self.max_instances
+                self._executor(), _decode_in_worker, body, protocol, signature, self.max_instances, header_length
             )
         except BrokenProcessPool:
             logger.error("a request-decoding process died; starting a new pool")

@@ -29,6 +29,13 @@ async def send_json(send, status: int, body: Any, headers: dict[str, str] | None
     await send({"type": "http.response.body", "body": payload})
 
 
+async def send_bytes(send, status: int, payload: bytes, content_type: str, headers: dict[str, str]) -> None:
+    raw_headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]
+    raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
 async def send_text(send, status: int, text: str, content_type: str) -> None:
     payload = text.encode("utf-8")
     headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]

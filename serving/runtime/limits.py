@@ -1,9 +1,13 @@
-"""Per-tenant prediction rate limits and metering, kept in the serving process's memory.
+"""Per-tenant prediction rate limits and metering.
 
 The limit is a token bucket per tenant holding one minute of the plan's
 ``predictions_per_minute``; each instance in a request takes one token.
-Each serving process enforces it on its own traffic (run N processes behind
-a balancer and a tenant gets up to N times the limit; README says so).
+With ``SERVING_RATE_LIMIT_URL`` (Redis) every serving process and host spends
+from the same bucket, taken atomically in one Lua script per request, so the
+limit is exact however many processes answer; without it each process keeps
+its own bucket (N processes: up to N times the limit). If Redis cannot be
+reached a process falls back to its own bucket for that request (logged), so
+an outage of the limiter is not an outage of predictions.
 Usage is added up in memory and written to the database every few seconds
 by ``serving.services.record_prediction_usage``.
 """
@@ -11,12 +15,15 @@ by ``serving.services.record_prediction_usage``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from datetime import UTC, datetime
 
 from serving.runtime.http import HTTPError
 from serving.services import UsageKey
+
+logger = logging.getLogger(__name__)
 
 
 class AuthFailures:
@@ -46,8 +53,25 @@ class AuthFailures:
         self._counts[address] = (minute, failures + 1 if window == minute else 1)
 
 
+def _too_many_per_request(count: int, per_minute: int) -> HTTPError:
+    return HTTPError(
+        429,
+        f"{count} instances in one request exceed this plan's {per_minute} predictions per minute.",
+        headers={"Retry-After": "60"},
+    )
+
+
+def _refused(per_minute: int, wait_seconds: float) -> HTTPError:
+    return HTTPError(
+        429,
+        f"Rate limit: this plan allows {per_minute} predictions per minute.",
+        headers={"Retry-After": str(max(1, math.ceil(wait_seconds)))},
+    )
+
+
 class RateLimiter:
-    """A token bucket per tenant; a request takes one token before its body is read, its other instances after.
+    """A token bucket per tenant in this process; a request takes one token before its body is read, its other
+    instances after.
 
     The first token is kept whatever the answer, so a tenant sending malformed or refused bodies
     spends its budget like one sending predictions, and meets 429s (answered before the body is read).
@@ -56,32 +80,90 @@ class RateLimiter:
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
 
-    def admit(self, tenant_id: str, *, per_minute: int) -> None:
+    async def admit(self, tenant_id: str, *, per_minute: int) -> None:
         """Spend the request's first token, before anything is read or parsed, or raise 429."""
-        self.take(tenant_id, per_minute=per_minute, count=1)
+        await self.take(tenant_id, per_minute=per_minute, count=1)
 
-    def take(self, tenant_id: str, *, per_minute: int, count: int, admitted: int = 0) -> None:
+    async def take(self, tenant_id: str, *, per_minute: int, count: int, admitted: int = 0) -> None:
         """Spend ``count`` predictions (``admitted`` of them already taken by ``admit``) or raise 429."""
+        self.take_here(tenant_id, per_minute=per_minute, count=count, admitted=admitted)
+
+    def take_here(self, tenant_id: str, *, per_minute: int, count: int, admitted: int = 0) -> None:
+        if count > per_minute:
+            raise _too_many_per_request(count, per_minute)
         now = time.monotonic()
         tokens, at = self._buckets.get(tenant_id, (float(per_minute), now))
         rate = per_minute / 60.0
         tokens = min(float(per_minute), tokens + (now - at) * rate)
-        if count > per_minute:
-            raise HTTPError(
-                429,
-                f"{count} instances in one request exceed this plan's {per_minute} predictions per minute.",
-                headers={"Retry-After": "60"},
-            )
         needed = count - admitted
         if tokens < needed:
             self._buckets[tenant_id] = (tokens, now)
-            wait = math.ceil((needed - tokens) / rate) if rate else 60
-            raise HTTPError(
-                429,
-                f"Rate limit: this plan allows {per_minute} predictions per minute.",
-                headers={"Retry-After": str(max(1, wait))},
-            )
+            raise _refused(per_minute, (needed - tokens) / rate if rate else 60)
         self._buckets[tenant_id] = (tokens - needed, now)
+
+    async def close(self) -> None:
+        return None
+
+
+# KEYS[1]: the tenant's bucket; ARGV: predictions per minute, tokens needed. Redis' own clock, so every process
+# and host refills the bucket by the same time. Returns {1 or 0 (taken or refused), tokens left}.
+_TAKE = """
+local per_minute = tonumber(ARGV[1])
+local needed = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(bucket[1]) or per_minute
+local at = tonumber(bucket[2]) or now
+tokens = math.min(per_minute, tokens + math.max(0, now - at) * per_minute / 60)
+local taken = 0
+if tokens >= needed then
+  tokens = tokens - needed
+  taken = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], 120)
+return {taken, tostring(tokens)}
+"""
+
+
+class SharedRateLimiter(RateLimiter):
+    """The same buckets kept in Redis, shared by every serving process and host (exact across them)."""
+
+    PREFIX = "serving:rate:"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._take = self._redis.register_script(_TAKE)
+        self._warned_at = 0.0
+
+    async def take(self, tenant_id: str, *, per_minute: int, count: int, admitted: int = 0) -> None:
+        if count > per_minute:
+            raise _too_many_per_request(count, per_minute)
+        needed = count - admitted
+        if needed <= 0:
+            return
+        try:
+            taken, tokens = await self._take(keys=[self.PREFIX + tenant_id], args=[per_minute, needed])
+        except Exception:  # the limiter's store is away: this process's own bucket, not an outage
+            if time.monotonic() - self._warned_at > 60:
+                self._warned_at = time.monotonic()
+                logger.warning("rate-limit store unreachable; limiting per process meanwhile", exc_info=True)
+            self.take_here(tenant_id, per_minute=per_minute, count=count, admitted=admitted)
+            return
+        if not taken:
+            raise _refused(per_minute, (needed - float(tokens)) * 60 / per_minute)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def rate_limiter(url: str) -> RateLimiter:
+    """Shared through Redis when ``url`` names one, else per process."""
+    return SharedRateLimiter(url) if url else RateLimiter()
 
 
 class Tarpit:

@@ -2,11 +2,16 @@
 
 TensorFlow Serving REST: ``{"instances": [...]}`` (rows) or ``{"inputs": ...}``
 (columns), optional ``signature_name``. KServe Open Inference Protocol v2:
-``{"inputs": [{"name", "shape", "datatype", "data"}], "outputs": [...]}``.
+``{"inputs": [{"name", "shape", "datatype", "data"}], "outputs": [...]}``, with the binary tensor data extension
+(what NVIDIA's ``tritonclient`` sends by default): the JSON header is the first ``Inference-Header-Content-Length``
+bytes of the body, and an input with ``parameters.binary_data_size`` has its values after it, little-endian
+(``BYTES``: each value a 4-byte length and its bytes), in the order of the inputs. Outputs asked for with
+``parameters.binary_data`` (or the request's ``binary_data_output``) are answered the same way.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,7 @@ class Parsed:
     row_format: bool = True  # TF Serving: answer "predictions" (rows) or "outputs" (columns)
     request_id: str | None = None
     output_names: tuple[str, ...] | None = None  # KServe: the outputs asked for
+    binary_outputs: frozenset[str] = frozenset()  # KServe: the outputs to answer as binary tensor data
 
 
 def _check_rows(rows: int, max_instances: int) -> None:
@@ -112,13 +118,15 @@ def tfserving_response(outputs: dict[str, np.ndarray], parsed: Parsed) -> dict[s
     return {"predictions": [dict(zip(names, row, strict=True)) for row in zip(*lists.values(), strict=True)]}
 
 
-def parse_v2(body: Any, signature: Signature, *, max_instances: int) -> Parsed:
+def parse_v2(body: Any, signature: Signature, *, max_instances: int, binary: bytes | None = None) -> Parsed:
+    """``binary``: the bytes after the JSON header when the request uses the binary tensor data extension."""
     if not isinstance(body, dict):
         raise InputError('The body must be a JSON object with "inputs".')
     _unknown_fields(body, {"id", "parameters", "inputs", "outputs"})
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InputError('"id" must be a string.')
+    binary_output = _parameters(body, {"binary_data_output": bool}, where="the request").get("binary_data_output")
     tensors = body.get("inputs")
     if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
         raise InputError('"inputs" must be a list of tensors, each {"name", "shape", "datatype", "data"}.')
@@ -129,23 +137,70 @@ def parse_v2(body: Any, signature: Signature, *, max_instances: int) -> Parsed:
             raise InputError("Every input tensor needs a distinct string name.")
         by_name[name] = tensor
     _check_names(set(by_name), signature.input_names, where='"inputs"')
+    chunks = _binary_chunks(tensors, binary)
     # Every declared shape, datatype and count is checked before a single value is converted: a body of 800,000
     # values is refused from its shape and length, not after turning them into an array.
     checked = {
-        spec.name: _v2_tensor(by_name[spec.name], spec.name, V2_DATATYPES[spec.dtype]) for spec in signature.inputs
+        spec.name: _v2_tensor(by_name[spec.name], spec.name, V2_DATATYPES[spec.dtype], chunks.get(spec.name))
+        for spec in signature.inputs
     }
     rows = {count for _, count in checked.values()}
     if len(rows) > 1:
         raise InputError("Every input must have the same number of rows.")
     count = rows.pop()
     _check_rows(count, max_instances)
-    output_names = _v2_outputs(body, signature)
-    columns = {spec.name: spec.convert(_flat(checked[spec.name][0])) for spec in signature.inputs}
-    return Parsed(columns=columns, rows=count, request_id=request_id, output_names=output_names)
+    output_names, binary_outputs = _v2_outputs(body, signature, binary_output=bool(binary_output))
+    columns = {
+        spec.name: spec.convert(_values(checked[spec.name][0], V2_DATATYPES[spec.dtype], spec.name, count))
+        for spec in signature.inputs
+    }
+    return Parsed(
+        columns=columns,
+        rows=count,
+        request_id=request_id,
+        output_names=output_names,
+        binary_outputs=binary_outputs,
+    )
 
 
-def _v2_tensor(tensor: dict[str, Any], name: str, datatype: str) -> tuple[list[Any], int]:
-    """The tensor's data and row count, checked without looking at more than the rows' lengths."""
+def _parameters(item: dict[str, Any], allowed: dict[str, type], *, where: str) -> dict[str, Any]:
+    parameters = item.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InputError(f'"parameters" of {where} must be an object.')
+    for key, value in parameters.items():
+        kind = allowed.get(key)
+        if kind is None:
+            raise InputError(f"Unknown parameter {key!r} of {where}; known: {', '.join(sorted(allowed)) or 'none'}.")
+        if type(value) is not kind or (kind is int and value < 0):
+            raise InputError(
+                f"Parameter {key!r} of {where} must be a {'non-negative integer' if kind is int else kind.__name__}."
+            )
+    return parameters
+
+
+def _binary_chunks(tensors: list[dict[str, Any]], binary: bytes | None) -> dict[str, memoryview]:
+    """Each binary input's bytes, cut from the data after the JSON header in the order of the inputs."""
+    chunks, offset, data = {}, 0, memoryview(binary or b"")
+    for tensor in tensors:
+        size = _parameters(tensor, {"binary_data_size": int}, where=f"input '{tensor['name']}'").get("binary_data_size")
+        if size is None:
+            continue
+        if binary is None:
+            raise InputError(
+                f"Input '{tensor['name']}' declares binary data, but the request has no "
+                "Inference-Header-Content-Length header."
+            )
+        if offset + size > len(data):
+            raise InputError(f"Input '{tensor['name']}' declares {size} bytes of binary data; fewer follow.")
+        chunks[tensor["name"]] = data[offset : offset + size]
+        offset += size
+    if offset != len(data):
+        raise InputError(f"{len(data) - offset} bytes of binary data follow the inputs that declare theirs.")
+    return chunks
+
+
+def _v2_tensor(tensor: dict[str, Any], name: str, datatype: str, chunk: memoryview | None) -> tuple[Any, int]:
+    """The tensor's data (a list, or its binary bytes) and row count, checked without converting a value."""
     _unknown_fields(tensor, {"name", "shape", "datatype", "data", "parameters"})
     shape, given_type, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
     if given_type != datatype:
@@ -154,9 +209,18 @@ def _v2_tensor(tensor: dict[str, Any], name: str, datatype: str) -> tuple[list[A
         raise InputError(f"Input '{name}': shape must be a list of non-negative integers, rows first.")
     if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
         raise InputError(f"Input '{name}' takes shape [rows] or [rows, 1], not {shape}.")
+    rows = shape[0]
+    if chunk is not None:
+        if data is not None:
+            raise InputError(f"Input '{name}' has both \"data\" and binary data.")
+        width = _BINARY_WIDTHS.get(datatype)
+        if width is not None and len(chunk) != rows * width:
+            raise InputError(
+                f"Input '{name}': shape {shape} of {datatype} needs {rows * width} bytes, not {len(chunk)}."
+            )
+        return chunk, rows
     if not isinstance(data, list):
         raise InputError(f"Input '{name}': data must be a list.")
-    rows = shape[0]
     nested = bool(data) and isinstance(data[0], list)
     if len(data) != rows or (nested and not all(isinstance(item, list) and len(item) == 1 for item in data)):
         given = f"{len(data)} row(s)" if nested else f"{len(data)} value(s)"
@@ -164,14 +228,45 @@ def _v2_tensor(tensor: dict[str, Any], name: str, datatype: str) -> tuple[list[A
     return data, rows
 
 
+_BINARY_WIDTHS = {"FP32": 4, "FP64": 8, "INT32": 4, "INT64": 8}
+_BINARY_TYPES = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}
+
+
+def _values(data: Any, datatype: str, name: str, rows: int) -> list[Any]:
+    """Python values, one per row, from a JSON list or from binary tensor data (already sized by ``_v2_tensor``)."""
+    if not isinstance(data, memoryview):
+        return _flat(data)
+    if datatype != "BYTES":
+        return np.frombuffer(data, dtype=_BINARY_TYPES[datatype]).tolist()
+    values, offset = [], 0
+    for row in range(rows):
+        if offset + 4 > len(data):
+            raise InputError(f"Input '{name}': binary data ends before value {row}.")
+        (length,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        if offset + length > len(data):
+            raise InputError(f"Input '{name}': value {row} declares {length} bytes; fewer follow.")
+        try:
+            values.append(bytes(data[offset : offset + length]).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InputError(f"Input '{name}': value {row} is not UTF-8 text.") from None
+        offset += length
+    if offset != len(data):
+        raise InputError(f"Input '{name}': {len(data) - offset} bytes follow its {rows} values.")
+    return values
+
+
 def _flat(data: list[Any]) -> list[Any]:
     return [item[0] for item in data] if data and isinstance(data[0], list) else data
 
 
-def _v2_outputs(body: dict[str, Any], signature: Signature) -> tuple[str, ...] | None:
+def _v2_outputs(
+    body: dict[str, Any], signature: Signature, *, binary_output: bool
+) -> tuple[tuple[str, ...] | None, frozenset[str]]:
+    """The outputs asked for (None: all) and which of them to answer as binary tensor data."""
     requested = body.get("outputs")
     if requested is None:
-        return None
+        return None, frozenset(signature.output_names if binary_output else ())
     if not isinstance(requested, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):
@@ -180,29 +275,46 @@ def _v2_outputs(body: dict[str, Any], signature: Signature) -> tuple[str, ...] |
     unknown = [n for n in names if n not in signature.output_names]
     if unknown:
         raise InputError(f"Unknown output(s) {', '.join(unknown)}; the model has {', '.join(signature.output_names)}.")
-    return names
+    binary = set()
+    for output in requested:
+        _unknown_fields(output, {"name", "parameters"})
+        flag = _parameters(output, {"binary_data": bool}, where=f"output '{output['name']}'").get("binary_data")
+        if flag if flag is not None else binary_output:
+            binary.add(output["name"])
+    return names, frozenset(binary)
 
 
 def v2_response(
     outputs: dict[str, np.ndarray], parsed: Parsed, signature: Signature, *, model_name: str, version: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The response's JSON and, for outputs answered as binary tensor data, their bytes in the same order."""
     names = parsed.output_names or tuple(outputs)
-    body: dict[str, Any] = {
-        "model_name": model_name,
-        "model_version": str(version),
-        "outputs": [
-            {
-                "name": name,
-                "datatype": signature.output_datatype(name),
-                "shape": list(outputs[name].shape),
-                "data": outputs[name].reshape(-1).tolist(),
-            }
-            for name in names
-        ],
-    }
+    chunks: list[bytes] = []
+    tensors = []
+    for name in names:
+        datatype = signature.output_datatype(name)
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(outputs[name].shape)}
+        if name in parsed.binary_outputs:
+            chunk = _binary(outputs[name], datatype)
+            tensor["parameters"] = {"binary_data_size": len(chunk)}
+            chunks.append(chunk)
+        else:
+            tensor["data"] = outputs[name].reshape(-1).tolist()
+        tensors.append(tensor)
+    body: dict[str, Any] = {"model_name": model_name, "model_version": str(version), "outputs": tensors}
     if parsed.request_id is not None:
         body["id"] = parsed.request_id
-    return body
+    return body, chunks
+
+
+def _binary(values: np.ndarray, datatype: str) -> bytes:
+    if datatype != "BYTES":
+        return np.ascontiguousarray(values, dtype=_BINARY_TYPES[datatype]).tobytes()
+    parts = []
+    for value in values.reshape(-1):
+        raw = str(value).encode("utf-8")
+        parts += [struct.pack("<I", len(raw)), raw]
+    return b"".join(parts)
 
 
 def tfserving_metadata(signature: Signature, *, model_name: str, version: int) -> dict[str, Any]:
