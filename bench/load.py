@@ -9,7 +9,8 @@ and stops everything it started, by process id.
 
 - serving: ``--tenants`` tenants, each with its own model (the click model's
   architecture with its own weights, so every tenant's model answers the same
-  visitor differently), one ``manage.py serve_models`` process. Each model is
+  visitor differently; compiled, as publishing makes them, or with ``--tensorflow`` served by TensorFlow),
+  one ``manage.py serve_models`` process. Each model is
   asked alone first (its reference answer); then a separate load generator
   process (``bench/_tenant_loadgen.py``) keeps ``--concurrency`` connections
   busy for ``--seconds``, cycling over the tenants, and checks every 200
@@ -120,7 +121,7 @@ def serving_part(args, env: dict[str, str]) -> dict:
     started = time.perf_counter()
     for index in range(args.tenants):
         tenant, key = bench_tenant(f"Load{index}")
-        publish_model(tenant, name="ctr", kind="ctr", seed=index + 1)
+        publish_model(tenant, name="ctr", kind="ctr", seed=index + 1, compiled=not args.tensorflow)
         tenants.append((tenant, key))
     publish_seconds = time.perf_counter() - started
     port = free_port()
@@ -380,6 +381,9 @@ def main() -> int:
     parser.add_argument("--queue-tenants", type=int, default=20)
     parser.add_argument("--queue-timeout", type=float, default=3600)
     parser.add_argument("--s3-port", type=int, default=18533)
+    parser.add_argument(
+        "--tensorflow", action="store_true", help="serve the tenants' models by TensorFlow (no compiled artifact)"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     report = {}
