@@ -196,8 +196,8 @@ def scrape(base: str) -> dict[str, float]:
 
 
 def model_metric(name: str, tenant_id, model: str, version: int) -> str:
-    """The key of a per-version series in ``scrape``'s dict (series are labelled by tenant id, never the slug)."""
-    return f'{name}{{tenant="{tenant_id}",model="{model}",version="{version}"}}'
+    """The key of a per-version series in ``scrape``'s dict (labelled by tenant id, never the slug; labels sorted)."""
+    return f'{name}{{model="{model}",tenant="{tenant_id}",version="{version}"}}'
 
 
 def probabilities(predictions: list) -> list[float]:
@@ -543,7 +543,7 @@ def run(args, base_env: dict[str, str], report: dict) -> None:
                 report["verify"] = {
                     "added": len(extra),
                     "loaded": sum(1 for n in metrics if n.startswith("serving_model_memory_bytes{")),
-                    "evictions": sum(v for n, v in metrics.items() if n.startswith("serving_model_evictions_total")),
+                    "evictions": metrics["serving_model_unloads_total"],
                     "used": metrics["serving_cache_used_bytes"],
                     "rss": rss_bytes(serving.pid),
                     "rss_start": rss_start,

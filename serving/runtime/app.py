@@ -41,9 +41,9 @@ from serving.runtime.http import (
     read_body,
     send_bytes,
     send_json,
-    send_text,
 )
 from serving.runtime.limits import Meter, Tarpit, rate_limiter
+from serving.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.runtime.metrics import Metrics
 from serving.runtime.metrics import authorized as metrics_authorized
 from serving.runtime.routing import Router, choose_version
@@ -199,7 +199,7 @@ class ServingApp:
     async def _metrics(self, scope: dict[str, Any], send: Callable) -> int:
         if not metrics_authorized(header(scope, b"authorization")):
             raise HTTPError(401, "Send the metrics token as 'Authorization: Bearer <token>'.")
-        await send_text(send, 200, self.metrics.render(self.cache), "text/plain; version=0.0.4")
+        await send_bytes(send, 200, self.metrics.render(self.cache), METRICS_CONTENT_TYPE, {})
         return 200
 
     # --- TensorFlow Serving REST --------------------------------------------
@@ -337,7 +337,8 @@ class ServingApp:
         return batcher
 
     def _forget(self, key: tuple[str, str, int]) -> None:
-        """An unloaded version's batcher and signature go too, unless callers are still with it."""
+        """An unloaded version's batcher and signature go too, unless callers are still with it; its metrics go."""
+        self.metrics.forget(key)
         batcher = self._batchers.get(key)
         if batcher is None or batcher.idle:
             self._batchers.pop(key, None)
@@ -423,6 +424,7 @@ class ServingApp:
             await asyncio.sleep(settings.SERVING_METERING_FLUSH_SECONDS)
             await self.flush_usage()
             await self.report()
+            self.metrics.write_snapshot(self.cache)  # for the other workers' scrapes (--workers N)
 
 
 def _require(scope: dict[str, Any], method: str) -> None:

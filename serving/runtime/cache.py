@@ -47,7 +47,6 @@ class Counters:
     load_seconds: float = 0.0
     hits: int = 0
     misses: int = 0
-    evictions: int = 0
 
 
 @dataclass
@@ -79,7 +78,8 @@ class ModelCache:
         self._loading: dict[Key, asyncio.Future] = {}
         self._failed: dict[Key, tuple[float, BaseException]] = {}  # a failed load is not retried for a while
         # Keyed by (tenant id, model, version): /metrics labels tenants by id, never by slug.
-        self.counters: dict[Key, Counters] = {}
+        self.counters: dict[Key, Counters] = {}  # versions loaded or being loaded (pruned on unload)
+        self.unloads = 0
 
     @property
     def used_bytes(self) -> int:
@@ -195,7 +195,8 @@ class ModelCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        self._counters(entry.model.spec).evictions += 1
+        self.counters.pop(key, None)  # an unloaded version's series go with it (metrics stay bounded)
+        self.unloads += 1
         if self._on_unload is not None:
             self._on_unload(key)
         logger.info("unloaded %s (%s)", entry.model.spec.label, reason)

@@ -36,13 +36,6 @@ async def send_bytes(send, status: int, payload: bytes, content_type: str, heade
     await send({"type": "http.response.body", "body": payload})
 
 
-async def send_text(send, status: int, text: str, content_type: str) -> None:
-    payload = text.encode("utf-8")
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
 def header(scope: dict[str, Any], name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:

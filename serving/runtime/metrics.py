@@ -1,39 +1,47 @@
-"""Prometheus text exposition for ``GET /metrics`` on the serving process (no client library needed).
+"""``GET /metrics`` on the serving process: Prometheus text from ``prometheus_client``, across worker processes.
 
 The metrics name models and versions, so they are behind a bearer token
 (``SERVING_METRICS_TOKEN``, compared in constant time) and label each model
 by its tenant's id, never the slug: a scrape, a dashboard or a leaked
 screenshot says which models are busy, not whose. Production settings refuse
 to start the serving process without a token (:func:`require_token`).
+
+Two kinds of series:
+
+- Per process, bounded label sets (requests by protocol and code, latency and batch-size histograms, loads and
+  unloads): ``prometheus_client`` counters and histograms. With ``serve_models --workers N`` the command sets
+  ``PROMETHEUS_MULTIPROC_DIR`` and any worker's scrape sums every worker's (``MultiProcessCollector``).
+- Per loaded version (memory, runtime, cache hits and misses, predictions): read from the model cache when
+  scraped, so a version's series go when it is unloaded. ``prometheus_client`` cannot remove label sets in
+  multiprocess mode, so each worker also writes these to a snapshot file in that directory every few seconds
+  (and on scrape), and a scrape adds up the snapshots of the workers still alive.
 """
 
 from __future__ import annotations
 
-import bisect
+import contextlib
 import hmac
+import json
+import os
 import sys
+import tempfile
 from collections import defaultdict
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from serving.runtime.cache import Key, ModelCache
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(**labels: str) -> str:
-    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}" if labels else ""
-
-
-def _model_labels(key: Key) -> str:
-    tenant_id, model_name, version = key
-    return _labels(tenant=tenant_id, model=model_name, version=str(version))
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MODEL_LABELS = ("tenant", "model", "version")
+SNAPSHOT_PREFIX = "versions-"
 
 
 def authorized(presented: bytes | None) -> bool:
@@ -56,75 +64,159 @@ def require_token() -> None:
         )
 
 
-class Histogram:
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.total = 0.0
+def multiprocess_dir() -> Path | None:
+    raw = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(raw) if raw else None
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
 
-    def lines(self, name: str) -> list[str]:
-        out, running = [], 0
-        for bound, count in zip((*self.buckets, "+Inf"), self.counts, strict=True):
-            running += count
-            out.append(f'{name}_bucket{{le="{bound}"}} {running}')
-        return [*out, f"{name}_sum {self.total:.6f}", f"{name}_count {running}"]
+# Per-version series: (name, kind, help, how to read it from a cache's counters).
+_VERSION_COUNTERS = {
+    "serving_model_loads": ("Loads of the version into this process.", "loads"),
+    "serving_model_load_failures": ("Loads of the version that failed.", "load_failures"),
+    "serving_model_load_seconds": ("Seconds spent loading the version.", "load_seconds"),
+    "serving_model_cache_hits": ("Requests that found the version loaded.", "hits"),
+    "serving_model_cache_misses": ("Requests that had to load the version first.", "misses"),
+}
 
 
 class Metrics:
+    """The serving process's metrics; ``render`` answers a scrape."""
+
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = defaultdict(int)
+        self.directory = multiprocess_dir()
+        # Registered in no registry: a scrape builds one (several apps may live in one test process); in
+        # multiprocess mode the values live in the directory's files and the scrape collects those instead.
+        self.requests = Counter(
+            "serving_requests",
+            "Requests answered, by protocol (v1: TensorFlow Serving REST, v2: KServe) and status code.",
+            ["protocol", "code"],
+            registry=None,
+        )
+        self.latency = Histogram(
+            "serving_request_seconds", "Seconds from request to answer.", buckets=LATENCY_BUCKETS, registry=None
+        )
+        self.batch_rows = Histogram(
+            "serving_batch_rows", "Rows per model call (adaptive batching).", buckets=BATCH_BUCKETS, registry=None
+        )
+        self.unloads = Counter(
+            "serving_model_unloads", "Versions unloaded (evicted for memory or no longer routed to).", registry=None
+        )
         self.predictions: dict[Key, int] = defaultdict(int)  # by VersionSpec.key: (tenant id, model, version)
-        self.latency = Histogram(LATENCY_BUCKETS)
-        self.batch_rows = Histogram(BATCH_BUCKETS)
 
     def request(self, *, protocol: str, status: int, seconds: float) -> None:
-        self.requests[(protocol, status)] += 1
+        self.requests.labels(protocol=protocol, code=str(status)).inc()
         self.latency.observe(seconds)
 
-    def render(self, cache: ModelCache) -> str:
-        lines = ["# TYPE serving_requests_total counter"]
-        lines += [
-            f"serving_requests_total{_labels(protocol=p, code=str(c))} {n}"
-            for (p, c), n in sorted(self.requests.items())
-        ]
-        lines.append("# TYPE serving_request_seconds histogram")
-        lines += self.latency.lines("serving_request_seconds")
-        lines.append("# TYPE serving_batch_rows histogram")
-        lines += self.batch_rows.lines("serving_batch_rows")
-        lines.append("# TYPE serving_predictions_total counter")
-        lines += [f"serving_predictions_total{_model_labels(k)} {n}" for k, n in sorted(self.predictions.items())]
-        lines += [
-            "# TYPE serving_cache_budget_bytes gauge",
-            f"serving_cache_budget_bytes {cache.budget_bytes}",
-            "# TYPE serving_cache_used_bytes gauge",
-            f"serving_cache_used_bytes {cache.used_bytes}",
-        ]
-        per_model = {
-            "serving_model_loads_total": "loads",
-            "serving_model_load_failures_total": "load_failures",
-            "serving_model_load_seconds_total": "load_seconds",
-            "serving_model_cache_hits_total": "hits",
-            "serving_model_cache_misses_total": "misses",
-            "serving_model_evictions_total": "evictions",
+    def forget(self, key: Key) -> None:
+        """A version was unloaded: its series go with it."""
+        self.predictions.pop(key, None)
+        self.unloads.inc()
+
+    # --- per-version series ----------------------------------------------------------------------------------
+
+    def snapshot(self, cache: ModelCache) -> dict[str, Any]:
+        """What this process holds now, per loaded version and in all (plain JSON)."""
+        versions = {}
+        for model in cache.loaded():
+            counters = cache.counters.get(model.spec.key)
+            versions["\x1f".join(map(str, model.spec.key))] = {
+                "memory_bytes": model.memory_bytes,
+                "runtime": model.runtime,
+                "predictions": self.predictions.get(model.spec.key, 0),
+                **{field: getattr(counters, field, 0) for _, field in _VERSION_COUNTERS.values()},
+            }
+        return {
+            "versions": versions,
+            "cache_used_bytes": cache.used_bytes,
+            "cache_budget_bytes": cache.budget_bytes,
+            "tensorflow_loaded": int("tensorflow" in sys.modules),
         }
-        for metric, field in per_model.items():
-            lines.append(f"# TYPE {metric} counter")
-            lines += [f"{metric}{_model_labels(k)} {getattr(c, field)}" for k, c in sorted(cache.counters.items())]
-        lines.append("# TYPE serving_model_memory_bytes gauge")
-        lines += [f"serving_model_memory_bytes{_model_labels(m.spec.key)} {m.memory_bytes}" for m in cache.loaded()]
-        lines.append("# TYPE serving_model_runtime gauge")
-        lines += [
-            f"serving_model_runtime{_labels(tenant=t, model=n, version=str(v), runtime=m.runtime)} 1"
-            for m in cache.loaded()
-            for t, n, v in [m.spec.key]
-        ]
-        # 1 once a version without a compiled artifact made this process import TensorFlow (hundreds of MB).
-        lines += [
-            "# TYPE serving_tensorflow_loaded gauge",
-            f"serving_tensorflow_loaded {int('tensorflow' in sys.modules)}",
-        ]
-        return "\n".join(lines) + "\n"
+
+    def write_snapshot(self, cache: ModelCache) -> None:
+        """Publish this worker's per-version series for the other workers' scrapes (multiprocess mode only)."""
+        if self.directory is None:
+            return
+        target = self.directory / f"{SNAPSHOT_PREFIX}{os.getpid()}.json"
+        with tempfile.NamedTemporaryFile("w", dir=self.directory, delete=False, suffix=".tmp") as handle:
+            json.dump(self.snapshot(cache), handle)
+        os.replace(handle.name, target)  # readers see the old file or the new one, never half of one
+
+    def _snapshots(self, cache: ModelCache) -> list[dict[str, Any]]:
+        if self.directory is None:
+            return [self.snapshot(cache)]
+        self.write_snapshot(cache)
+        found = []
+        for path in self.directory.glob(f"{SNAPSHOT_PREFIX}*.json"):
+            pid = int(path.stem.removeprefix(SNAPSHOT_PREFIX))
+            if not _alive(pid):  # a worker that exited: its versions are no longer held anywhere
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                found.append(json.loads(path.read_text()))
+        return found
+
+    def render(self, cache: ModelCache) -> bytes:
+        registry = CollectorRegistry(auto_describe=True)
+        if self.directory is not None:
+            MultiProcessCollector(registry, path=str(self.directory))
+        else:
+            for collector in (self.requests, self.latency, self.batch_rows, self.unloads):
+                registry.register(collector)
+        registry.register(_VersionCollector(self._snapshots(cache)))
+        return generate_latest(registry)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _VersionCollector:
+    """Per-version and per-process gauges from the workers' snapshots, added up across workers."""
+
+    def __init__(self, snapshots: list[dict[str, Any]]) -> None:
+        self.snapshots = snapshots
+
+    def collect(self):
+        memory = GaugeMetricFamily(
+            "serving_model_memory_bytes",
+            "Memory a loaded version takes (process growth while loading).",
+            labels=MODEL_LABELS,
+        )
+        runtime = GaugeMetricFamily(
+            "serving_model_runtime",
+            "Processes holding the version, by the runtime that answers it (onnxruntime or tensorflow).",
+            labels=(*MODEL_LABELS, "runtime"),
+        )
+        predictions = CounterMetricFamily(
+            "serving_predictions", "Instances predicted by a loaded version.", labels=MODEL_LABELS
+        )
+        counters = {
+            name: CounterMetricFamily(name, text, labels=MODEL_LABELS) for name, (text, _) in _VERSION_COUNTERS.items()
+        }
+        totals: dict[tuple[str, tuple[str, ...]], float] = defaultdict(float)
+        for snapshot in self.snapshots:
+            for joined, values in snapshot["versions"].items():
+                labels = tuple(joined.split("\x1f"))
+                totals[("memory", labels)] += values["memory_bytes"]
+                totals[("runtime", (*labels, values["runtime"]))] += 1
+                totals[("predictions", labels)] += values["predictions"]
+                for name, (_, field) in _VERSION_COUNTERS.items():
+                    totals[(name, labels)] += values.get(field, 0)
+        families = {"memory": memory, "runtime": runtime, "predictions": predictions, **counters}
+        for (family, labels), value in sorted(totals.items()):
+            families[family].add_metric(list(labels), value)
+        yield from families.values()
+        for name, text in (
+            ("cache_used_bytes", "Memory the loaded versions take, all workers."),
+            ("cache_budget_bytes", "The model memory budget, all workers."),
+            ("tensorflow_loaded", "Worker processes that imported TensorFlow (a version without a compiled artifact)."),
+        ):
+            gauge = GaugeMetricFamily(f"serving_{name}", text, value=sum(snapshot[name] for snapshot in self.snapshots))
+            yield gauge

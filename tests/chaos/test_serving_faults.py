@@ -70,7 +70,7 @@ def test_serving_killed_under_load_fails_only_in_flight_requests_and_refills(ten
     assert all(answered >= killed_at and sent <= back_at for sent, answered in failed), "a failure outside the outage"
     assert all(status == 200 for sent, _, status in results if sent > back_at)
     assert again == reference
-    assert 'serving_model_loads_total{tenant="' in metrics  # the new process loaded the model again
+    assert 'serving_model_loads_total{model="' in metrics  # the new process loaded the model again
 
 
 def test_a_deleted_or_corrupted_disk_cache_is_fetched_again_never_served(tenant_a):

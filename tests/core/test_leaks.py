@@ -77,9 +77,9 @@ def test_metric_labels_name_tenants_by_id_not_slug(tenant_a):
         status, text = _scrape(base, f"Bearer {TOKEN}")
     assert status == 200
     assert tenant.slug not in text
-    labels = f'tenant="{tenant.id}",model="clicks",version="1"'
-    assert f"serving_predictions_total{{{labels}}} 1" in text
-    assert f"serving_model_loads_total{{{labels}}} 1" in text
+    labels = f'model="clicks",tenant="{tenant.id}",version="1"'
+    assert f"serving_predictions_total{{{labels}}} 1.0" in text
+    assert f"serving_model_loads_total{{{labels}}} 1.0" in text
     assert f"serving_model_memory_bytes{{{labels}}}" in text
 
 

@@ -74,12 +74,13 @@ def test_the_serving_process_imports_tensorflow_only_for_a_version_that_needs_it
     publish_model(tenant_a.tenant, name="onnx", kind="ctr", compiled=True)
     publish_model(tenant_a.tenant, name="tf", kind="ctr")
     with serving_process() as base:
-        assert "serving_tensorflow_loaded 0" in _metrics(base)
+        assert "serving_tensorflow_loaded 0.0" in _metrics(base)
         status, rows, _ = call(base, "POST", "/v1/models/onnx:predict", {"instances": ["1 2 3"]}, tenant_a.raw_key)
         assert status == 200, rows
         after_compiled = _metrics(base)
-        assert "serving_tensorflow_loaded 0" in after_compiled
-        assert 'runtime="onnxruntime"} 1' in after_compiled
+        assert "serving_tensorflow_loaded 0.0" in after_compiled
+        series = f'model="onnx",runtime="onnxruntime",tenant="{tenant_a.tenant.id}",version="1"'
+        assert f"serving_model_runtime{{{series}}} 1.0" in after_compiled
         status, rows, _ = call(base, "POST", "/v1/models/tf:predict", {"instances": ["1 2 3"]}, tenant_a.raw_key)
         assert status == 200, rows
-        assert "serving_tensorflow_loaded 1" in _metrics(base)
+        assert "serving_tensorflow_loaded 1.0" in _metrics(base)

@@ -329,14 +329,15 @@ def test_concurrent_callers_each_get_their_own_rows(tenant_a):
         for sequence, answer in zip(sequences, together, strict=True):
             assert answer["predictions"][0]["probability"] == pytest.approx(alone[sequence]["probability"], abs=1e-5)
             assert answer["predictions"][1] == answer["predictions"][0]
-        batches = app.metrics.batch_rows
-        assert sum(batches.counts) < len(sequences) * 2  # concurrent requests shared model calls
+        (histogram,) = app.metrics.batch_rows.collect()
+        calls = next(sample.value for sample in histogram.samples if sample.name == "serving_batch_rows_count")
+        assert calls < len(sequences) * 2  # concurrent requests shared model calls
 
 
 def test_single_flight_load_and_metrics(tenant_a):
     publish_model(tenant_a.tenant, name="clicks")
     key_of_version = (str(tenant_a.tenant.id), "clicks", 1)
-    label = f'tenant="{tenant_a.tenant.id}",model="clicks",version="1"'  # tenants by id, never slug
+    label = f'model="clicks",tenant="{tenant_a.tenant.id}",version="1"'  # tenants by id, never slug
     with serving_server(SERVING_METRICS_TOKEN="scrape-secret") as (base, app):
         key, path = tenant_a.raw_key, "/v1/models/clicks:predict"
         with ThreadPoolExecutor(8) as pool:
@@ -347,10 +348,11 @@ def test_single_flight_load_and_metrics(tenant_a):
         assert call(base, "GET", "/metrics")[0] == 401
         request = urllib.request.Request(base + "/metrics", headers={"Authorization": "Bearer scrape-secret"})
         text = urllib.request.urlopen(request, timeout=30).read().decode()
-        assert f"serving_model_loads_total{{{label}}} 1" in text
-        assert f"serving_model_cache_hits_total{{{label}}} {counters.hits}" in text
+        assert f"serving_model_loads_total{{{label}}} 1.0" in text
+        assert f"serving_model_cache_hits_total{{{label}}} {float(counters.hits)}" in text
         assert f"serving_model_memory_bytes{{{label}}}" in text
-        assert 'serving_requests_total{protocol="v1",code="200"} 8' in text
+        assert 'serving_requests_total{code="200",protocol="v1"} 8.0' in text
+        assert "# HELP serving_requests_total " in text and "# HELP serving_model_memory_bytes " in text
         assert "serving_batch_rows_count" in text
 
 
@@ -471,7 +473,9 @@ def test_hot_swap_moves_traffic_without_a_failed_request_and_unloads_the_old_ver
             thread.join()
         loaded = {m.spec.version for m in app.cache.loaded()}
         loads = {str(version): c.loads for (_, _, version), c in app.cache.counters.items()}
-    assert loads == {"1": 1, "2": 1}  # the new version was loaded once, ahead of its first request
+        unloads = app.cache.unloads
+    assert loads == {"2": 1}  # the new version was loaded once, ahead of its first request
+    assert unloads == 1  # v1 unloaded once; its counters went with it
     assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
     versions = [v for _, v in answers]
     assert versions[:moved_at] == [1] * moved_at

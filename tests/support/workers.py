@@ -102,7 +102,7 @@ def celery_worker(queues: str = "default,cpu,gpu", *, pool: str = "prefork", rea
 
 
 @contextmanager
-def serving_process(*, ready_timeout: float = 90, port: int | None = None, **extra_env: str):
+def serving_process(*, ready_timeout: float = 90, port: int | None = None, workers: int = 1, **extra_env: str):
     """``manage.py serve_models`` on ``port`` (a free one by default), as deployed; yields its base URL.
 
     The process is reachable as ``serving_process.last`` while it runs, so a test can kill it by id.
@@ -112,7 +112,17 @@ def serving_process(*, ready_timeout: float = 90, port: int | None = None, **ext
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "serve_models", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "serve_models",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             cwd=ROOT,
             env=subprocess_env(
                 **({"SERVING_CACHE_DIR": str(ROOT / "var" / "test" / f"model-cache-{port}")} | extra_env)

@@ -1,0 +1,70 @@
+"""``/metrics`` through prometheus_client: HELP lines, per-version series pruned on unload, and one view of every
+worker when ``serve_models --workers N`` runs several processes on one port."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import pytest
+
+from tests.support.serving import call, publish_model, serving_server
+from tests.support.workers import serving_process
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the serving apps read the registry from their own threads
+
+
+def _scrape(base: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def _runtime_series(tenant_a) -> str:
+    return f'serving_model_runtime{{model="clicks",runtime="onnxruntime",tenant="{tenant_a.tenant.id}",version="1"}}'
+
+
+def test_a_versions_series_go_when_it_is_unloaded(tenant_a):
+    publish_model(tenant_a.tenant, name="clicks", compiled=True)
+    labels = f'model="clicks",tenant="{tenant_a.tenant.id}",version="1"'
+    with serving_server() as (base, app):
+        assert call(base, "POST", "/v1/models/clicks:predict", {"instances": ["1 2"]}, tenant_a.raw_key)[0] == 200
+        loaded = _scrape(base)
+        assert loaded[f"serving_model_memory_bytes{{{labels}}}"] > 0
+        assert loaded[_runtime_series(tenant_a)] == 1.0
+        assert loaded[f"serving_predictions_total{{{labels}}}"] == 1.0
+        assert loaded["serving_model_unloads_total"] == 0.0
+
+        app.cache.retire((str(tenant_a.tenant.id), "clicks", 1))  # as a hot swap does once no route points at it
+
+        unloaded = _scrape(base)
+    assert not [name for name in unloaded if labels in name], "an unloaded version's series must go"
+    assert unloaded["serving_model_unloads_total"] == 1.0
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_port_report_as_one(tenant_a):
+    tenant_a.tenant.plan.predictions_per_minute = 10**6
+    tenant_a.tenant.plan.save()
+    publish_model(tenant_a.tenant, name="clicks", compiled=True)
+    labels = f'model="clicks",tenant="{tenant_a.tenant.id}",version="1"'
+    with serving_process(workers=2, SERVING_METERING_FLUSH_SECONDS="1") as base:
+        predictions = 40
+        for _ in range(predictions):
+            status, answer, _ = call(
+                base, "POST", "/v1/models/clicks:predict", {"instances": ["1 2"]}, tenant_a.raw_key
+            )
+            assert status == 200, answer
+        time.sleep(2.5)  # every worker has written its per-version snapshot since
+        for scrape in range(6):  # whichever worker answers, it reports both
+            values = _scrape(base)
+            assert values['serving_requests_total{code="200",protocol="v1"}'] == predictions + scrape
+            assert values[f"serving_predictions_total{{{labels}}}"] == predictions
+            assert values["serving_tensorflow_loaded"] == 0.0
+            holding = values[_runtime_series(tenant_a)]
+            assert holding in (1.0, 2.0)  # one runtime series, counting the workers that hold the version
