@@ -86,14 +86,14 @@ class Step:
 
 
 def _id_sequence(step: Step, values: np.ndarray) -> np.ndarray:
-    max_len, vocab_size = int(step.params["max_len"]), int(step.params["vocab_size"])
+    max_len, last = int(step.params["max_len"]), int(step.params["vocab_size"]) - 2
     out = np.zeros((len(values), max_len), dtype=np.int64)
     for row, value in enumerate(values):
-        tokens = _tokens(_text(value))
-        if not tokens:
-            continue
-        recent = np.asarray(tokens[-max_len:], dtype=np.int64)
-        out[row, max_len - len(recent) :] = np.clip(recent, 0, vocab_size - 2) + 1
+        # bytes.split() splits on ASCII whitespace only, as tf.strings.split does (serving sends UTF-8 bytes).
+        tokens = value.split() if isinstance(value, bytes) else _tokens(str(value))
+        if tokens:
+            recent = tokens[-max_len:]
+            out[row, max_len - len(recent) :] = [min(max(int(token), 0), last) + 1 for token in recent]
     return out
 
 

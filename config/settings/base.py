@@ -325,6 +325,9 @@ SERVING_BATCH_WAIT_MICROSECONDS = env_int("SERVING_BATCH_WAIT_MICROSECONDS", 500
 # per model call (0: the cores divided by SERVING_CONCURRENT_BATCHES).
 SERVING_CONCURRENT_BATCHES = env_int("SERVING_CONCURRENT_BATCHES", 2, minimum=1)
 SERVING_TF_THREADS = env_int("SERVING_TF_THREADS", 0, minimum=0)
+# A compiled model's batch is computed on the event loop itself when it takes at most this long (measured at
+# load): less than the hand-over to an inference thread and back. 0: always on the threads.
+SERVING_INLINE_CALL_MICROSECONDS = env_int("SERVING_INLINE_CALL_MICROSECONDS", 100, minimum=0)
 SERVING_MAX_INSTANCES = env_int("SERVING_MAX_INSTANCES", 1000, minimum=1)
 SERVING_MAX_BODY_BYTES = env_int("SERVING_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 # Bodies over 16 KiB are parsed and checked in this many spawned processes, off the event loop (JSON parsing holds

@@ -332,6 +332,7 @@ class ServingApp:
                 executor=self._infer,
                 concurrent_batches=settings.SERVING_CONCURRENT_BATCHES,
                 on_batch=self.metrics.batch_rows.observe,
+                inline=lambda rows: self.cache.model(key).runs_inline(rows),
             )
             self._batchers[key] = batcher
         return batcher

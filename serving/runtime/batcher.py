@@ -8,6 +8,9 @@ load they send again at once, and without this the one row that arrived
 during a big batch would go alone, then the rest, alternating 1-row and
 full batches. One caller alone is never held back, so batching costs a lone
 client nothing. Each caller gets exactly its own rows back, by offset.
+
+A batch runs on the inference threads, or on the event loop itself when ``inline(rows)`` says the model
+answers that many rows faster than the hand-over to a thread costs (small compiled models).
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ class Batcher:
         executor: Executor,
         concurrent_batches: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        inline: Callable[[int], bool] | None = None,
     ) -> None:
         self._predict = predict
+        self._inline = inline
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.concurrent_batches = concurrent_batches
@@ -151,7 +156,10 @@ class Batcher:
             else {name: np.concatenate([item.columns[name] for item in batch]) for name in batch[0].columns}
         )
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, columns)
+            if self._inline is not None and self._inline(rows):
+                outputs = self._predict(columns)  # cheaper than the trip to a thread and back
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, columns)
         except Exception as exc:  # noqa: BLE001 - handed to the callers, who answer it
             if len(batch) == 1:
                 self._settle(batch[0], error=exc)

@@ -73,6 +73,9 @@ class LoadedModel:
         self.memory_bytes = memory_bytes
         self.load_seconds = load_seconds
 
+    def runs_inline(self, rows: int) -> bool:
+        return False  # TensorFlow calls take milliseconds: always on the inference threads
+
     def predict(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One model call on a batch: input name -> array, to output name -> array (rows first)."""
         import tensorflow as tf
@@ -86,7 +89,12 @@ class LoadedModel:
 
 
 class CompiledVersion:
-    """A version's compiled form (ONNX core, NumPy preprocessing), answering exactly like ``LoadedModel``."""
+    """A version's compiled form (ONNX core, NumPy preprocessing), answering exactly like ``LoadedModel``.
+
+    Small models answer a small batch in tens of microseconds, less than handing the batch to a thread and
+    back costs; ``runs_inline`` says when a batch is cheap enough to compute on the event loop itself (measured
+    at load: a call's fixed cost and its cost per row).
+    """
 
     runtime = compiled.RUNTIME_COMPILED
 
@@ -96,9 +104,32 @@ class CompiledVersion:
         self._model = model
         self.memory_bytes = 0
         self.load_seconds = 0.0
+        self.call_seconds = float("inf")  # until measured: never inline
+        self.row_seconds = float("inf")
 
     def predict(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.signature.decode_outputs(self._model.scores(columns))
+
+    def measure(self) -> None:
+        """Time a 1-row and a 16-row call (after a warm one): the fixed cost of a call and the cost per row."""
+        one, sixteen = self.signature.example_batch(), self.signature.example_batch(16)
+        self.predict(sixteen)
+        single = _best_of(lambda: self.predict(one))
+        many = _best_of(lambda: self.predict(sixteen))
+        self.row_seconds = max(0.0, (many - single) / 15)
+        self.call_seconds = max(0.0, single - self.row_seconds)
+
+    def runs_inline(self, rows: int) -> bool:
+        return self.call_seconds + rows * self.row_seconds <= settings.SERVING_INLINE_CALL_MICROSECONDS / 1e6
+
+
+def _best_of(call, times: int = 5) -> float:
+    best = float("inf")
+    for _ in range(times):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 ServedModel = LoadedModel | CompiledVersion
@@ -266,6 +297,8 @@ def load(spec: VersionSpec) -> ServedModel:
         model = _load_compiled(spec, folder, names) if names else _load_saved_model(spec, folder)
         model.predict(model.signature.example_batch())  # builds the kernels now, not on a user's request
         grown = _rss_bytes() - before
+        if isinstance(model, CompiledVersion):
+            model.measure()
     files = spec.manifest["files"]
     size_on_disk = sum(int(files[name].get("size", 0)) for name in (names or files))
     model.memory_bytes = max(grown, size_on_disk)

@@ -163,8 +163,8 @@ class Signature:
     def output_names(self) -> list[str]:
         return ["probability" if self.binary else "probabilities", "label"]
 
-    def example_batch(self) -> dict[str, np.ndarray]:
-        return {s.name: s.convert(["1" if s.dtype == "string" else 0]) for s in self.inputs}
+    def example_batch(self, rows: int = 1) -> dict[str, np.ndarray]:
+        return {s.name: s.convert(["1 2 3" if s.dtype == "string" else 0] * rows) for s in self.inputs}
 
     def decode_outputs(self, scores: np.ndarray) -> dict[str, np.ndarray]:
         """The model's output tensor -> probabilities and the label name each row is given."""
