@@ -418,9 +418,15 @@ def print_serving(result: dict) -> None:
             f"{run['tenants_answered']:17}"
         )
     runs = list(result["runs"].values())
+    ratio, p99 = runs[1]["ok_rps"] / runs[0]["ok_rps"], runs[1]["p99_ms"] / runs[0]["p99_ms"]
     print(
-        f"ratio: {runs[1]['ok_rps'] / runs[0]['ok_rps']:.2f}x the one-tenant rate with {result['tenants']} tenants' "
-        "models in use at once (baseline: one tenant, same process and concurrency, this run)"
+        f"ratio: {ratio:.2f}x the one-tenant rate with {result['tenants']} tenants' models in use at once "
+        f"(baseline: one tenant, same process and concurrency, this run; target >= 0.6x): "
+        f"{'PASS' if ratio >= 0.6 else 'FAIL'}"
+    )
+    print(
+        f"p99: {runs[1]['p99_ms']:.1f} ms with {result['tenants']} tenants vs {runs[0]['p99_ms']:.1f} ms with one = "
+        f"{p99:.1f}x (target <= 2x): {'PASS' if p99 <= 2 else 'FAIL'}"
     )
     print("RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in result["rss_mb"].items()))
     bad = sum(run["errors_not_429"] + run["foreign"] + run["unexplained"] for run in runs)
