@@ -478,7 +478,13 @@ def run_demo(children: Children, env: dict[str, str]) -> None:
     print(
         f"   published {job['model_name']} v{job['model_version']} at s3://{env.get('S3_BUCKET', 'mlplatform')}/"
         f"tenants/{tenant['tenant_id']}/models/{job['model_name']}/{job['model_version']}/ "
-        "(SavedModel + manifest.json)"
+        "(SavedModel + compiled ONNX core + manifest.json)"
+    )
+    served = api_call("GET", f"/api/v1/models/{job['model_name']}/versions/{job['model_version']}", key, host=api)
+    runtime, parity = served["serving"]["runtime"], served["serving"]["parity"] or {}
+    print(
+        f"   served by {runtime} ({served['serving']['reason']}"
+        + (f": {parity['rows']} rows, max difference {parity['max_abs_difference']:.1e})" if parity else ")")
     )
     predict_over_http(key, job["model_name"], job["model_version"], clicks, api=api, serving=serving)
     print("demo finished: the platform is up on the embedded defaults.")
