@@ -98,9 +98,10 @@ def case(request, tmp_path):
     return model, export_dir, input_kind, binary, signature, index, features
 
 
-def test_each_template_compiles_and_passes_the_parity_gate(case):
+def _compile(case) -> dict:
+    """The trainer's publish-time compilation, its gate run on the case's held-out rows and the edge cases."""
     model, export_dir, input_kind, binary, signature, index, features = case
-    fields = compiler.compile_version(
+    return compiler.compile_version(
         model=model,
         export_dir=export_dir,
         input_kind=input_kind,
@@ -108,6 +109,11 @@ def test_each_template_compiles_and_passes_the_parity_gate(case):
         binary=binary,
         rows=lambda steps: compiler.gate_rows(features, index, signature, steps),
     )
+
+
+def test_each_template_compiles_and_passes_the_parity_gate(case):
+    _, export_dir, _, _, signature, index, features = case
+    fields = _compile(case)
     assert fields["runtime"] == "onnxruntime", fields
     report = fields["parity"]
     assert report["passed"] and report["max_abs_difference"] <= 1e-5 and report["labels_agree"] == report["rows"]
@@ -128,16 +134,9 @@ def test_each_template_compiles_and_passes_the_parity_gate(case):
 
 
 def test_a_version_that_fails_the_gate_stays_on_tensorflow_and_says_why(case, monkeypatch):
-    model, export_dir, input_kind, binary, signature, index, features = case
+    export_dir = case[1]
     monkeypatch.setattr(compiler, "TOLERANCE", -1.0)  # no difference can pass
-    fields = compiler.compile_version(
-        model=model,
-        export_dir=export_dir,
-        input_kind=input_kind,
-        signature=signature,
-        binary=binary,
-        rows=lambda steps: compiler.gate_rows(features, index, signature, steps),
-    )
+    fields = _compile(case)
     assert fields["runtime"] == "tensorflow"
     assert fields["runtime_reason"].startswith("parity gate failed: max difference")
     assert not fields["parity"]["passed"]
