@@ -296,9 +296,9 @@ def load(spec: VersionSpec) -> ServedModel:
         before = _rss_bytes()
         model = _load_compiled(spec, folder, names) if names else _load_saved_model(spec, folder)
         model.predict(model.signature.example_batch())  # builds the kernels now, not on a user's request
-        grown = _rss_bytes() - before
         if isinstance(model, CompiledVersion):
-            model.measure()
+            model.measure()  # inside the memory reading: its larger batch is what later batches will need too
+        grown = _rss_bytes() - before
     files = spec.manifest["files"]
     size_on_disk = sum(int(files[name].get("size", 0)) for name in (names or files))
     model.memory_bytes = max(grown, size_on_disk)
