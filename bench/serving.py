@@ -185,14 +185,10 @@ def post(url: str, body: dict, headers: dict[str, str] | None = None) -> tuple[i
 
 def scrape(base: str) -> dict[str, float]:
     """``/metrics`` as {'name{labels}': value}."""
+    from tests.support.serving import parse_metrics
+
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
+        return parse_metrics(response.read().decode())
 
 
 def model_metric(name: str, tenant_id, model: str, version: int) -> str:

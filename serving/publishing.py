@@ -62,12 +62,7 @@ def reserve_version(*, job) -> ModelVersion:
 
 def publish(*, version: ModelVersion, export_dir: Path, manifest_fields: dict[str, Any], metrics: dict) -> ModelVersion:
     """Upload a SavedModel directory under the version's prefix, manifest last, then make it visible."""
-    files: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in Path(export_dir).rglob("*") if p.is_file()):
-        relative = path.relative_to(export_dir).as_posix()
-        files[relative] = {"sha256": storage.file_sha256(path), "size": path.stat().st_size}
-        with open(path, "rb") as handle:
-            storage.upload_stream(version.object_prefix + relative, handle)
+    files = _upload(version, export_dir, sorted(p for p in Path(export_dir).rglob("*") if p.is_file()))
     manifest = {
         "model_name": version.model.name,
         "version": version.version,
@@ -76,17 +71,33 @@ def publish(*, version: ModelVersion, export_dir: Path, manifest_fields: dict[st
         "metrics": metrics,
         **manifest_fields,
     }
+    version.metrics = metrics
+    version.status = ModelVersion.Status.READY
+    version.published_at = timezone.now()
+    return _write_manifest(version, manifest, also=["metrics", "status", "published_at"])
+
+
+def _upload(version: ModelVersion, folder: Path, paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """Each file under the version's prefix, at its path relative to ``folder``; its manifest entry."""
+    files: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        relative = path.relative_to(folder).as_posix()
+        files[relative] = {"sha256": storage.file_sha256(path), "size": path.stat().st_size}
+        with open(path, "rb") as handle:
+            storage.upload_stream(version.object_prefix + relative, handle)
+    return files
+
+
+def _write_manifest(version: ModelVersion, manifest: dict[str, Any], *, also: list[str]) -> ModelVersion:
+    """``manifest.json`` in storage, then the row (its manifest, size and ``also``): the last step of a change."""
     storage.put_bytes(
         version.object_prefix + MANIFEST,
         json.dumps(manifest, indent=2, default=str).encode(),
         content_type="application/json",
     )
     version.manifest = manifest
-    version.metrics = metrics
-    version.size_bytes = sum(f["size"] for f in files.values())
-    version.status = ModelVersion.Status.READY
-    version.published_at = timezone.now()
-    version.save(update_fields=["manifest", "metrics", "size_bytes", "status", "published_at"])
+    version.size_bytes = sum(int(f.get("size", 0)) for f in manifest["files"].values())
+    version.save(update_fields=["manifest", "size_bytes", *also])
     return version
 
 
@@ -96,23 +107,9 @@ def attach_compiled(*, version: ModelVersion, folder: Path, fields: dict[str, An
     The SavedModel's files are untouched; the new files are listed in the manifest with their sha256, which is
     written to storage and to the row last, so a crash midway leaves the version served as before.
     """
-    manifest = dict(version.manifest)
-    files = dict(manifest.get("files") or {})
-    for path in sorted(p for p in (folder / "compiled").rglob("*") if p.is_file()):
-        relative = path.relative_to(folder).as_posix()
-        files[relative] = {"sha256": storage.file_sha256(path), "size": path.stat().st_size}
-        with open(path, "rb") as handle:
-            storage.upload_stream(version.object_prefix + relative, handle)
-    manifest |= fields | {"files": files}
-    storage.put_bytes(
-        version.object_prefix + MANIFEST,
-        json.dumps(manifest, indent=2, default=str).encode(),
-        content_type="application/json",
-    )
-    version.manifest = manifest
-    version.size_bytes = sum(int(f.get("size", 0)) for f in files.values())
-    version.save(update_fields=["manifest", "size_bytes"])
-    return version
+    compiled = sorted(p for p in (folder / "compiled").rglob("*") if p.is_file())
+    files = dict(version.manifest.get("files") or {}) | _upload(version, folder, compiled)
+    return _write_manifest(version, dict(version.manifest) | fields | {"files": files}, also=[])
 
 
 def compile_published_version(*, version: ModelVersion) -> dict[str, Any]:

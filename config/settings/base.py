@@ -343,9 +343,9 @@ SERVING_SUSPENSION_POLL_MILLISECONDS = env_int("SERVING_SUSPENSION_POLL_MILLISEC
 SERVING_METRICS_TOKEN = env_str("SERVING_METRICS_TOKEN", "")
 # Redis holding the plans' prediction rate-limit buckets for every serving process and host (exact across them);
 # empty: each process limits its own traffic. Defaults to CACHE_URL when that is Redis.
-SERVING_RATE_LIMIT_URL = env_url(
-    "SERVING_RATE_LIMIT_URL", CACHE_URL if CACHE_URL.startswith("redis") else "", schemes={"redis", "rediss", ""}
-)
+SERVING_RATE_LIMIT_URL = env_str("SERVING_RATE_LIMIT_URL", CACHE_URL if CACHE_URL.startswith("redis") else "")
+if SERVING_RATE_LIMIT_URL:
+    SERVING_RATE_LIMIT_URL = env_url("SERVING_RATE_LIMIT_URL", SERVING_RATE_LIMIT_URL, schemes={"redis", "rediss"})
 # Where the API's dashboard sends "try it" predictions (the serving process, server to server).
 SERVING_URL = env_url("SERVING_URL", "http://127.0.0.1:8001", schemes={"http", "https"})
 CELERY_BEAT_SCHEDULE |= {

@@ -8,10 +8,11 @@ to start the serving process without a token (:func:`require_token`).
 
 Two kinds of series:
 
-- Per process, bounded label sets (requests by protocol and code, latency and batch-size histograms, loads and
-  unloads): ``prometheus_client`` counters and histograms. With ``serve_models --workers N`` the command sets
+- Per process, bounded label sets (requests by protocol and code, latency and batch-size histograms):
+  ``prometheus_client`` counters and histograms. With ``serve_models --workers N`` the command sets
   ``PROMETHEUS_MULTIPROC_DIR`` and any worker's scrape sums every worker's (``MultiProcessCollector``).
-- Per loaded version (memory, runtime, cache hits and misses, predictions): read from the model cache when
+- Per loaded version (memory, runtime, loads, cache hits and misses, predictions) and the cache's totals (memory,
+  unloads, whether TensorFlow is loaded): read from the model cache when
   scraped, so a version's series go when it is unloaded. ``prometheus_client`` cannot remove label sets in
   multiprocess mode, so each worker also writes these to a snapshot file in that directory every few seconds
   (and on scrape), and a scrape adds up the snapshots of the workers still alive.
@@ -98,9 +99,6 @@ class Metrics:
         self.batch_rows = Histogram(
             "serving_batch_rows", "Rows per model call (adaptive batching).", buckets=BATCH_BUCKETS, registry=None
         )
-        self.unloads = Counter(
-            "serving_model_unloads", "Versions unloaded (evicted for memory or no longer routed to).", registry=None
-        )
         self.predictions: dict[Key, int] = defaultdict(int)  # by VersionSpec.key: (tenant id, model, version)
 
     def request(self, *, protocol: str, status: int, seconds: float) -> None:
@@ -110,7 +108,6 @@ class Metrics:
     def forget(self, key: Key) -> None:
         """A version was unloaded: its series go with it."""
         self.predictions.pop(key, None)
-        self.unloads.inc()
 
     # --- per-version series ----------------------------------------------------------------------------------
 
@@ -129,6 +126,7 @@ class Metrics:
             "versions": versions,
             "cache_used_bytes": cache.used_bytes,
             "cache_budget_bytes": cache.budget_bytes,
+            "unloads": cache.unloads,
             "tensorflow_loaded": int("tensorflow" in sys.modules),
         }
 
@@ -161,7 +159,7 @@ class Metrics:
         if self.directory is not None:
             MultiProcessCollector(registry, path=str(self.directory))
         else:
-            for collector in (self.requests, self.latency, self.batch_rows, self.unloads):
+            for collector in (self.requests, self.latency, self.batch_rows):
                 registry.register(collector)
         registry.register(_VersionCollector(self._snapshots(cache)))
         return generate_latest(registry)
@@ -213,6 +211,11 @@ class _VersionCollector:
         for (family, labels), value in sorted(totals.items()):
             families[family].add_metric(list(labels), value)
         yield from families.values()
+        yield CounterMetricFamily(
+            "serving_model_unloads",
+            "Versions unloaded (evicted for memory or no longer routed to), by the workers alive now.",
+            value=sum(snapshot["unloads"] for snapshot in self.snapshots),
+        )
         for name, text in (
             ("cache_used_bytes", "Memory the loaded versions take, all workers."),
             ("cache_budget_bytes", "The model memory budget, all workers."),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.serving import call, publish_model, serving_server
+from tests.support.serving import call, parse_metrics, publish_model, serving_server
 from tests.support.workers import serving_process
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the serving apps read the registry from their own threads
@@ -19,13 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the serving apps read th
 
 def _scrape(base: str) -> dict[str, float]:
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
+        return parse_metrics(response.read().decode())
 
 
 def _runtime_series(tenant_a) -> str:

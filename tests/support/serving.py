@@ -23,7 +23,7 @@ from tests.support.workers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: this file is tests/support/<name>.py
 EXPORT_DIR = ROOT / "var" / "test" / "exports"
-_CTR_PARAMS = {
+CTR_PARAMS = {
     "max_len": 8,
     "vocab_size": 50,
     "embedding_dim": 4,
@@ -60,7 +60,7 @@ def exported_model(kind: str, seed: int = 1, *, compiled: bool = False) -> tuple
 
         keras.utils.set_random_seed(seed)
         if kind == "ctr":
-            model = models.sequence_ctr(column="item_ids", params=_CTR_PARAMS, vocab_size=50)
+            model = models.sequence_ctr(column="item_ids", params=CTR_PARAMS, vocab_size=50)
         elif kind == "text":
             params = {
                 "tokenize": "auto",
@@ -195,3 +195,13 @@ def call(base: str, method: str, path: str, body=None, key: str | None = None, r
         payload, status, headers = exc.read(), exc.code, exc.headers
     content = json.loads(payload) if headers.get("Content-Type", "").startswith("application/json") else payload
     return status, content, headers
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text as ``{'name{labels}': value}`` (labels as the server wrote them: sorted)."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values

@@ -10,20 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.support.serving import CTR_PARAMS
 from training import compiled
 from training.trainer import compile as compiler
 from training.trainer import models
 
-CTR = {
-    "max_len": 8,
-    "vocab_size": 0,
-    "embedding_dim": 4,
-    "conv_filters": 4,
-    "conv_kernel": 3,
-    "pool_size": 2,
-    "lstm_units": 4,
-    "learning_rate": 0.01,
-}
+CTR = CTR_PARAMS | {"vocab_size": 0}  # the vocabulary from the builder's argument
 TEXTS = np.array(
     ["好评 很好 推荐", "差评 太差", "great product, would buy", "awful product!", "很好 很好", "太差 差 退货", "ok"]
 )

@@ -292,18 +292,23 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     return metrics, version.version
 
 
-def _load_and_build(job: TrainingJob):
+def load_job_data(job: TrainingJob) -> TrainingData:
+    """The job's dataset, split as the job splits it (the same rows every time: the split is seeded)."""
     dataset = job.dataset
+    return load(
+        object_key=dataset.object_key,
+        fmt=dataset.format,
+        schema=dataset.schema,
+        feature_columns=job.feature_columns,
+        label_column=job.label_column,
+        validation_split=job.validation_split,
+        seed=job.seed,
+    )
+
+
+def _load_and_build(job: TrainingJob):
     try:
-        data = load(
-            object_key=dataset.object_key,
-            fmt=dataset.format,
-            schema=dataset.schema,
-            feature_columns=job.feature_columns,
-            label_column=job.label_column,
-            validation_split=job.validation_split,
-            seed=job.seed,
-        )
+        data = load_job_data(job)
     except Exception as exc:
         if transient(exc) or isinstance(exc, MemoryError):
             raise
@@ -362,21 +367,26 @@ def build(job: TrainingJob, data: TrainingData):
     return templates.get(job.template).build(context)
 
 
-def restore_or_build(job: TrainingJob, data: TrainingData):
-    """The model from the last checkpoint (and the epochs it completed), or a new one."""
+def last_checkpoint(job: TrainingJob):
+    """The model of the job's last checkpoint and the epochs it had completed, or None when it kept none."""
     import keras
 
     from training.trainer import models  # noqa: F401 - registers the custom layers load_model needs
 
     meta_key = checkpoint_prefix(job) + "latest.json"
-    if storage.head(meta_key) is not None:
-        meta = json.loads(storage.get_bytes(meta_key))
-        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
-            local = Path(tmp) / "model.keras"
-            with open(local, "wb") as handle:
-                storage.download_stream(checkpoint_prefix(job) + meta["file"], handle)
-            return keras.models.load_model(local), int(meta["epoch"])
-    return build(job, data), 0
+    if storage.head(meta_key) is None:
+        return None
+    meta = json.loads(storage.get_bytes(meta_key))
+    with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+        local = Path(tmp) / "model.keras"
+        with open(local, "wb") as handle:
+            storage.download_stream(checkpoint_prefix(job) + meta["file"], handle)
+        return keras.models.load_model(local), int(meta["epoch"])
+
+
+def restore_or_build(job: TrainingJob, data: TrainingData):
+    """The model from the last checkpoint (and the epochs it completed), or a new one."""
+    return last_checkpoint(job) or (build(job, data), 0)
 
 
 def save_checkpoint(job: TrainingJob, model, epoch: int) -> None:
@@ -464,30 +474,13 @@ def compile_published(job: TrainingJob, saved_model_dir: Path) -> dict[str, Any]
     the parity gate then proves that what is compiled from it answers as the published SavedModel does, so a
     checkpoint that does not match the version (a re-run job, say) is refused rather than served.
     """
-    import keras
-
-    from training.trainer import models  # noqa: F401 - registers the custom layers load_model needs
-
-    meta_key = checkpoint_prefix(job) + "latest.json"
-    if storage.head(meta_key) is None:
+    checkpoint = last_checkpoint(job)
+    if checkpoint is None:
         return {"runtime": "tensorflow", "runtime_reason": "not compiled: the job kept no checkpoint"}
-    data = load(
-        object_key=job.dataset.object_key,
-        fmt=job.dataset.format,
-        schema=job.dataset.schema,
-        feature_columns=job.feature_columns,
-        label_column=job.label_column,
-        validation_split=job.validation_split,
-        seed=job.seed,
-    )
-    meta = json.loads(storage.get_bytes(meta_key))
-    with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
-        local = Path(tmp) / "model.keras"
-        with open(local, "wb") as handle:
-            storage.download_stream(checkpoint_prefix(job) + meta["file"], handle)
-        model = keras.models.load_model(local)
-    signature = manifest_fields(job, model, data, template=templates.get(job.template))["signature"]
-    return compile_for_serving(model, saved_model_dir, data, template=templates.get(job.template), signature=signature)
+    model, _ = checkpoint
+    data, template = load_job_data(job), templates.get(job.template)
+    signature = manifest_fields(job, model, data, template=template)["signature"]
+    return compile_for_serving(model, saved_model_dir, data, template=template, signature=signature)
 
 
 def job_callback(job: TrainingJob, *, epochs: int, steps: int):

@@ -9,7 +9,6 @@ command supervises them: a signal is passed on to every worker, and a worker tha
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,14 +23,20 @@ RESTART_PAUSE_SECONDS = 1.0
 
 
 def metrics_directory(port: int) -> Path:
-    """A fresh directory where the workers' metrics meet (prometheus_client's multiprocess mode).
+    """The directory where the workers' metrics meet (prometheus_client's multiprocess mode), emptied of a
+    previous run's files so its counters are not added to this one's.
 
     Set in the environment before the workers start, so each imports prometheus_client already in multiprocess
-    mode; wiped first, so a previous run's counters are not added to this one's.
+    mode. Only the metrics' own files are removed: an operator's ``PROMETHEUS_MULTIPROC_DIR`` may hold others.
     """
+    # The serving runtime's module, imported when the command runs (not by every manage.py).
+    from serving.runtime.metrics import SNAPSHOT_PREFIX
+
     directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.VAR_DIR / "serving-metrics" / str(port))
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    for pattern in ("*.db", f"{SNAPSHOT_PREFIX}*.json"):
+        for stale in directory.glob(pattern):
+            stale.unlink(missing_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     return directory
 
