@@ -79,16 +79,21 @@ def wait_for_dependencies(job: TrainingJob) -> None:
 
     Requeued at once, the next attempt would start while the outage lasts and
     fail too, spending every attempt in seconds; waiting here costs one.
+    Storage that answers may still fail requests (SeaweedFS answers 500s for
+    a moment after a restart), so each attempt also waits a little longer
+    first: 2 s after the first, 4 s after the second.
     Gives up after ``TRAINING_OUTAGE_WAIT_SECONDS`` (the job is requeued
     anyway and the periodic tasks take it from there).
     """
-    deadline = time.monotonic() + settings.TRAINING_OUTAGE_WAIT_SECONDS  # then requeued anyway
+    started = time.monotonic()
+    deadline = started + settings.TRAINING_OUTAGE_WAIT_SECONDS  # then requeued anyway
+    settled = started + min(2.0 * job.attempts, 10.0)
     delay = 1.0
     while time.monotonic() < deadline:
         try:
             if not job_services.keep_alive(job=job):
                 return  # requeued to another attempt, or cancelled, meanwhile
-            if storage.reachable()[0]:
+            if time.monotonic() >= settled and storage.reachable()[0]:
                 return
         except DATABASE_LOST:
             connection.close()
