@@ -12,8 +12,10 @@ import functools
 import hashlib
 import io
 import re
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 import boto3
@@ -297,3 +299,107 @@ def abort_multipart_upload(key: str, *, upload_id: str) -> None:
 
 def delete_key(key: str) -> None:
     client().delete_object(Bucket=bucket(), Key=key)
+
+
+class ObjectWriter(io.RawIOBase):
+    """A write-only file that streams into one object as a multipart upload, hashing and counting as it goes.
+
+    Parts of ``part_size`` bytes are uploaded on a few threads while the caller
+    keeps writing (parsing, encoding), so producing the bytes and sending them
+    overlap; at most ``max_in_flight`` parts are buffered. An object smaller than
+    one part is a single PUT. Use it as a context manager: leaving the block by
+    an exception aborts the upload, so no part is left behind; otherwise the
+    upload completes and ``sha256``/``size`` describe the object.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        content_type: str | None = None,
+        part_size: int = 8 * 1024 * 1024,
+        max_in_flight: int = 4,
+    ) -> None:
+        super().__init__()
+        self.key = key
+        self.content_type = content_type
+        self.part_size = part_size
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[Any] = []  # futures of {"PartNumber", "ETag"}, in order
+        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="s3-part")
+        self._slots = threading.Semaphore(max_in_flight)
+        self.sha256 = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.size
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self._hash.update(view)
+        self._buffer += view
+        self.size += len(view)
+        while len(self._buffer) >= self.part_size:
+            part = bytes(self._buffer[: self.part_size])
+            del self._buffer[: self.part_size]
+            self._send(part)
+        return len(view)
+
+    def _send(self, part: bytes) -> None:
+        if self._upload_id is None:
+            self._upload_id = create_multipart_upload(self.key)
+        for done in self._parts:  # surface a failed part now, not after the whole stream was produced
+            if done.done() and done.exception() is not None:
+                raise done.exception()
+        number = len(self._parts) + 1
+        self._slots.acquire()  # bounded memory: wait while max_in_flight parts are being sent
+        self._parts.append(self._pool.submit(self._upload_part, number, part))
+
+    def _upload_part(self, number: int, part: bytes) -> dict[str, Any]:
+        try:
+            response = client().upload_part(
+                Bucket=bucket(), Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=part
+            )
+            return {"PartNumber": number, "ETag": response["ETag"]}
+        finally:
+            self._slots.release()
+
+    def finish(self) -> None:
+        """Send what is buffered and complete the object (idempotent once done)."""
+        if self.closed:
+            return
+        try:
+            if self._upload_id is None:
+                client().put_object(
+                    Bucket=bucket(), Key=self.key, Body=bytes(self._buffer), **_put_extra_args(self.content_type)
+                )
+            else:
+                if self._buffer:
+                    self._send(bytes(self._buffer))
+                parts = [future.result() for future in self._parts]
+                complete_multipart_upload(self.key, upload_id=self._upload_id, parts=parts)
+            self._buffer = bytearray()
+            self.sha256 = self._hash.hexdigest()
+        finally:
+            self._pool.shutdown(wait=True)
+            super().close()
+
+    def abort(self) -> None:
+        """Drop everything sent so far (safe to call more than once)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._upload_id is not None:
+            abort_multipart_upload(self.key, upload_id=self._upload_id)
+            self._upload_id = None
+        self._buffer = bytearray()
+        super().close()
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abort()
