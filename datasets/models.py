@@ -51,6 +51,10 @@ class Dataset(TenantOwnedModel):
     label_column = models.CharField(max_length=200, blank=True)
     column_tags = models.JSONField(default=dict, blank=True)
     pii_mode = models.CharField(max_length=8, choices=PiiMode.choices, default=PiiMode.HASH)
+    # The canonical training copy (datasets.canonical): Parquet written by validation, read by everything downstream.
+    canonical_key = models.CharField(max_length=512, blank=True)
+    canonical_sha256 = models.CharField(max_length=64, blank=True)
+    canonical_size_bytes = models.PositiveBigIntegerField(default=0)
     schema = models.JSONField(default=list, blank=True)
     stats = models.JSONField(default=dict, blank=True)
     row_count = models.PositiveBigIntegerField(null=True, blank=True)

@@ -13,16 +13,27 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 DISTINCT_CAP = 50_000
 VOCAB_CAP = 2_000_000
 LABEL_CLASSES_CAP = 1_000
 TOP_VALUES = 10
-_INT = re.compile(r"^[+-]?\d{1,18}$")  # longer digit strings are identifiers, kept as strings
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_SEQUENCE = re.compile(r"^\d+( +\d+)+$")
+# One set of patterns for the value-by-value path (Python's re, ASCII classes) and the columnar one (RE2 in Arrow).
+INT_PATTERN = r"^[+-]?\d{1,18}$"  # longer digit strings are identifiers, kept as strings
+FLOAT_PATTERN = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+SEQUENCE_PATTERN = r"^\d{1,18}( +\d{1,18})+$"  # ids this long are not vocabulary indices
+BOOL_PATTERN = r"^(?i:true|false)$"
+WHITESPACE_PATTERN = r"[\t\n\f\r ]"
+CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF))
+_INT = re.compile(INT_PATTERN, re.ASCII)
+_FLOAT = re.compile(FLOAT_PATTERN, re.ASCII)
+_SEQUENCE = re.compile(SEQUENCE_PATTERN, re.ASCII)
 _BOOL = {"true": True, "false": False}
-_WHITESPACE = re.compile(r"\s")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_WHITESPACE = re.compile(WHITESPACE_PATTERN)
+_CJK = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in CJK_RANGES) + "]")
+_CJK_RE2 = "[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in CJK_RANGES) + "]"
 
 
 def classify(value: Any) -> tuple[str, Any]:
@@ -55,35 +66,10 @@ def classify(value: Any) -> tuple[str, Any]:
     return "string", value
 
 
-def _uniform_kind(texts: list[str]) -> tuple[str | None, list]:
-    """(kind, parsed values) when every string in the batch is of one simple kind, else (None, [])."""
-    texts = [t.strip() for t in texts]
-    if all(_INT.match(t) for t in texts):
-        return "integer", [int(t) for t in texts]
-    try:
-        numbers = [float(t) for t in texts]
-    except ValueError:
-        numbers = None
-    if numbers is not None and all(_FLOAT.match(t.strip()) for t in texts) and all(map(math.isfinite, numbers)):
-        return "float", numbers
-    lowered = {t.strip().lower() for t in texts}
-    if lowered <= set(_BOOL):
-        return "boolean", [_BOOL[t.strip().lower()] for t in texts]
-    if _all_id_sequences(texts):
-        return "sequence", []
-    # Anything else makes the column string or text, whatever a few values look like.
-    return "string", []
-
-
-def _all_id_sequences(texts: list[str]) -> bool:
-    """Every text is ASCII digits separated by single spaces (whole-batch string operations)."""
-    joined = " ".join(texts)
-    digits = joined.replace(" ", "")
-    if not (digits.isascii() and digits.isdigit()) or "  " in joined:
-        return False
-    if max(map(len, set(joined.split()))) > 18:  # ids this long are not vocabulary indices
-        return False
-    return all(t[0] != " " and t[-1] != " " for t in texts)
+def _all_below(array: pa.Array, bound: int) -> bool:
+    """Every value's magnitude is below ``bound`` (beyond it an integer is an identifier, profiled as a string)."""
+    bounds = pc.min_max(array).as_py()
+    return bounds["min"] is None or (abs(bounds["min"]) < bound and abs(bounds["max"]) < bound)
 
 
 def json_safe(value: Any) -> Any:
@@ -113,8 +99,10 @@ class LengthHistogram:
     def add(self, length: int) -> None:
         self.counts[length] += 1
 
-    def add_many(self, lengths: Iterable[int]) -> None:
-        self.counts.update(lengths)
+    def add_counts(self, counted: pa.StructArray) -> None:
+        """Merge a ``value_counts`` of lengths."""
+        lengths, counts = counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+        self.counts.update(dict(zip(lengths, counts, strict=True)))
 
     def summary(self) -> dict[str, float] | None:
         total = sum(self.counts.values())
@@ -186,61 +174,114 @@ class ColumnProfile:
             text = raw if isinstance(raw, str) else str(raw)
             if kind == "string":
                 self.lengths.add(len(text))
-                self.whitespace += any(c.isspace() for c in text.strip())
+                self.whitespace += bool(_WHITESPACE.search(text.strip()))
                 self.cjk += bool(_CJK.search(text))
             self._count_value(text)
 
-    def add_batch(self, values: list[Any]) -> None:
-        """Profile many values at once: whole-batch conversions run at C speed.
+    def add_array(self, array: pa.Array) -> None:
+        """Profile one column of a record batch with Arrow's kernels; the result equals ``add`` per value.
 
-        CSV values are strings; when a batch is uniformly integers, floats,
-        booleans or id sequences it is handled in a few list operations, else
-        value by value.
+        Strings (CSV, JSON lines) are classified by the same patterns as ``classify``; Parquet's integer and
+        floating columns are read as numbers; other types (lists, booleans, timestamps) value by value.
         """
-        present = [v for v in values if v is not None and v != ""]
-        if not present or not all(isinstance(v, str) for v in present) or not self._add_uniform(present):
-            for value in values:
+        kind = array.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            self._add_strings(array)
+        elif pa.types.is_null(kind):
+            self.count += len(array)
+            self.nulls += len(array)
+        elif pa.types.is_integer(kind) and _all_below(array, 10**18):
+            self._add_numbers(array, "integer")
+        elif pa.types.is_floating(kind):
+            self._add_numbers(pc.if_else(pc.is_finite(array), array, None), "float")
+        else:
+            for value in array.to_pylist():
                 self.add(value)
-            return
-        self.count += len(values)
-        self.nulls += len(values) - len(present)
 
-    def _add_uniform(self, present: list[str]) -> bool:
-        kind, parsed = _uniform_kind(present)
-        if kind is None:
-            return False
-        self.kinds[kind] += len(present)
-        if kind in {"integer", "float"}:
-            self.numeric += len(parsed)
-            self.total += sum(parsed)
-            low, high = min(parsed), max(parsed)
-            self.minimum = low if self.minimum is None else min(self.minimum, low)
-            self.maximum = high if self.maximum is None else max(self.maximum, high)
-        elif kind == "boolean":
-            self.true_count += sum(parsed)
-        if kind == "sequence":
-            self.lengths.add_many(text.count(" ") + 1 for text in present)
-            tokens = set(" ".join(present).split())
-            self.max_id = max(self.max_id, max(map(int, tokens)))
-            if not self.vocab_overflow:
-                self.vocabulary.update(map(int, tokens))
-                if len(self.vocabulary) > VOCAB_CAP:
-                    self.vocab_overflow = True
-                    self.vocabulary.clear()
-        elif kind == "string":
-            self.lengths.add_many(map(len, present))
-            self.whitespace += sum(1 for t in present if _WHITESPACE.search(t.strip()))
-            self.cjk += sum(1 for t in present if _CJK.search(t))
-        if kind not in {"float", "sequence"}:
-            self._count_values(present)
-        return True
-
-    def _count_values(self, texts: list[str]) -> None:
-        if len(self.values) + len(texts) <= DISTINCT_CAP:
-            self.values.update(texts)
+    def _add_numbers(self, array: pa.Array, kind: str) -> None:
+        self.count += len(array)
+        present = len(array) - array.null_count
+        self.nulls += len(array) - present
+        if not present:
             return
-        for text in texts:
-            self._count_value(text)
+        self.kinds[kind] += present
+        self._add_numeric(array, present)
+        if kind == "integer":
+            self._count_values(pc.value_counts(array.drop_null()), text=str)
+
+    def _add_numeric(self, numbers: pa.Array, count: int) -> None:
+        self.numeric += count
+        self.total += pc.sum(numbers.cast(pa.float64())).as_py() or 0.0
+        bounds = pc.min_max(numbers).as_py()
+        low, high = bounds["min"], bounds["max"]
+        self.minimum = low if self.minimum is None else min(self.minimum, low)
+        self.maximum = high if self.maximum is None else max(self.maximum, high)
+
+    def _add_strings(self, raw: pa.Array) -> None:
+        self.count += len(raw)
+        trimmed = pc.utf8_trim_whitespace(raw)
+        present = pc.fill_null(pc.not_equal(trimmed, ""), False)
+        raw, text = raw.filter(present), trimmed.filter(present)
+        self.nulls += len(present) - len(raw)
+        if not len(text):
+            return
+        is_int = pc.match_substring_regex(text, INT_PATTERN)
+        is_bool = pc.match_substring_regex(text, BOOL_PATTERN)
+        is_sequence = pc.match_substring_regex(text, SEQUENCE_PATTERN)
+        is_float = pc.and_(pc.match_substring_regex(text, FLOAT_PATTERN), pc.invert(is_int))
+        discrete = pc.invert(pc.or_(is_float, is_sequence))  # distinct values are counted for these
+        strings = pc.invert(pc.or_(pc.or_(is_int, is_bool), pc.or_(is_float, is_sequence)))
+        if pc.any(is_int).as_py():
+            ints = pc.utf8_ltrim(text.filter(is_int), characters="+").cast(pa.int64())
+            self.kinds["integer"] += len(ints)
+            self._add_numeric(ints, len(ints))
+        if pc.any(is_bool).as_py():
+            bools = text.filter(is_bool)
+            self.kinds["boolean"] += len(bools)
+            self.true_count += pc.sum(pc.match_substring_regex(bools, "^(?i:true)$")).as_py() or 0
+        if pc.any(is_float).as_py():
+            floats = text.filter(is_float).cast(pa.float64())
+            finite = pc.is_finite(floats)
+            floats = floats.filter(finite)
+            if len(floats):
+                self.kinds["float"] += len(floats)
+                self._add_numeric(floats, len(floats))
+            if len(floats) < len(finite):  # 1e999: not a number anyone can use, kept as the text it is
+                overflow = pc.replace_with_mask(is_float, is_float, pc.invert(finite))  # back to full length
+                strings, discrete = pc.or_(strings, overflow), pc.or_(discrete, overflow)
+        if pc.any(is_sequence).as_py():
+            self._add_sequences(text.filter(is_sequence))
+        if pc.any(strings).as_py():
+            texts, kept = raw.filter(strings), text.filter(strings)
+            self.kinds["string"] += len(texts)
+            self.lengths.add_counts(pc.value_counts(pc.utf8_length(texts)))
+            self.whitespace += pc.sum(pc.match_substring_regex(kept, WHITESPACE_PATTERN)).as_py() or 0
+            self.cjk += pc.sum(pc.match_substring_regex(texts, _CJK_RE2)).as_py() or 0
+        if pc.any(discrete).as_py():
+            self._count_values(pc.value_counts(raw.filter(discrete)), text=None)
+
+    def _add_sequences(self, texts: pa.Array) -> None:
+        ids = pc.split_pattern_regex(texts, " +")
+        self.kinds["sequence"] += len(ids)
+        self.lengths.add_counts(pc.value_counts(pc.list_value_length(ids)))
+        flat = pc.list_flatten(ids).cast(pa.int64())
+        self.max_id = max(self.max_id, pc.max(flat).as_py())
+        if not self.vocab_overflow:
+            self.vocabulary.update(pc.unique(flat).to_pylist())
+            if len(self.vocabulary) > VOCAB_CAP:
+                self.vocab_overflow = True
+                self.vocabulary.clear()
+
+    def _count_values(self, counted: pa.StructArray, *, text) -> None:
+        """Merge one batch's ``value_counts`` into the capped counter (keys as ``text`` makes them)."""
+        values, counts = counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+        if text is not None:
+            values = [text(v) for v in values]
+        for value, count in zip(values, counts, strict=True):
+            if value in self.values or len(self.values) < DISTINCT_CAP:
+                self.values[value] += count
+            else:
+                self.distinct_overflow = True
 
     def _count_value(self, text: str) -> None:
         if text in self.values or len(self.values) < DISTINCT_CAP:
@@ -288,9 +329,12 @@ class ColumnProfile:
         elif dtype == "boolean":
             result |= {"true": self.true_count, "false": self.count - self.nulls - self.true_count}
         elif dtype == "id_sequence":
+            # A single id reads as an integer; in a sequence column it is a sequence of one.
+            lengths = LengthHistogram()
+            lengths.counts = self.lengths.counts + Counter({1: self.kinds["integer"]})
             result |= {
-                "length": self.lengths.summary(),
-                "max_id": self.max_id,
+                "length": lengths.summary(),
+                "max_id": max(self.max_id, int(self.maximum or 0)),
                 "vocabulary_size": None if self.vocab_overflow else len(self.vocabulary),
                 "vocabulary_approximate": self.vocab_overflow,
             }
@@ -305,6 +349,14 @@ class ColumnProfile:
         return result
 
 
+def _label_counts(array: pa.Array) -> dict[str, int]:
+    """Label -> rows, keyed as ``str`` of the value (empty and missing labels are not labels)."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return Counter(str(v) for v in array.to_pylist() if v is not None and v != "")
+    counted = pc.value_counts(array.filter(pc.fill_null(pc.not_equal(array, ""), False)))
+    return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
+
+
 class DatasetProfile:
     """The whole file's profile: feed rows, then read schema, stats and label distribution."""
 
@@ -316,35 +368,30 @@ class DatasetProfile:
         self.rows = 0
 
     def add(self, row: dict[str, Any]) -> None:
+        """One row, value by value (the reference the columnar path is tested against)."""
         self.rows += 1
         for name, column in self.columns.items():
             column.add(row.get(name))
         if self.label_column:
             value = row.get(self.label_column)
             if value is not None and value != "":
-                self._count_labels([str(value)])
+                self._count_labels({str(value): 1})
 
-    def add_all(self, rows: Iterable[tuple[int, dict[str, Any]]], *, batch_rows: int = 4096) -> None:
-        batch: list[dict[str, Any]] = []
-        for _, row in rows:
-            batch.append(row)
-            if len(batch) == batch_rows:
-                self.add_batch(batch)
-                batch = []
-        if batch:
+    def add_all(self, batches: Iterable[pa.RecordBatch]) -> None:
+        for batch in batches:
             self.add_batch(batch)
 
-    def add_batch(self, rows: list[dict[str, Any]]) -> None:
-        self.rows += len(rows)
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        self.rows += len(batch)
         for name, column in self.columns.items():
-            column.add_batch([row.get(name) for row in rows])
+            column.add_array(batch.column(name))
         if self.label_column:
-            self._count_labels(str(v) for row in rows if (v := row.get(self.label_column)) is not None and v != "")
+            self._count_labels(_label_counts(batch.column(self.label_column)))
 
-    def _count_labels(self, labels: Iterable[str]) -> None:
-        for key in labels:
+    def _count_labels(self, labels: dict[str, int]) -> None:
+        for key, count in labels.items():
             if key in self.labels or len(self.labels) < LABEL_CLASSES_CAP:
-                self.labels[key] += 1
+                self.labels[key] += count
             else:
                 self.label_overflow = True
 

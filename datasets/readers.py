@@ -134,15 +134,24 @@ def _text(stream: IO[bytes]) -> io.TextIOWrapper:
     )
 
 
-def read_csv(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
-    text = _text(stream)
-    reader = csv.reader(text)
+def _header(reader) -> list[str]:
     try:
         header = next(reader, None)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DatasetFormatError("bad_encoding", f"The header cannot be read: {exc}.") from None
     if header is None:
         raise DatasetFormatError("empty_file", "The file is empty.")
+    return header
+
+
+def read_csv_header(stream: IO[bytes]) -> list[str]:
+    """The header row as written (names not yet stripped)."""
+    return _header(csv.reader(_text(stream)))
+
+
+def read_csv(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
+    reader = csv.reader(_text(stream))
+    header = _header(reader)
     columns = check_columns(header)
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
@@ -358,8 +367,8 @@ def _decoded_bytes(array) -> int:
     return array.nbytes
 
 
-def _guarded_rows(batch, counted: list[int], limit: int) -> Iterator[dict[str, Any]]:
-    """Rows of ``batch`` as dicts, converted at most PARQUET_BATCH_BYTES of decoded values at a time."""
+def _guarded_batches(batch, counted: list[int], limit: int) -> Iterator[Any]:
+    """``batch`` in slices of at most PARQUET_BATCH_BYTES decoded bytes, dictionaries decoded, counted to ``limit``."""
     size = sum(_decoded_bytes(column) for column in batch.columns)
     if len(batch) <= 1 or size <= PARQUET_BATCH_BYTES:
         if len(batch) == 1 and size > MAX_LINE_BYTES:
@@ -369,15 +378,28 @@ def _guarded_rows(batch, counted: list[int], limit: int) -> Iterator[dict[str, A
         counted[0] += size
         if counted[0] > limit:
             raise _too_large(counted[0], limit)
-        yield from batch.to_pylist()
+        yield _decode_dictionaries(batch)
         return
     half = len(batch) // 2
-    yield from _guarded_rows(batch.slice(0, half), counted, limit)
-    yield from _guarded_rows(batch.slice(half), counted, limit)
+    yield from _guarded_batches(batch.slice(0, half), counted, limit)
+    yield from _guarded_batches(batch.slice(half), counted, limit)
 
 
-def read_parquet(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
-    """Parquet, checked from its footer before anything is decoded, then decoded in small guarded batches."""
+def _decode_dictionaries(batch):
+    import pyarrow as pa
+
+    if not any(pa.types.is_dictionary(column.type) for column in batch.columns):
+        return batch
+    arrays = [column.dictionary_decode() if pa.types.is_dictionary(column.type) else column for column in batch.columns]
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def read_parquet_batches(stream: IO[bytes], *, batch_rows: int = 8192, columns: list[str] | None = None):
+    """Parquet as Arrow record batches, checked from its footer before anything is decoded, then decoded in
+    guarded slices (each at most PARQUET_BATCH_BYTES once expanded, the whole file at most the decoded limit).
+
+    Returns (column names, iterator of record batches); ``columns`` reads only those.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -396,18 +418,36 @@ def read_parquet(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict
         parquet = pq.ParquetFile(source, metadata=metadata, read_dictionary=strings)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DatasetFormatError("corrupt_parquet", f"The Parquet file cannot be read: {exc}.") from None
-    columns = check_raw_names(parquet.schema_arrow.names)
+    names = check_raw_names(parquet.schema_arrow.names)
     _, limit, _ = decompression_limits()
 
-    def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-        line, counted = 0, [0]
+    def batches() -> Iterator[Any]:
+        read, counted = 0, [0]
         try:
-            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-                for row in _guarded_rows(batch, counted, limit):
-                    line += 1
-                    yield line, row
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+                for piece in _guarded_batches(batch, counted, limit):
+                    read += len(piece)
+                    yield piece
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise DatasetFormatError("corrupt_parquet", f"Row group after row {line} is unreadable: {exc}.") from None
+            raise DatasetFormatError("corrupt_parquet", f"Row group after row {read} is unreadable: {exc}.") from None
+
+    return names, batches()
+
+
+def read_parquet(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
+    """Parquet rows as dicts, from the guarded batches (PARQUET_BATCH_ROWS rows turned into Python at a time)."""
+    columns, batches = read_parquet_batches(stream, batch_rows=PARQUET_BATCH_ROWS)
+
+    def rows() -> Iterator[tuple[int, dict[str, Any]]]:
+        line = 0
+        for batch in batches:
+            try:
+                values = batch.to_pylist()
+            except (ArithmeticError, ValueError) as exc:  # values Python cannot hold (a timestamp past year 9999)
+                raise DatasetFormatError("corrupt_parquet", f"A value after row {line} is unreadable: {exc}.") from None
+            for row in values:
+                line += 1
+                yield line, row
 
     return columns, rows()
 

@@ -11,7 +11,7 @@ from core import storage
 from core.errors import ServiceError
 from datasets.models import Dataset
 from datasets.profiling import json_safe
-from datasets.readers import DatasetFormatError, open_rows
+from datasets.readers import DatasetFormatError, open_rows, read_parquet_batches
 from tenants.models import Tenant
 
 
@@ -51,13 +51,21 @@ def _preview_cell(value: Any) -> Any:
 def preview_rows(*, dataset: Dataset, rows: int) -> dict[str, Any]:
     """The first ``rows`` rows of a stored dataset, as stored (PII already hashed or dropped), long cells abbreviated.
 
-    Goes through the same guarded reader as validation, so a stored object that would
-    expand past the limits is refused with its code (422) instead of filling memory.
+    Read from the canonical copy when the dataset has one: its footer and the first row group, whatever the
+    dataset's size. Older datasets are read from the start of the original. Either way through the guarded
+    readers, so a stored object that would expand past the limits is refused with its code (422) instead of
+    filling memory.
     """
     try:
-        with storage.open_reader(dataset.object_key, buffer_size=1024 * 1024) as stream:
-            columns, records = open_rows(dataset.format, stream)
-            first = [{c: _preview_cell(row.get(c)) for c in columns} for _, row in islice(records, rows)]
+        if dataset.canonical_key:
+            with storage.open_reader(dataset.canonical_key, buffer_size=1024 * 1024) as stream:
+                columns, batches = read_parquet_batches(stream, batch_rows=rows)
+                records = list(islice((row for batch in batches for row in batch.to_pylist()), rows))
+        else:
+            with storage.open_reader(dataset.object_key, buffer_size=1024 * 1024) as stream:
+                columns, numbered = open_rows(dataset.format, stream)
+                records = [row for _, row in islice(numbered, rows)]
+        first_rows = [{c: _preview_cell(row.get(c)) for c in columns} for row in records]
     except DatasetFormatError as exc:
         raise ServiceError(exc.message, code=exc.code, details=exc.details, status_code=422) from None
-    return {"columns": columns, "rows": [[json_safe(row.get(c)) for c in columns] for row in first]}
+    return {"columns": columns, "rows": [[json_safe(row.get(c)) for c in columns] for row in first_rows]}

@@ -20,6 +20,8 @@ class DatasetSerializer(serializers.ModelSerializer):
             "status",
             "size_bytes",
             "sha256",
+            "canonical_sha256",
+            "canonical_size_bytes",
             "original_filename",
             "label_column",
             "column_tags",

@@ -18,7 +18,9 @@ from django.utils import timezone
 
 from core import queue, storage
 from core.errors import ConflictError, NotFoundError, PayloadTooLargeError, QuotaExceededError, ServiceError
-from datasets import pii, selectors, signals
+from datasets import canonical, pii, selectors, signals
+from datasets.batches import open_batches
+from datasets.canonical import CanonicalWriter
 from datasets.models import Dataset, DatasetFormat, DatasetUpload, PiiMode
 from datasets.profiling import DatasetProfile
 from datasets.readers import DatasetFormatError, check_text_head, detect_format, open_rows
@@ -503,13 +505,14 @@ def validate_dataset(*, dataset_id) -> Dataset | None:
     if dataset is None or dataset.status != Dataset.Status.VALIDATING:
         return dataset
     errors: list[dict[str, Any]] = []
-    profile = None
+    profile = copy = None
     try:
         digest = hashlib.sha256()
         with storage.open_reader(dataset.object_key, digest=digest) as stream:
-            columns, rows = open_rows(dataset.format, stream)
+            columns, batches = open_batches(dataset.format, stream)
             profile = DatasetProfile(columns, label_column=dataset.label_column)
-            profile.add_all(rows)
+            copy = CanonicalWriter(canonical_key(dataset))
+            profile.add_all(copy.tee(batches))  # one pass: each batch written to the copy, then profiled
             hashed_whole_object = stream.raw.hashed == stream.raw.size
         if not dataset.sha256:
             # CSV and JSON lines were hashed during the parse; Parquet is read out of order, so read it again.
@@ -517,6 +520,7 @@ def validate_dataset(*, dataset_id) -> Dataset | None:
     except DatasetFormatError as exc:
         errors.append(exc.as_dict())
     except (storage.ClientError, ConnectionError, TimeoutError):
+        _abort(copy)
         raise  # transient: the task retries with backoff
     except Exception:  # any other surprise marks the dataset invalid rather than leaving it validating
         logger.exception("validation of dataset %s failed", dataset.id)
@@ -524,8 +528,22 @@ def validate_dataset(*, dataset_id) -> Dataset | None:
         errors.append({"code": "unreadable", "message": "The file could not be read; check its format."})
     if profile is not None and not errors:
         errors.extend(_content_errors(profile, dataset))
+    if errors:
+        _abort(copy)
+    else:
+        dataset.canonical_key = copy.key
+        dataset.canonical_sha256, dataset.canonical_size_bytes = copy.finish()
     _finish_validation(dataset, profile, errors)
     return dataset
+
+
+def _abort(copy: CanonicalWriter | None) -> None:
+    if copy is not None:
+        copy.abort()
+
+
+def canonical_key(dataset: Dataset) -> str:
+    return storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id), canonical.FILE_NAME)
 
 
 def _object_sha256(key: str) -> str:
@@ -555,6 +573,12 @@ def _content_errors(profile: DatasetProfile, dataset: Dataset) -> list[dict[str,
 def _finish_validation(dataset: Dataset, profile: DatasetProfile | None, errors: list[dict[str, Any]]) -> None:
     """Write the outcome only if the row is still validating (a dataset deleted meanwhile stays deleted)."""
     fields: dict[str, Any] = {"validated_at": timezone.now(), "errors": errors, "sha256": dataset.sha256}
+    if not errors:
+        fields |= {
+            "canonical_key": dataset.canonical_key,
+            "canonical_sha256": dataset.canonical_sha256,
+            "canonical_size_bytes": dataset.canonical_size_bytes,
+        }
     if profile is not None:
         fields |= {"schema": profile.schema(), "stats": profile.stats(), "row_count": profile.rows}
     fields["status"] = Dataset.Status.INVALID if errors else Dataset.Status.READY
@@ -565,6 +589,8 @@ def _finish_validation(dataset: Dataset, profile: DatasetProfile | None, errors:
     updated = Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.VALIDATING).update(**fields)
     if updated and errors:
         storage.delete_prefix(dataset_folder(dataset.tenant_id, dataset.id))
+    elif not updated and not Dataset.objects.filter(pk=dataset.pk).exists():
+        storage.delete_prefix(dataset_folder(dataset.tenant_id, dataset.id))  # deleted meanwhile: drop the copy too
     for name, value in fields.items():
         setattr(dataset, name, value)
 

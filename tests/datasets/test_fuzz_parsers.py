@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from datasets.batches import as_profiled_text, open_batches
 from datasets.profiling import DatasetProfile
 from datasets.readers import DatasetFormatError, open_rows
 from datasets.services import DatasetRejected, inspect_head
@@ -88,12 +89,38 @@ def test_prediction_bodies_parse_or_fail_with_a_4xx(body):
                 assert 400 <= error.status < 500
 
 
+def _row_profile(fmt: str, data: bytes) -> tuple[list, dict] | DatasetFormatError:
+    """The reference: the row reader, profiled value by value (JSON values as the text the batches carry)."""
+    try:
+        columns, rows = open_rows(fmt, io.BytesIO(data))
+        profile = DatasetProfile(columns, label_column=columns[0] if columns else "")
+        for _, row in rows:
+            profile.add({k: as_profiled_text(v) for k, v in row.items()} if fmt == "jsonl" else row)
+    except DatasetFormatError as error:
+        return error
+    return profile.schema(), profile.stats()
+
+
 def _read_all(fmt: str, data: bytes) -> None:
-    """What validation does with a stored object: read every row and profile it."""
-    columns, rows = open_rows(fmt, io.BytesIO(data))
-    profile = DatasetProfile(columns, label_column=columns[0] if columns else "")
-    profile.add_all(rows)
-    profile.schema()
+    """What validation does with a stored object: read it in record batches, profile them and write the
+    canonical copy; the result (or the refusal's code) must equal the row-by-row reference."""
+    reference = _row_profile(fmt, data)
+    try:
+        columns, batches = open_batches(fmt, io.BytesIO(data))
+        profile = DatasetProfile(columns, label_column=columns[0] if columns else "")
+        copy, writer = io.BytesIO(), None
+        for batch in batches:
+            writer = writer or pq.ParquetWriter(copy, batch.schema)
+            writer.write_batch(batch.cast(writer.schema))
+            profile.add_batch(batch)
+    except DatasetFormatError as error:
+        if isinstance(reference, DatasetFormatError):
+            assert error.code == reference.code, (error.as_dict(), reference.as_dict())
+        else:  # only Arrow refuses it: a CSV the row reader accepts is refused as malformed, never silently
+            assert fmt == "csv" and error.code == "malformed_csv", error.as_dict()
+        raise
+    assert not isinstance(reference, DatasetFormatError), reference.as_dict()
+    assert (profile.schema(), profile.stats()) == reference
     json.dumps(profile.stats(), allow_nan=False)  # statistics are stored as JSON
 
 
