@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -64,6 +65,22 @@ def classify(value: Any) -> tuple[str, Any]:
     if _SEQUENCE.match(text):
         return "sequence", [int(t) for t in text.split()]
     return "string", value
+
+
+def _parse_ids(texts: pa.Array) -> np.ndarray:
+    """Every id of some id-sequence texts (digits and spaces only, checked by SEQUENCE_PATTERN), in order.
+
+    The texts are joined with spaces and parsed by NumPy's C number reader in one call: splitting them into
+    millions of small Arrow strings first costs several times more.
+    """
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts), " ")[0]
+    return np.fromstring(joined.as_buffer().to_pybytes(), dtype=np.int64, sep=" ")
+
+
+def _has_edge_spaces(texts: pa.Array) -> bool:
+    """Some text starts or ends with white space (trimming is skipped when none does: it copies every value)."""
+    edges = (pc.utf8_slice_codeunits(texts, 0, 1), pc.utf8_slice_codeunits(texts, -1, None))
+    return any(pc.any(pc.utf8_is_space(edge)).as_py() for edge in edges)
 
 
 def _all_below(array: pa.Array, bound: int) -> bool:
@@ -219,7 +236,7 @@ class ColumnProfile:
 
     def _add_strings(self, raw: pa.Array) -> None:
         self.count += len(raw)
-        trimmed = pc.utf8_trim_whitespace(raw)
+        trimmed = pc.utf8_trim_whitespace(raw) if _has_edge_spaces(raw) else raw
         present = pc.fill_null(pc.not_equal(trimmed, ""), False)
         raw, text = raw.filter(present), trimmed.filter(present)
         self.nulls += len(present) - len(raw)
@@ -261,13 +278,15 @@ class ColumnProfile:
             self._count_values(pc.value_counts(raw.filter(discrete)), text=None)
 
     def _add_sequences(self, texts: pa.Array) -> None:
-        ids = pc.split_pattern_regex(texts, " +")
-        self.kinds["sequence"] += len(ids)
-        self.lengths.add_counts(pc.value_counts(pc.list_value_length(ids)))
-        flat = pc.list_flatten(ids).cast(pa.int64())
-        self.max_id = max(self.max_id, pc.max(flat).as_py())
+        ids = _parse_ids(texts)
+        self.kinds["sequence"] += len(texts)
+        lengths = pc.add(pc.count_substring(texts, " "), 1)
+        if pc.sum(lengths).as_py() != len(ids):  # some ids are separated by runs of spaces: count the runs
+            lengths = pc.add(pc.count_substring_regex(texts, " +"), 1)
+        self.lengths.add_counts(pc.value_counts(lengths))
+        self.max_id = max(self.max_id, int(ids.max()))
         if not self.vocab_overflow:
-            self.vocabulary.update(pc.unique(flat).to_pylist())
+            self.vocabulary.update(pc.unique(pa.array(ids)).to_pylist())
             if len(self.vocabulary) > VOCAB_CAP:
                 self.vocab_overflow = True
                 self.vocabulary.clear()
