@@ -44,7 +44,7 @@ class CanonicalWriter:
         self._pending_bytes += batch.nbytes
         self.rows += len(batch)
         if self._pending_rows >= ROW_GROUP_ROWS or self._pending_bytes >= ROW_GROUP_BYTES:
-            self._flush()
+            self._flush(whole_groups_only=self._pending_bytes < ROW_GROUP_BYTES)
 
     def tee(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Write each batch, then pass it on (to the profiler, in the same pass)."""
@@ -52,11 +52,19 @@ class CanonicalWriter:
             self.write(batch)
             yield batch
 
-    def _flush(self) -> None:
-        if self._pending:
-            table = pa.Table.from_batches(self._pending)
-            self._writer.write_table(table, row_group_size=max(len(table), 1))
-        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+    def _flush(self, *, whole_groups_only: bool = False) -> None:
+        """Write what is pending as row groups of ROW_GROUP_ROWS rows; with ``whole_groups_only`` the rows short
+        of a whole group stay pending, so that every row group but the last (or one cut by bytes) is full."""
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending)
+        count = (len(table) // ROW_GROUP_ROWS) * ROW_GROUP_ROWS if whole_groups_only else len(table)
+        if count:
+            self._writer.write_table(table.slice(0, count), row_group_size=ROW_GROUP_ROWS)
+        rest = table.slice(count)
+        self._pending = rest.to_batches() if len(rest) else []
+        self._pending_rows = len(rest)
+        self._pending_bytes = rest.nbytes if len(rest) else 0
 
     def finish(self) -> tuple[str, int]:
         if self._writer is None:

@@ -394,11 +394,17 @@ def _decode_dictionaries(batch):
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-def read_parquet_batches(stream: IO[bytes], *, batch_rows: int = 8192, columns: list[str] | None = None):
+def read_parquet_batches(
+    stream: IO[bytes],
+    *,
+    batch_rows: int = 8192,
+    columns: list[str] | None = None,
+    row_groups: list[int] | None = None,
+):
     """Parquet as Arrow record batches, checked from its footer before anything is decoded, then decoded in
     guarded slices (each at most PARQUET_BATCH_BYTES once expanded, the whole file at most the decoded limit).
 
-    Returns (column names, iterator of record batches); ``columns`` reads only those.
+    Returns (column names, iterator of record batches); ``columns`` and ``row_groups`` read only those.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -424,7 +430,7 @@ def read_parquet_batches(stream: IO[bytes], *, batch_rows: int = 8192, columns: 
     def batches() -> Iterator[Any]:
         read, counted = 0, [0]
         try:
-            for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, row_groups=row_groups):
                 for piece in _guarded_batches(batch, counted, limit):
                     read += len(piece)
                     yield piece

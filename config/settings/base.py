@@ -294,6 +294,9 @@ TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
 TRAINING_HEARTBEAT_TIMEOUT_SECONDS = env_int("TRAINING_HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=5)
 # After a transient failure (storage or database unreachable), how long a worker waits for them before requeuing.
 TRAINING_OUTAGE_WAIT_SECONDS = env_int("TRAINING_OUTAGE_WAIT_SECONDS", 300, minimum=0)
+# Besides one at each epoch's end, a running job checkpoints mid-epoch this often (a long epoch of a large dataset
+# is not lost to a worker that dies in it; the resumed job skips the batches already trained on).
+TRAINING_CHECKPOINT_SECONDS = env_int("TRAINING_CHECKPOINT_SECONDS", 600, minimum=1)
 TRAINING_DISPATCH_BATCH = 1000
 # A dispatched job that no worker started within this long is dispatched again (its message was lost).
 TRAINING_DISPATCH_TIMEOUT_SECONDS = env_int("TRAINING_DISPATCH_TIMEOUT_SECONDS", 600, minimum=5)

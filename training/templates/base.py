@@ -88,9 +88,9 @@ class BuildContext:
         return column
 
     def train_features(self) -> dict[str, np.ndarray]:
-        """Feature column -> values of the training split (what preprocessing layers are adapted on)."""
-        features, _ = self.data.split(self.data.train_index)
-        return features
+        """Feature column -> values of the training split (what preprocessing layers are adapted on): its first
+        ``training.trainer.data.ADAPT_ROWS`` rows, so a large dataset is not held in memory to adapt on."""
+        return self.data.train_sample.features
 
 
 Builder = Callable[[BuildContext], "keras.Model"]

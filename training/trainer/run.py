@@ -24,7 +24,7 @@ from core import storage
 from training import evaluation, publishing, templates
 from training import services as job_services
 from training.models import TrainingJob
-from training.trainer.data import TrainingData, load
+from training.trainer.data import Rows, TrainingData, load
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_EVERY_SECONDS = 2.0
@@ -239,33 +239,38 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         phases.seconds["queue_wait"] = round((job.started_at - job.created_at).total_seconds(), 4)
     keras.utils.set_random_seed(job.seed)
     with phases.phase("load"):
-        data, model, initial_epoch = _load_and_build(job)
+        data, model, initial_epoch, initial_step = _load_and_build(job)
     params = job.params
     template = templates.get(job.template)
-    train = to_dataset(job, data, data.train_index, template=template, shuffle=True)
-    validation = to_dataset(job, data, data.val_index, template=template, shuffle=False)
-    steps = math.ceil(len(data.train_index) / params["batch_size"])
+    train = to_dataset(
+        job, data, template=template, validation=False, first_epoch=initial_epoch, skip_batches=initial_step
+    )
+    validation = to_dataset(job, data, template=template, validation=True)
+    steps = math.ceil(data.train_rows / params["batch_size"])
     if initial_epoch < params["epochs"]:
-        if initial_epoch:
-            resilient(job_services.log, job, f"resuming from the checkpoint after epoch {initial_epoch}")
-        callback = job_callback(job, epochs=params["epochs"], steps=steps)
+        if initial_epoch or initial_step:
+            where = f"epoch {initial_epoch}" + (f" and {initial_step} batches of the next" if initial_step else "")
+            resilient(job_services.log, job, f"resuming from the checkpoint after {where}")
+        callback = job_callback(job, epochs=params["epochs"], steps=steps, first_step=initial_step)
         with phases.phase("fit"):
-            model.fit(
-                train,
-                validation_data=validation,
-                epochs=params["epochs"],
-                initial_epoch=initial_epoch,
-                verbose=0,
-                callbacks=[callback],
-                shuffle=False,  # tf.data already reshuffles each epoch with the job's seed
-            )
+            try:
+                model.fit(
+                    train,
+                    validation_data=validation,
+                    epochs=params["epochs"],
+                    initial_epoch=initial_epoch,
+                    verbose=0,
+                    callbacks=[callback],
+                )
+            finally:
+                callback.on_train_end()  # Keras skips it when fit raises: the monitor thread must not outlive fit
         if callback.cancelled:
             raise Cancelled
         if callback.stop_code:
             raise Stopped(callback.stop_code)
         phases.seconds["fit"] = round(phases.seconds["fit"] - callback.checkpoint_seconds, 4)
         phases.seconds["checkpoint"] = round(callback.checkpoint_seconds, 4)
-        phases.seconds["train_examples_per_epoch"] = len(data.train_index)
+        phases.seconds["train_examples_per_epoch"] = data.train_rows
         phases.seconds["epochs_fitted"] = params["epochs"] - initial_epoch
     # Training is done: the budget is enforced while it runs, so a finished model is evaluated and published.
     final = _progress(params["epochs"], params["epochs"], steps, steps)
@@ -298,11 +303,14 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
 
 
 def load_job_data(job: TrainingJob) -> TrainingData:
-    """The job's dataset, split as the job splits it (the same rows every time: the split is seeded)."""
+    """The job's dataset, split as the job splits it (the same rows every time: the split is seeded).
+
+    Read from the canonical copy; a dataset validated before it existed is read from its original.
+    """
     dataset = job.dataset
     return load(
-        object_key=dataset.object_key,
-        fmt=dataset.format,
+        object_key=dataset.canonical_key or dataset.object_key,
+        fmt="parquet" if dataset.canonical_key else dataset.format,
         schema=dataset.schema,
         feature_columns=job.feature_columns,
         label_column=job.label_column,
@@ -321,40 +329,89 @@ def _load_and_build(job: TrainingJob):
     resilient(
         job_services.log,
         job,
-        f"loaded {len(data.labels)} rows: {len(data.train_index)} train, "
-        f"{len(data.val_index)} validation; labels {data.label_names}",
+        f"reading {data.train_rows + data.val_rows} rows: {data.train_rows} train, "
+        f"{data.val_rows} validation; labels {data.label_names}",
     )
-    model, initial_epoch = restore_or_build(job, data)
-    return data, model, initial_epoch
+    model, initial_epoch, initial_step = restore_or_build(job, data)
+    return data, model, initial_epoch, initial_step
 
 
 def _progress(epoch: int, epochs: int, step: int, steps: int) -> dict[str, int]:
     return {"epoch": epoch, "epochs": epochs, "step": step, "steps": steps}
 
 
-def feature_tensors(job: TrainingJob, data: TrainingData, index: np.ndarray, *, template: templates.Template):
-    """The model's inputs for the rows at ``index``, shaped by the template's input kind (as serving feeds them)."""
-    import tensorflow as tf
-
-    features, _ = data.split(index)
+def model_inputs(template: templates.Template, rows: Rows):
+    """Rows' features shaped by the template's input kind (as serving feeds them): a (N, 1) array per column, or
+    the one string column."""
     if template.input_kind == "columns":
-        return {
-            name: tf.constant(values.reshape(-1, 1) if values.dtype != object else values.astype(str).reshape(-1, 1))
-            for name, values in features.items()
-        }
-    (column,) = job.feature_columns
-    return tf.constant(features[column].astype(str))
+        return {name: values.reshape(-1, 1) for name, values in rows.features.items()}
+    (values,) = rows.features.values()
+    return values
 
 
-def to_dataset(job: TrainingJob, data: TrainingData, index: np.ndarray, *, template: templates.Template, shuffle: bool):
+def to_dataset(
+    job: TrainingJob,
+    data: TrainingData,
+    *,
+    template: templates.Template,
+    validation: bool,
+    first_epoch: int = 0,
+    skip_batches: int = 0,
+):
+    """The split as a tf.data pipeline of batches, streamed from storage each epoch.
+
+    Training batches come in the epoch's reproducible shuffled order (``TrainingData.rows``); Keras starts the
+    pipeline once per epoch, so the n-th start is epoch ``first_epoch + n``. The first epoch skips
+    ``skip_batches`` batches: the ones a mid-epoch checkpoint had already trained on.
+    """
     import tensorflow as tf
 
-    # A binary model's one probability is fitted to 0/1 (binary cross-entropy); a multiclass one to class indices.
-    labels = data.labels[index].astype("float32" if template.task == "binary" else "int64")
-    ds = tf.data.Dataset.from_tensor_slices((feature_tensors(job, data, index, template=template), labels))
-    if shuffle:
-        ds = ds.shuffle(len(index), seed=job.seed, reshuffle_each_iteration=True)
-    return ds.batch(job.params["batch_size"]).prefetch(2)
+    batch_size = job.params["batch_size"]
+    binary = template.task == "binary"
+    starts = [first_epoch]
+
+    def batches():
+        epoch = starts[0]
+        skip = skip_batches if epoch == first_epoch else 0
+        starts[0] += 1
+        for number, batch in enumerate(epoch_batches(epoch)):
+            if number >= skip:
+                yield batch
+
+    def epoch_batches(epoch: int):
+        pending: list[Rows] = []
+        held = 0
+        for chunk in data.rows(validation=validation, epoch=epoch, shuffle=not validation):
+            pending.append(chunk)
+            held += len(chunk)
+            if held < batch_size:
+                continue
+            rows = Rows.concat(pending, data.feature_columns)
+            whole = len(rows) - len(rows) % batch_size
+            for start in range(0, whole, batch_size):
+                yield _batch(rows.take(slice(start, start + batch_size)))
+            pending, held = [rows.take(slice(whole, None))], len(rows) - whole
+        if held:
+            yield _batch(Rows.concat(pending, data.feature_columns))
+
+    def _batch(rows: Rows):
+        labels = rows.labels.astype("float32" if binary else "int64")
+        return model_inputs(template, rows), labels
+
+    def spec(values: np.ndarray, shape):
+        return tf.TensorSpec(shape, tf.string if values.dtype == object else tf.float32)
+
+    sample = data.train_sample
+    if template.input_kind == "columns":
+        inputs = {name: spec(values, (None, 1)) for name, values in sample.features.items()}
+    else:
+        inputs = spec(next(iter(sample.features.values())), (None,))
+    labels = tf.TensorSpec((None,), tf.float32 if binary else tf.int64)
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=(inputs, labels))
+    if not skip_batches:  # Keras then knows an epoch's length (a resumed first epoch is shorter)
+        rows = data.val_rows if validation else data.train_rows
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
+    return dataset.prefetch(2)
 
 
 def build(job: TrainingJob, data: TrainingData):
@@ -372,40 +429,51 @@ def build(job: TrainingJob, data: TrainingData):
     return templates.get(job.template).build(context)
 
 
-def last_checkpoint(job: TrainingJob):
-    """The model of the job's last checkpoint and the epochs it had completed, or None when it kept none."""
+def last_checkpoint(job: TrainingJob) -> tuple[Any, int, int] | None:
+    """(model, epochs completed, batches done in the next epoch) of the job's last checkpoint, or None."""
     import keras
 
     from training.trainer import models  # noqa: F401 - registers the custom layers load_model needs
 
-    meta_key = checkpoint_prefix(job) + "latest.json"
-    if storage.head(meta_key) is None:
+    meta = _checkpoint_pointer(job)
+    if meta is None:
         return None
-    meta = json.loads(storage.get_bytes(meta_key))
     with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
         local = Path(tmp) / "model.keras"
         with open(local, "wb") as handle:
             storage.download_stream(checkpoint_prefix(job) + meta["file"], handle)
-        return keras.models.load_model(local), int(meta["epoch"])
+        return keras.models.load_model(local), int(meta["epoch"]), int(meta.get("step", 0))
 
 
-def restore_or_build(job: TrainingJob, data: TrainingData):
-    """The model from the last checkpoint (and the epochs it completed), or a new one."""
-    return last_checkpoint(job) or (build(job, data), 0)
+def _checkpoint_pointer(job: TrainingJob) -> dict[str, Any] | None:
+    meta_key = checkpoint_prefix(job) + "latest.json"
+    if storage.head(meta_key) is None:
+        return None
+    return json.loads(storage.get_bytes(meta_key))
 
 
-def save_checkpoint(job: TrainingJob, model, epoch: int) -> None:
-    """Model (with optimizer state) first, then the pointer to it: a crash never points at half a file."""
+def restore_or_build(job: TrainingJob, data: TrainingData) -> tuple[Any, int, int]:
+    """The model from the last checkpoint (with the epochs and batches it completed), or a new one."""
+    return last_checkpoint(job) or (build(job, data), 0, 0)
+
+
+def save_checkpoint(job: TrainingJob, model, epoch: int, step: int = 0) -> None:
+    """Model (with optimizer state) first, then the pointer to it: a crash never points at half a file.
+
+    ``epoch`` epochs are complete and ``step`` batches of the next one are done (a mid-epoch checkpoint); the
+    file the previous pointer named is deleted once the new pointer is written.
+    """
+    previous = _checkpoint_pointer(job)
     with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
         local = Path(tmp) / "model.keras"
         model.save(local)
-        name = f"epoch-{epoch:04d}.keras"
+        name = f"epoch-{epoch:04d}-step-{step:08d}.keras"
         with open(local, "rb") as handle:
             storage.upload_stream(checkpoint_prefix(job) + name, handle)
-    storage.put_bytes(checkpoint_prefix(job) + "latest.json", json.dumps({"epoch": epoch, "file": name}).encode())
-    previous = checkpoint_prefix(job) + f"epoch-{epoch - 1:04d}.keras"
-    if epoch > 1 and storage.head(previous) is not None:
-        storage.delete_key(previous)
+    pointer = {"epoch": epoch, "step": step, "file": name}
+    storage.put_bytes(checkpoint_prefix(job) + "latest.json", json.dumps(pointer).encode())
+    if previous and previous.get("file") not in (None, name):
+        storage.delete_key(checkpoint_prefix(job) + previous["file"])
 
 
 def evaluate(model, validation, data: TrainingData, *, template: templates.Template) -> dict[str, Any]:
@@ -413,7 +481,7 @@ def evaluate(model, validation, data: TrainingData, *, template: templates.Templ
     predictions = model.predict(validation, verbose=0)
     return evaluation.evaluate(
         template.evaluation,
-        truth=data.labels[data.val_index],
+        truth=data.val_labels,
         predictions=predictions,
         label_names=data.label_names,
     )
@@ -468,7 +536,9 @@ def compile_for_serving(
         input_kind=template.input_kind,
         signature=signature,
         binary=template.task == "binary",
-        rows=lambda steps: compiler.gate_rows(data.features, data.val_index, signature, steps),
+        rows=lambda steps: compiler.gate_rows(
+            data.val_sample.features, np.arange(len(data.val_sample)), signature, steps
+        ),
     )
 
 
@@ -482,22 +552,25 @@ def compile_published(job: TrainingJob, saved_model_dir: Path) -> dict[str, Any]
     checkpoint = last_checkpoint(job)
     if checkpoint is None:
         return {"runtime": "tensorflow", "runtime_reason": "not compiled: the job kept no checkpoint"}
-    model, _ = checkpoint
+    model = checkpoint[0]
     data, template = load_job_data(job), templates.get(job.template)
     signature = manifest_fields(job, model, data, template=template)["signature"]
     return compile_for_serving(model, saved_model_dir, data, template=template, signature=signature)
 
 
-def job_callback(job: TrainingJob, *, epochs: int, steps: int):
+def job_callback(job: TrainingJob, *, epochs: int, steps: int, first_step: int = 0):
     """A Keras callback bound to the job (defined here so that Keras is imported only when training).
 
-    It has no per-batch hook: Keras would then wait for every batch's logs and
-    lose its asynchronous dispatch. A monitor thread beats, reports the step
-    (from the optimizer's iteration counter) and, on a cancel or a stop (the
-    budget or the quota used up, the tenant suspended), sets ``stop_training``,
-    which Keras checks after every batch. Each epoch's end beats too, after its
-    checkpoint, so a stop there keeps that epoch; a stop mid-epoch keeps the
-    previous one (a partial epoch is never checkpointed).
+    A monitor thread beats, reports the step (from the optimizer's iteration
+    counter) and, on a cancel or a stop (the budget or the quota used up, the
+    tenant suspended), sets ``stop_training``, which Keras checks after every
+    batch. Each epoch's end beats too, after its checkpoint, so a stop there
+    keeps that epoch. Every ``TRAINING_CHECKPOINT_SECONDS`` the monitor also asks
+    for a mid-epoch checkpoint, which the per-batch hook writes between two
+    batches (it reads no logs, so Keras does not wait for them): a large
+    dataset's long epoch is not lost to a worker that dies in it, since the
+    resumed job skips the batches the checkpoint had trained on (the epoch's
+    order is reproducible). A stop mid-epoch keeps the last checkpoint.
     """
     import threading
 
@@ -508,6 +581,9 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
             super().__init__()
             self.epoch = 0
             self.epoch_start_iteration = 0
+            self.skipped = first_step  # batches of the first epoch trained before a resume
+            self._checkpoint_due = threading.Event()
+            self._last_checkpoint = time.monotonic()
             self.checkpoint_seconds = 0.0
             self.cancelled = False
             self.stop_code = ""
@@ -520,7 +596,9 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
         def _monitor(self) -> None:
             try:
                 while not self._stop.wait(HEARTBEAT_EVERY_SECONDS):
-                    step = max(0, min(steps, self._iteration() - self.epoch_start_iteration))
+                    if time.monotonic() - self._last_checkpoint >= settings.TRAINING_CHECKPOINT_SECONDS:
+                        self._checkpoint_due.set()
+                    step = max(0, min(steps, self.skipped + self._iteration() - self.epoch_start_iteration))
                     try:
                         state = resilient(
                             job_services.heartbeat,
@@ -554,19 +632,31 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int):
             self._stop.set()
             if self._thread is not None:
                 self._thread.join(timeout=30)
+                self._thread = None
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
             self.epoch_start_iteration = self._iteration()
 
+        def on_train_batch_end(self, batch, logs=None):
+            if not self._checkpoint_due.is_set() or self.model.stop_training:
+                return
+            self._checkpoint_due.clear()
+            self._save(self.epoch, self.skipped + batch + 1)
+
+        def _save(self, epoch: int, step: int) -> None:
+            started = time.monotonic()
+            save_checkpoint(job, self.model, epoch, step)
+            self._last_checkpoint = time.monotonic()
+            self.checkpoint_seconds += self._last_checkpoint - started
+
         def on_epoch_end(self, epoch, logs=None):
+            self.skipped = 0  # only the first epoch of a resumed job was partly trained before
             if self.cancelled or self.stop_code:
                 return  # stopped mid-epoch: this epoch is not complete, keep the previous checkpoint
             values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float | np.floating)}
             resilient(job_services.record_epoch, job=job, epoch=epoch + 1, values=values)
-            started = time.monotonic()
-            save_checkpoint(job, self.model, epoch + 1)
-            self.checkpoint_seconds += time.monotonic() - started
+            self._save(epoch + 1, 0)
             state = resilient(job_services.heartbeat, job=job, progress=_progress(epoch + 1, epochs, steps, steps))
             summary = ", ".join(f"{k}={v:.4f}" for k, v in values.items())
             resilient(job_services.log, job, f"epoch {epoch + 1}/{epochs}: {summary}")
