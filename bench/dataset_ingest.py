@@ -6,9 +6,10 @@
 Starts its own SeaweedFS (127.0.0.1:28333) and gunicorn API (127.0.0.1:28000)
 on a fresh SQLite database, generates a click-log CSV of the given size,
 then, on the same file and the same S3 server:
-  1. uploads it through POST /api/v1/datasets (streamed multipart, as a client would);
+  1. uploads it through POST /api/v1/datasets (streamed multipart, as a client would, with the form
+     fields first and column_tags={}, so the API streams the file to S3 while it arrives);
   2. uploads it with plain boto3 (upload_file, default transfer settings);
-and prints both throughputs, their ratio (target >= 0.7), the API worker's
+and prints both throughputs, their ratio (target >= 0.92), the API worker's
 peak resident memory (target < 300 MB), and the validation task's rows/s.
 Everything it starts it stops, by process id.
 """
@@ -53,11 +54,16 @@ def make_csv(path: Path, size_bytes: int) -> int:
 
 
 def stream_upload(path: Path, key: str, name: str) -> tuple[int, dict]:
-    """POST a multipart form with the file streamed from disk in 1 MB chunks (constant client memory)."""
+    """POST a multipart form with the file streamed from disk in 1 MB chunks (constant client memory).
+
+    The fields come first, with ``column_tags`` empty: that tells the API no column is PII before the file
+    arrives, so it streams the file to S3 instead of staging it (datasets/uploads.py).
+    """
     boundary = uuid.uuid4().hex
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\n{name}\r\n'
         f'--{boundary}\r\nContent-Disposition: form-data; name="label_column"\r\n\r\nclicked\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="column_tags"\r\n\r\n{{}}\r\n'
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
         f"Content-Type: text/csv\r\n\r\n"
     ).encode()
@@ -152,7 +158,7 @@ def run(env: dict[str, str], args) -> int:
         api_mb_s, boto_mb_s = size / 1e6 / api_seconds, size / 1e6 / boto_seconds
         print(f"API upload (POST /api/v1/datasets): {api_seconds:7.2f} s  {api_mb_s:7.1f} MB/s")
         print(f"plain boto3 upload_file:            {boto_seconds:7.2f} s  {boto_mb_s:7.1f} MB/s")
-        print(f"ratio API / boto3:                  {api_mb_s / boto_mb_s:7.2f}   (target >= 0.70)")
+        print(f"ratio API / boto3:                  {api_mb_s / boto_mb_s:7.2f}   (target >= 0.92)")
         print(f"API worker peak RSS:                {api_peak:7.0f} MB (target < 300 MB)")
         print(
             f"validation: {dataset.status}, {dataset.row_count} rows in {validate_seconds:.1f} s = "

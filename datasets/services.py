@@ -8,6 +8,7 @@ import math
 import re
 import tempfile
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from itertools import islice
 from typing import IO, Any
@@ -149,8 +150,13 @@ def inspect_head(stream: IO[bytes], *, fmt: str | None, filename: str, label_col
     return fmt
 
 
+def dataset_key(*, tenant_id, dataset_id, fmt: str) -> str:
+    """The object key of a dataset's file (an upload streamed to S3 needs it before the row exists)."""
+    return storage.tenant_key(tenant_id, "datasets", str(dataset_id), f"data.{fmt}")
+
+
 def object_key(dataset: Dataset) -> str:
-    return storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id), f"data.{dataset.format}")
+    return dataset_key(tenant_id=dataset.tenant_id, dataset_id=dataset.id, fmt=dataset.format)
 
 
 def dataset_folder(tenant_id, dataset_id) -> str:
@@ -158,11 +164,13 @@ def dataset_folder(tenant_id, dataset_id) -> str:
     return storage.tenant_key(tenant_id, "datasets", str(dataset_id)) + "/"
 
 
-def _new_dataset(*, tenant: Tenant, name: str, fmt: str, filename: str, label_column: str, **fields) -> Dataset:
+def _new_dataset(
+    *, tenant: Tenant, name: str, fmt: str, filename: str, label_column: str, dataset_id=None, **fields
+) -> Dataset:
     """An unsaved dataset row with its id and object key decided (the version is given on insert)."""
     dataset = Dataset(
         tenant=tenant,
-        id=uuid.uuid4(),
+        id=dataset_id or uuid.uuid4(),
         name=name,
         format=fmt,
         original_filename=filename[:255],
@@ -225,46 +233,67 @@ class _HashingWriter:
         return self.size
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """A file the upload handler already streamed into the object at ``key``, for the dataset ``dataset_id``."""
+
+    dataset_id: uuid.UUID
+    key: str
+    sha256: str
+    size: int
+
+
 def create_dataset(
     *,
     tenant: Tenant,
-    staged: IO[bytes],
-    staged_sha256: str,
-    staged_size: int,
     name: str,
+    staged: IO[bytes] | None = None,
+    staged_sha256: str = "",
+    staged_size: int = 0,
+    stored: StoredObject | None = None,
     filename: str = "",
     fmt: str | None = None,
     label_column: str = "",
     column_tags: dict[str, str] | None = None,
     pii_mode: str = PiiMode.HASH,
 ) -> Dataset:
-    """Store a staged upload as a new dataset version (status ``validating``) and queue its validation."""
-    name = check_name(name)
-    fmt = check_format(fmt)
-    tags = check_column_tags(column_tags)
-    if pii_mode not in PiiMode.values:
-        raise ServiceError("pii_mode is hash or drop.", code="invalid_pii_mode")
-    if staged_size == 0:
-        raise DatasetRejected("The file is empty.", code="empty_file")
-    check_size(tenant=tenant, size=staged_size)
-    fmt = inspect_head(staged, fmt=fmt, filename=filename, label_column=label_column, tags=tags)
+    """Store an upload as a new dataset version (status ``validating``) and queue its validation.
 
-    dataset = _new_dataset(
-        tenant=tenant,
-        name=name,
-        fmt=fmt,
-        filename=filename,
-        label_column=label_column,
-        status=Dataset.Status.VALIDATING,
-        column_tags=tags,
-        pii_mode=pii_mode,
-    )
+    The file is either ``staged`` (a local file, uploaded here after its PII columns were rewritten) or
+    ``stored`` (streamed to its object while the request arrived, which datasets/uploads.py does only for
+    files without PII tags). The same checks run either way, and whatever a refused upload put in storage is
+    deleted, so a rejection leaves nothing behind.
+    """
+    dataset_id = stored.dataset_id if stored is not None else uuid.uuid4()
     try:
-        if tags:
-            dataset.sha256, dataset.size_bytes = _upload_without_pii(dataset, staged)
-        else:
-            storage.upload_stream(dataset.object_key, staged)
-            dataset.sha256, dataset.size_bytes = staged_sha256, staged_size
+        name = check_name(name)
+        fmt = check_format(fmt)
+        tags = check_column_tags(column_tags)
+        if pii_mode not in PiiMode.values:
+            raise ServiceError("pii_mode is hash or drop.", code="invalid_pii_mode")
+        if stored is not None and tags:
+            raise ServiceError(
+                "column_tags was sent empty before the file, so the file was stored as sent, and tagged after it; "
+                "send column_tags once, before the file.",
+                code="conflicting_column_tags",
+            )
+        size = stored.size if stored is not None else staged_size
+        if size == 0:
+            raise DatasetRejected("The file is empty.", code="empty_file")
+        check_size(tenant=tenant, size=size)
+        fmt = _inspect_upload(staged, stored, fmt=fmt, filename=filename, label_column=label_column, tags=tags)
+        dataset = _new_dataset(
+            tenant=tenant,
+            name=name,
+            fmt=fmt,
+            filename=filename,
+            label_column=label_column,
+            dataset_id=dataset_id,
+            status=Dataset.Status.VALIDATING,
+            column_tags=tags,
+            pii_mode=pii_mode,
+        )
+        dataset.sha256, dataset.size_bytes = _store_file(dataset, staged, staged_sha256, staged_size, stored)
         dataset.duplicate_of = selectors.duplicate_of(tenant=tenant, sha256=dataset.sha256)
         with transaction.atomic():
             reserve_storage(tenant=tenant, size=dataset.size_bytes)  # concurrent uploads may have used it meanwhile
@@ -277,9 +306,40 @@ def create_dataset(
                 details={"name": dataset.name, "version": dataset.version, "size_bytes": dataset.size_bytes},
             )
     except BaseException:
-        storage.delete_prefix(dataset_folder(tenant.id, dataset.id))
+        storage.delete_prefix(dataset_folder(tenant.id, dataset_id))
         raise
     return dataset
+
+
+def _inspect_upload(
+    staged: IO[bytes] | None,
+    stored: StoredObject | None,
+    *,
+    fmt: str | None,
+    filename: str,
+    label_column: str,
+    tags: dict[str, str],
+) -> str:
+    """The head checks on the staged file, or on the stored object (a few ranged reads of its first bytes)."""
+    if stored is None:
+        return inspect_head(staged, fmt=fmt, filename=filename, label_column=label_column, tags=tags)
+    with storage.open_reader(stored.key, buffer_size=HEAD_BYTES, size=stored.size) as stream:
+        return inspect_head(stream, fmt=fmt, filename=filename, label_column=label_column, tags=tags)
+
+
+def _store_file(
+    dataset: Dataset, staged: IO[bytes] | None, staged_sha256: str, staged_size: int, stored: StoredObject | None
+) -> tuple[str, int]:
+    """Put the file in the dataset's object, unless it was streamed there; returns the object's sha256 and size."""
+    if stored is not None:
+        # The key carries the format the head showed when streaming began; a `format` field sent after the file
+        # may name another (the row's format is what readers use, as for a presigned multipart upload).
+        dataset.object_key = stored.key
+        return stored.sha256, stored.size
+    if dataset.column_tags:
+        return _upload_without_pii(dataset, staged)
+    storage.upload_stream(dataset.object_key, staged)
+    return staged_sha256, staged_size
 
 
 def _upload_without_pii(dataset: Dataset, staged: IO[bytes]) -> tuple[str, int]:

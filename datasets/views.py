@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from core.errors import ConflictError, PayloadTooLargeError, QuotaExceededError
@@ -26,8 +27,10 @@ from datasets.serializers import (
     UploadCompleteSerializer,
     UploadCreateSerializer,
 )
-from datasets.uploads import StagingUploadHandler, hard_limit_bytes
+from datasets.uploads import DatasetFormParser, DatasetUploadHandler, hard_limit_bytes
 from tenants.scoping import TenantScopedViewSet
+
+logger = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries around the file
 
@@ -36,7 +39,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
     """Datasets: immutable versions of named files, validated and profiled."""
 
     scoped_model = Dataset
-    parser_classes = [MultiPartParser]
+    parser_classes = [DatasetFormParser]
     http_method_names = ["get", "post", "delete", "head", "options"]
 
     def get_serializer_class(self):
@@ -51,12 +54,30 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
             queryset = queryset.filter(name=name)
         return queryset.order_by("-created_at")
 
+    upload_handler: DatasetUploadHandler | None = None
+
     def initial(self, request, *args, **kwargs):
         if request.method == "POST" and self.action == "create":
-            # Stage the file on disk, hashed and counted, before anything reads the body.
-            self.staging = StagingUploadHandler(request._request, limit_bytes=hard_limit_bytes())
-            request._request.upload_handlers = [self.staging]
+            # Stream or stage the file, hashed and counted, before anything reads the body.
+            self.upload_handler = DatasetUploadHandler(request._request, limit_bytes=hard_limit_bytes())
+            request._request.upload_handlers = [self.upload_handler]
         super().initial(request, *args, **kwargs)
+
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            # Whatever the request ended with (a refusal, an Idempotency-Key replay, an error), an upload no
+            # dataset took is aborted or deleted here: nothing it streamed stays in storage.
+            if self.upload_handler is not None:
+                self._discard_upload()
+
+    def _discard_upload(self) -> None:
+        """Discard what no dataset took; a storage failure here is logged, never turned into the answer."""
+        try:
+            self.upload_handler.discard()
+        except Exception:
+            logger.exception("could not discard an unused upload of dataset %s", self.upload_handler.dataset_id)
 
     @extend_schema(
         parameters=[
@@ -68,41 +89,50 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         return super().list(request, *args, **kwargs)
 
     def receive_body(self, request):
-        """Stage the file under the tenant's limits (once; also before an Idempotency-Key fingerprints it)."""
+        """Stream or stage the file under the tenant's limits (once; also before an Idempotency-Key fingerprints
+        it). Whatever can be refused before the body is read is: a declared length over the limits here, fields
+        sent before the file by the upload handler."""
         if self.action != "create" or getattr(self, "_received", False):
             return
         self._received = True
         tenant = self.caller.tenant
         max_dataset, left = services.upload_limit(tenant=tenant)
-        self.staging.limit_bytes = min(max_dataset, left)
+        handler = self.upload_handler
+        handler.limit_bytes = min(max_dataset, left)
+        handler.tenant_id = tenant.id  # the object key is under the tenant's prefix: only now may it stream
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             raise ValidationError({"Content-Length": ["Must be an integer."]}) from None
-        if declared > self.staging.limit_bytes + MULTIPART_OVERHEAD:
+        if declared > handler.limit_bytes + MULTIPART_OVERHEAD:
             services.check_size(tenant=tenant, size=declared - MULTIPART_OVERHEAD)
-        request.data  # noqa: B018 - parse now, through the staging handler
-        if self.staging.exceeded:
+        request.data  # noqa: B018 - parse now, through the upload handler
+        if handler.exceeded:
             raise _size_error(max_dataset, left)
+        if handler.rejection is not None:
+            raise handler.rejection
 
     @extend_schema(request={"multipart/form-data": DatasetCreateSerializer}, responses={201: DatasetSerializer})
     def create(self, request):
         tenant = self.caller.tenant
         self.receive_body(request)
         data = validated_input(DatasetCreateSerializer, request)
-        staged = data.pop("file")
+        received = data.pop("file")
+        stored = getattr(received, "stored", None)  # streamed to its object already (datasets/uploads.py)
         try:
             dataset = services.create_dataset(
                 tenant=tenant,
-                staged=staged,
-                staged_sha256=getattr(staged, "sha256", ""),
-                staged_size=staged.size,
-                filename=staged.name or "",
+                staged=None if stored else received,
+                staged_sha256=getattr(received, "sha256", ""),
+                staged_size=received.size,
+                stored=stored,
+                filename=received.name or "",
                 fmt=data.pop("format", None) or None,
                 **data,
             )
         finally:
-            staged.close()
+            received.close()
+        self.upload_handler.keep()
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={204: None})
