@@ -32,6 +32,7 @@ from rest_framework.parsers import DataAndFiles, MultiPartParser, get_encoding
 
 from core import storage
 from core.errors import ServiceError
+from core.storage import ObjectWriter
 from datasets import services
 from datasets.readers import detect_format
 from datasets.serializers import DatasetCreateSerializer
@@ -133,7 +134,7 @@ class _Streaming:
         self.handler = handler
         self.fields = fields
         self.head = bytearray()
-        self.writer: storage.ObjectWriter | None = None
+        self.writer: ObjectWriter | None = None
         self.stored: services.StoredObject | None = None
 
     def write(self, data: bytes) -> None:
@@ -149,7 +150,7 @@ class _Streaming:
         handler = self.handler
         fmt = check_head(bytes(self.head), fields=self.fields, filename=handler.file_name or "")
         key = services.dataset_key(tenant_id=handler.tenant_id, dataset_id=handler.dataset_id, fmt=fmt)
-        self.writer = storage.ObjectWriter(key)
+        self.writer = ObjectWriter(key)
         self.writer.write(self.head)
         self.head = bytearray()
 

@@ -72,7 +72,7 @@ def staging_refused(monkeypatch):
 
 @pytest.fixture
 def streaming_refused(monkeypatch):
-    monkeypatch.setattr(uploads.storage, "ObjectWriter", refuse("streamed to S3"))
+    monkeypatch.setattr(uploads, "ObjectWriter", refuse("streamed to S3"))
 
 
 @pytest.fixture
