@@ -597,6 +597,28 @@ def validate_dataset(*, dataset_id) -> Dataset | None:
     return dataset
 
 
+def write_canonical_copy(*, dataset: Dataset) -> bool:
+    """Write the canonical copy of a ready dataset validated before copies existed; False when it has one.
+
+    Reads the original through the same batch readers validation uses; idempotent (the key is fixed, and the row
+    is only updated while it still has no copy).
+    """
+    if dataset.status != Dataset.Status.READY or dataset.canonical_key:
+        return False
+    copy = CanonicalWriter(canonical_key(dataset))
+    try:
+        with storage.open_reader(dataset.object_key) as stream:
+            _, batches = open_batches(dataset.format, stream)
+            for _ in copy.tee(batches):
+                pass
+        sha256, size = copy.finish()
+    except BaseException:
+        copy.abort()
+        raise
+    fields = {"canonical_key": copy.key, "canonical_sha256": sha256, "canonical_size_bytes": size}
+    return bool(Dataset.objects.filter(pk=dataset.pk, canonical_key="").update(**fields))
+
+
 def _abort(copy: CanonicalWriter | None) -> None:
     if copy is not None:
         copy.abort()

@@ -10,10 +10,12 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from django.core.management import call_command
 
 from core import storage
 from datasets import canonical
 from datasets.batches import open_batches
+from datasets.models import Dataset
 from datasets.profiling import DatasetProfile
 from datasets.readers import open_rows
 from datasets.sample_data import write_csv
@@ -109,3 +111,18 @@ def test_the_columnar_profile_equals_the_value_by_value_one(kind):
     columnar.add_all(open_batches("csv", io.BytesIO(data))[1])
     assert columnar.schema() == reference.schema()
     assert columnar.stats() == reference.stats()
+
+
+def test_datasets_validated_before_copies_existed_get_one(api_a, tenant_a):
+    dataset = validated(upload(api_a, CSV, label_column="clicked").json()["id"])
+    expected = dataset.canonical_sha256
+    storage.delete_key(dataset.canonical_key)
+    Dataset.objects.filter(pk=dataset.pk).update(canonical_key="", canonical_sha256="", canonical_size_bytes=0)
+    out = io.StringIO()
+    call_command("write_canonical_copies", stdout=out)
+    assert "wrote 1 canonical copies; 0 failed" in out.getvalue()
+    dataset.refresh_from_db()
+    assert dataset.canonical_sha256 == expected  # the same bytes validation wrote
+    assert hashlib.sha256(storage.get_bytes(dataset.canonical_key)).hexdigest() == expected
+    call_command("write_canonical_copies", stdout=out)  # again: nothing left to do
+    assert out.getvalue().endswith("wrote 0 canonical copies; 0 failed\n")

@@ -147,11 +147,11 @@ MEMORY_PROBE = textwrap.dedent(
 
 @pytest.mark.django_db(transaction=True)
 def test_memory_does_not_grow_with_the_rows(api_a, monkeypatch):
-    """An epoch over 10x the rows peaks at about the same memory (a fresh process per size): with the held parts
+    """An epoch over 5x the rows peaks at about the same memory (a fresh process per size): with the held parts
     (the adapt sample, a shuffle window, a row group) smaller than both datasets, nothing else may grow."""
     monkeypatch.setattr(canonical, "ROW_GROUP_ROWS", 5_000)
     peaks = {}
-    for rows in (20_000, 200_000):
+    for rows in (50_000, 250_000):
         dataset_id = ready_dataset(api_a, sample_csv("ctr", rows), label="clicked", name=f"rows{rows}")
         probe = subprocess.run(
             [sys.executable, "-c", MEMORY_PROBE, dataset_id],
@@ -159,10 +159,13 @@ def test_memory_does_not_grow_with_the_rows(api_a, monkeypatch):
             text=True,
             timeout=300,
             check=True,
-            env=subprocess_env(),
+            # malloc's own accounting: Arrow's default pool keeps freed pages for reuse, which reads as growth.
+            env=subprocess_env(ARROW_DEFAULT_MEMORY_POOL="system"),
             cwd=ROOT,
         )
         peaks[rows] = json.loads(probe.stdout.strip().splitlines()[-1])
-    small, large = peaks[20_000], peaks[200_000]
-    assert large["rows"] > 9 * small["rows"]
-    assert large["peak_kb"] < small["peak_kb"] + 25 * 1024, peaks  # the validation labels: 8 bytes a row
+    small, large = peaks[50_000], peaks[250_000]
+    assert large["rows"] > 4.5 * small["rows"]
+    # Measured: +15 MB from 50k to 250k rows and +6 MB from 200k to 600k (allocator arenas filling up, then
+    # flat; the validation labels are 8 bytes a row). A dataset held in memory would add about 80 MB per 250k rows.
+    assert large["peak_kb"] < small["peak_kb"] + 25 * 1024, peaks

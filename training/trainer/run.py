@@ -242,17 +242,24 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         data, model, initial_epoch, initial_step = _load_and_build(job)
     params = job.params
     template = templates.get(job.template)
+    failures: list[BaseException] = []  # what the pipelines met reading the dataset (TensorFlow hides it)
     train = to_dataset(
-        job, data, template=template, validation=False, first_epoch=initial_epoch, skip_batches=initial_step
+        job,
+        data,
+        template=template,
+        validation=False,
+        first_epoch=initial_epoch,
+        skip_batches=initial_step,
+        failures=failures,
     )
-    validation = to_dataset(job, data, template=template, validation=True)
+    validation = to_dataset(job, data, template=template, validation=True, failures=failures)
     steps = math.ceil(data.train_rows / params["batch_size"])
     if initial_epoch < params["epochs"]:
         if initial_epoch or initial_step:
             where = f"epoch {initial_epoch}" + (f" and {initial_step} batches of the next" if initial_step else "")
             resilient(job_services.log, job, f"resuming from the checkpoint after {where}")
         callback = job_callback(job, epochs=params["epochs"], steps=steps, first_step=initial_step)
-        with phases.phase("fit"):
+        with phases.phase("fit"), reading_errors(failures):
             try:
                 model.fit(
                     train,
@@ -276,7 +283,7 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     final = _progress(params["epochs"], params["epochs"], steps, steps)
     if resilient(job_services.heartbeat, job=job, progress=final) == Status.CANCELLING:
         raise Cancelled
-    with phases.phase("evaluate"):
+    with phases.phase("evaluate"), reading_errors(failures):
         metrics = evaluate(model, validation, data, template=template)
     scores = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
     resilient(job_services.log, job, f"evaluated: {scores}")
@@ -340,6 +347,18 @@ def _progress(epoch: int, epochs: int, step: int, steps: int) -> dict[str, int]:
     return {"epoch": epoch, "epochs": epochs, "step": step, "steps": steps}
 
 
+@contextlib.contextmanager
+def reading_errors(failures: list[BaseException]):
+    """Raise what a pipeline met reading the dataset (a storage outage is transient: the job is requeued and
+    resumes from its checkpoint) instead of the error TensorFlow wrapped it in."""
+    try:
+        yield
+    except Exception as exc:
+        if failures:
+            raise failures[-1] from exc
+        raise
+
+
 def model_inputs(template: templates.Template, rows: Rows):
     """Rows' features shaped by the template's input kind (as serving feeds them): a (N, 1) array per column, or
     the one string column."""
@@ -357,12 +376,14 @@ def to_dataset(
     validation: bool,
     first_epoch: int = 0,
     skip_batches: int = 0,
+    failures: list[BaseException] | None = None,
 ):
     """The split as a tf.data pipeline of batches, streamed from storage each epoch.
 
     Training batches come in the epoch's reproducible shuffled order (``TrainingData.rows``); Keras starts the
     pipeline once per epoch, so the n-th start is epoch ``first_epoch + n``. The first epoch skips
-    ``skip_batches`` batches: the ones a mid-epoch checkpoint had already trained on.
+    ``skip_batches`` batches: the ones a mid-epoch checkpoint had already trained on. An exception met while
+    reading is appended to ``failures``: TensorFlow reports it as an opaque error of its own.
     """
     import tensorflow as tf
 
@@ -374,9 +395,14 @@ def to_dataset(
         epoch = starts[0]
         skip = skip_batches if epoch == first_epoch else 0
         starts[0] += 1
-        for number, batch in enumerate(epoch_batches(epoch)):
-            if number >= skip:
-                yield batch
+        try:
+            for number, batch in enumerate(epoch_batches(epoch)):
+                if number >= skip:
+                    yield batch
+        except Exception as exc:
+            if failures is not None:
+                failures.append(exc)
+            raise
 
     def epoch_batches(epoch: int):
         pending: list[Rows] = []

@@ -167,13 +167,15 @@
       var status = document.getElementById("upload-status"), bar = document.getElementById("upload-progress");
       if (!file) return;
       if (file.size > Number(form.dataset.limit)) { status.textContent = "The file is larger than your plan allows here."; status.className = "error"; return; }
+      // The fields go first and column_tags always: with no PII column the API streams the file to storage as it
+      // arrives instead of staging it on disk (it can only do that once it knows no column needs rewriting).
       var body = new FormData();
-      body.append("file", file);
       body.append("name", form.elements.name.value || file.name.replace(/\.[^.]*$/, "").slice(0, 100));
       ["label_column", "format", "pii_mode"].forEach(function (k) { if (form.elements[k].value) body.append(k, form.elements[k].value); });
       var tags = {};
       form.elements.pii_columns.value.split(",").forEach(function (c) { c = c.trim(); if (c) tags[c] = "pii"; });
-      if (Object.keys(tags).length) body.append("column_tags", JSON.stringify(tags));
+      body.append("column_tags", JSON.stringify(tags));
+      body.append("file", file);
       var xhr = new XMLHttpRequest();
       xhr.open("POST", form.dataset.api);
       xhr.setRequestHeader("X-CSRFToken", csrf(form));
