@@ -28,6 +28,8 @@ from training.trainer.data import Rows, TrainingData, load
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_EVERY_SECONDS = 2.0
+# A validation split up to this many rows is kept in memory after the first epoch (bounded: a larger one streams).
+VALIDATION_CACHE_ROWS = 200_000
 Status = TrainingJob.Status
 
 
@@ -437,7 +439,9 @@ def to_dataset(
     if not skip_batches:  # Keras then knows an epoch's length (a resumed first epoch is shorter)
         rows = data.val_rows if validation else data.train_rows
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
-    return dataset.prefetch(2)
+    if validation and data.val_rows <= VALIDATION_CACHE_ROWS:
+        dataset = dataset.cache()  # its order never changes: read from storage once, not every epoch
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def build(job: TrainingJob, data: TrainingData):
