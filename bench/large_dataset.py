@@ -4,7 +4,7 @@
     .venv/bin/python bench/large_dataset.py [--rows 1000000 5000000 20000000] [--epochs 1]
 
 Starts its own SeaweedFS (127.0.0.1:28633) on a fresh SQLite database. For each size it writes a click-log CSV
-(about 87 bytes a row: 20 M rows is about 1.75 GB), stores it as a dataset, validates it (profile and canonical
+(about 101 bytes a row: 20 M rows is about 2 GB), stores it as a dataset, validates it (profile and canonical
 Parquet copy in one pass), previews it from the canonical copy, then runs a sequence_ctr job on it in a fresh
 worker process (``run_job``, as the Celery task calls it) and reads that process's own peak RSS (VmHWM).
 Targets: the job trains to completion at every size, the worker's peak RSS stays under 2 GB and flat in the
@@ -38,7 +38,7 @@ seconds = time.perf_counter() - started
 with open("/proc/self/status") as status:
     peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 job = TrainingJob.objects.get(pk=sys.argv[1])
-print(json.dumps({"status": job.status, "error": job.error, "seconds": seconds, "peak_kb": peak,
+print(json.dumps({"status": job.status, "error": job.error_code, "seconds": seconds, "peak_kb": peak,
                   "timings": job.timings, "metrics": job.metrics}))
 """
 
@@ -59,7 +59,7 @@ def one_size(env: dict[str, str], tenant, rows: int, epochs: int) -> dict:
 
     work = Path(env["BENCH_WORK_DIR"])
     path = work / f"clicks-{rows}.csv"
-    written = make_csv(path, rows * 87)
+    written = make_csv(path, rows * 101)  # about 101 bytes a row
     size = path.stat().st_size
     with open(path, "rb") as staged:
         dataset = dataset_services.create_dataset(
@@ -95,8 +95,10 @@ def one_size(env: dict[str, str], tenant, rows: int, epochs: int) -> dict:
     )
     job_services.dispatch_queued_jobs()
     worker = subprocess.run(
-        [sys.executable, "-c", WORKER, str(job.id)], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", WORKER, str(job.id)], cwd=ROOT, env=env, capture_output=True, text=True
     )
+    if worker.returncode:
+        raise SystemExit(f"the worker process failed:\n{worker.stderr[-3000:]}")
     result = json.loads(worker.stdout.strip().splitlines()[-1])
     return {
         "rows": dataset.row_count,
