@@ -270,6 +270,7 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
                     initial_epoch=initial_epoch,
                     verbose=0,
                     callbacks=[callback],
+                    shuffle=False,  # the pipeline shuffles each epoch in its own reproducible order
                 )
             finally:
                 callback.on_train_end()  # Keras skips it when fit raises: the monitor thread must not outlive fit
