@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import IO, Any
 
 MAX_COLUMNS = 1000
@@ -399,13 +400,25 @@ def read_parquet_batches(
     *,
     batch_rows: int = 8192,
     columns: list[str] | None = None,
-    row_groups: list[int] | None = None,
-):
+) -> tuple[list[str], Iterator[Any]]:
     """Parquet as Arrow record batches, checked from its footer before anything is decoded, then decoded in
     guarded slices (each at most PARQUET_BATCH_BYTES once expanded, the whole file at most the decoded limit).
 
-    Returns (column names, iterator of record batches); ``columns`` and ``row_groups`` read only those.
+    Returns (column names, iterator of record batches); ``columns`` reads only those.
     """
+    names, numbered = read_parquet_numbered(stream, batch_rows=batch_rows, columns=columns)
+    return names, (batch for _, batch in numbered)
+
+
+def read_parquet_numbered(
+    stream: IO[bytes],
+    *,
+    batch_rows: int = 8192,
+    columns: list[str] | None = None,
+    row_group_order=None,
+) -> tuple[list[str], Iterator[tuple[int, Any]]]:
+    """As :func:`read_parquet_batches`, with each batch's first row number in the file, reading the row groups
+    in the order ``row_group_order(count)`` returns (file order without it), from one open file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -426,14 +439,21 @@ def read_parquet_batches(
         raise DatasetFormatError("corrupt_parquet", f"The Parquet file cannot be read: {exc}.") from None
     names = check_raw_names(parquet.schema_arrow.names)
     _, limit, _ = decompression_limits()
+    starts = list(accumulate((metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)), initial=0))
+    # One group at a time in the given order (a row number per batch), or the whole file in one sweep.
+    order = row_group_order(metadata.num_row_groups) if row_group_order else [None]
 
-    def batches() -> Iterator[Any]:
+    def batches() -> Iterator[tuple[int, Any]]:
         read, counted = 0, [0]
         try:
-            for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, row_groups=row_groups):
-                for piece in _guarded_batches(batch, counted, limit):
-                    read += len(piece)
-                    yield piece
+            for group in order:
+                row = 0 if group is None else starts[group]
+                selected = None if group is None else [group]
+                for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, row_groups=selected):
+                    for piece in _guarded_batches(batch, counted, limit):
+                        yield row, piece
+                        row += len(piece)
+                        read += len(piece)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DatasetFormatError("corrupt_parquet", f"Row group after row {read} is unreadable: {exc}.") from None
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from core import storage
 from datasets.batches import open_batches
-from datasets.readers import read_parquet_batches
+from datasets.readers import read_parquet_numbered
 
 ADAPT_ROWS = 100_000  # training rows kept in memory for adapting vocabularies and normalization
 VALIDATION_SAMPLE_ROWS = 512  # validation rows kept for the compiled artifact's parity gate
@@ -44,25 +44,26 @@ class Source:
     fmt: str
 
     @contextmanager
-    def batches(self, columns: list[str], *, row_groups: list[int] | None = None) -> Iterator[pa.RecordBatch]:
+    def batches(self, columns: list[str], *, shuffle: np.random.Generator | None = None):
+        """(first row number, record batch of ``columns``) pairs from one open reader; with ``shuffle``, the
+        canonical copy's row groups in an order drawn from it (an original is always read in file order)."""
         with storage.open_reader(self.key, buffer_size=4 * 1024 * 1024) as stream:
             if self.fmt == "parquet":
-                _, batches = read_parquet_batches(
-                    stream, batch_rows=READ_BATCH_ROWS, columns=columns, row_groups=row_groups
+                order = (lambda count: [int(i) for i in shuffle.permutation(count)]) if shuffle else None
+                _, numbered = read_parquet_numbered(
+                    stream, batch_rows=READ_BATCH_ROWS, columns=columns, row_group_order=order
                 )
+                yield numbered
             else:
                 _, batches = open_batches(self.fmt, stream)
-            yield (batch.select(columns) for batch in batches)
+                yield _numbered(batch.select(columns) for batch in batches)
 
-    def row_group_rows(self) -> list[int] | None:
-        """Rows per row group (None for a format without row groups)."""
-        if self.fmt != "parquet":
-            return None
-        import pyarrow.parquet as pq
 
-        with storage.open_reader(self.key, buffer_size=1024 * 1024) as stream:
-            metadata = pq.read_metadata(stream)
-        return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+def _numbered(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    row = 0
+    for batch in batches:
+        yield row, batch
+        row += len(batch)
 
 
 def row_hashes(*, seed: int, first_row: int, rows: int) -> np.ndarray:
@@ -155,12 +156,8 @@ class TrainingData:
 
     def rows(self, *, validation: bool, epoch: int = 0, shuffle: bool = False) -> Iterator[Rows]:
         """The split's rows in record-batch chunks: file order, or (``shuffle``) the epoch's reproducible order."""
-        groups = self.source.row_group_rows()
-        order = list(range(len(groups))) if groups else None
         rng = np.random.default_rng([self.seed, epoch])
-        if shuffle and order:
-            order = [int(i) for i in rng.permutation(len(order))]
-        chunks = self._chunks(validation=validation, row_groups=order, group_rows=groups)
+        chunks = self._chunks(validation=validation, shuffle=rng if shuffle else None)
         if not shuffle:
             yield from chunks
             return
@@ -177,26 +174,22 @@ class TrainingData:
             rows = Rows.concat(window, self.feature_columns)
             yield rows.take(rng.permutation(len(rows)))
 
-    def _chunks(self, *, validation: bool, row_groups: list[int] | None, group_rows: list[int] | None):
+    def _chunks(self, *, validation: bool, shuffle: np.random.Generator | None):
         columns = [*self.feature_columns, self.label_column]
-        starts = np.concatenate([[0], np.cumsum(group_rows)]) if group_rows else None
         names = pa.array(self.label_names, pa.string())
-        for group in row_groups if row_groups is not None else [None]:
-            first_row = int(starts[group]) if group is not None else 0
-            with self.source.batches(columns, row_groups=None if group is None else [group]) as batches:
-                for batch in batches:
-                    keys = label_keys(batch.column(self.label_column))
-                    wanted = row_hashes(seed=self.seed, first_row=first_row, rows=len(batch)) < self.threshold
-                    first_row += len(batch)
-                    if not validation:
-                        wanted = ~wanted
-                    keep = pc.and_(pa.array(wanted), pc.is_valid(keys))
-                    batch, keys = batch.filter(keep), keys.filter(keep)
-                    if len(batch):
-                        yield Rows(
-                            {n: feature_values(batch.column(n), self.column_types[n]) for n in self.feature_columns},
-                            pc.index_in(keys, value_set=names).to_numpy(zero_copy_only=False).astype("int64"),
-                        )
+        with self.source.batches(columns, shuffle=shuffle) as batches:
+            for first_row, batch in batches:
+                keys = label_keys(batch.column(self.label_column))
+                wanted = row_hashes(seed=self.seed, first_row=first_row, rows=len(batch)) < self.threshold
+                if not validation:
+                    wanted = ~wanted
+                keep = pc.and_(pa.array(wanted), pc.is_valid(keys))
+                batch, keys = batch.filter(keep), keys.filter(keep)
+                if len(batch):
+                    yield Rows(
+                        {n: feature_values(batch.column(n), self.column_types[n]) for n in self.feature_columns},
+                        pc.index_in(keys, value_set=names).to_numpy(zero_copy_only=False).astype("int64"),
+                    )
 
 
 def load(
@@ -218,13 +211,12 @@ def load(
     source = Source(object_key, fmt)
     codes: dict[str, int] = {}
     val_codes: list[np.ndarray] = []
-    labelled_rows = first_row = 0
+    labelled_rows = 0
     smallest = (2.0, -1)  # (hash, class) of the labelled row with the smallest hash
     with source.batches([label_column]) as batches:
-        for batch in batches:
+        for first_row, batch in batches:
             keys = label_keys(batch.column(0))
             hashes = row_hashes(seed=seed, first_row=first_row, rows=len(batch))
-            first_row += len(batch)
             for name in pc.unique(keys.drop_null()).to_pylist():
                 codes.setdefault(name, len(codes))
             if len(codes) > MAX_CLASSES:
