@@ -625,7 +625,7 @@ def _abort(copy: CanonicalWriter | None) -> None:
 
 
 def canonical_key(dataset: Dataset) -> str:
-    return storage.tenant_key(dataset.tenant_id, "datasets", str(dataset.id), canonical.FILE_NAME)
+    return dataset_folder(dataset.tenant_id, dataset.id) + canonical.FILE_NAME
 
 
 def _object_sha256(key: str) -> str:
