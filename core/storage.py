@@ -76,9 +76,21 @@ def tenant_key(tenant_id: uuid.UUID | str, *parts: str) -> str:
 @functools.cache
 def client():
     """A thread-safe boto3 S3 client configured from settings (one per process)."""
+    return _client_for(settings.S3_ENDPOINT_URL)
+
+
+@functools.cache
+def presigning_client():
+    """The client that signs URLs handed to tenants: for the public endpoint, since the host is signed too."""
+    if settings.S3_PUBLIC_ENDPOINT_URL == settings.S3_ENDPOINT_URL:
+        return client()
+    return _client_for(settings.S3_PUBLIC_ENDPOINT_URL)
+
+
+def _client_for(endpoint_url: str):
     return boto3.client(
         "s3",
-        endpoint_url=settings.S3_ENDPOINT_URL,
+        endpoint_url=endpoint_url,
         aws_access_key_id=settings.S3_ACCESS_KEY_ID,
         aws_secret_access_key=settings.S3_SECRET_ACCESS_KEY,
         region_name=settings.S3_REGION,
@@ -265,7 +277,7 @@ def presigned_part_url(
     The length is a signed header (``X-Amz-SignedHeaders=content-length;host``), so S3 refuses a PUT of any
     other size with ``SignatureDoesNotMatch``: a client cannot store more than it declared (and was counted for).
     """
-    return client().generate_presigned_url(
+    return presigning_client().generate_presigned_url(
         "upload_part",
         Params={
             "Bucket": bucket(),
@@ -275,6 +287,16 @@ def presigned_part_url(
             "ContentLength": content_length,
         },
         ExpiresIn=expires_in or settings.S3_PRESIGNED_URL_TTL_SECONDS,
+    )
+
+
+def presigned_get_url(key: str, *, filename: str | None = None, expires_in: int | None = None) -> str:
+    """A URL to GET one object; ``filename`` makes browsers save it under that name."""
+    params = {"Bucket": bucket(), "Key": key}
+    if filename:
+        params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+    return presigning_client().generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=expires_in or settings.S3_PRESIGNED_URL_TTL_SECONDS
     )
 
 

@@ -137,6 +137,11 @@ WHITENOISE_USE_FINDERS = True  # serve admin/docs assets without collectstatic i
 
 # --- Object storage (S3 over boto3; SeaweedFS locally) ----------------------
 S3_ENDPOINT_URL = env_url("S3_ENDPOINT_URL", "http://127.0.0.1:8333", schemes={"http", "https"})
+# Where tenants reach S3 for presigned URLs (uploads' parts, model downloads) when the platform's own address
+# is a private name (``http://s3:8333`` in docker-compose); empty: the same as S3_ENDPOINT_URL.
+S3_PUBLIC_ENDPOINT_URL = S3_ENDPOINT_URL
+if env_str("S3_PUBLIC_ENDPOINT_URL", ""):
+    S3_PUBLIC_ENDPOINT_URL = env_url("S3_PUBLIC_ENDPOINT_URL", schemes={"http", "https"})
 S3_BUCKET = env_str("S3_BUCKET", "mlplatform")
 S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID", "platform-dev-access-key")
 S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY", "platform-dev-secret-key")
