@@ -12,14 +12,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, Q
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 
 from core.errors import ServiceError, error_body
-from dashboard.access import TenantPage
+from dashboard.access import TenantPage, refusal
 from dashboard.forms import AliasForm, form_error
 from datasets import selectors as dataset_selectors
-from serving import selectors, services, tokens
+from serving import exports, selectors, services, tokens
 from serving.models import ModelAlias, ModelVersion, RegistryEvent
 from tenants.models import Role
 
@@ -167,6 +167,44 @@ class TryPredictionView(TenantPage):
         if "X-Model-Version" in answer.headers:
             response["X-Model-Version"] = answer.headers["X-Model-Version"]
         return response
+
+
+class VersionDownloadView(TenantPage):
+    """The version as one .tar.gz, with the API's own checks (size, concurrent downloads, integrity)."""
+
+    http_method_names = ["get", "head"]
+
+    def get(self, request, *args, **kwargs):
+        version = get_object_or_404(
+            selectors.visible_versions(tenant=self.caller.tenant, model_name=self.kwargs["name"]).select_related(
+                "model"
+            ),
+            version=self.kwargs["version"],
+        )
+        try:
+            exports.check_archive_size(version=version)
+            slot = exports.acquire_download_slot(tenant_id=version.tenant_id)
+        except ServiceError as error:
+            return refusal(request, title="Not downloaded", message=error.message, status=error.status_code)
+        response = StreamingHttpResponse(
+            exports.iter_archive(version=version, slot=slot), content_type="application/gzip"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{exports.archive_name(version)}"'
+        return response
+
+
+class ModelExportView(TenantPage):
+    """A TensorFlow Serving or KServe config for the model, as text the browser shows or saves."""
+
+    http_method_names = ["get", "head"]
+
+    def get(self, request, *args, **kwargs):
+        model = get_object_or_404(selectors.models_of(tenant=self.caller.tenant), name=self.kwargs["name"])
+        engine = request.GET.get("engine", "tf-serving")
+        if engine not in {"tf-serving", "kserve"}:
+            return refusal(request, title="Unknown engine", message="engine is tf-serving or kserve.", status=400)
+        text = exports.export_config(model=model, engine=engine, base_path=None)
+        return HttpResponse(text, content_type="text/plain; charset=utf-8")
 
 
 def _int(raw: str | None, name: str) -> int:
