@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from django.conf import settings
 from django.core.cache import cache
+from django.http import StreamingHttpResponse
 
 from core import storage
 from core.errors import ConflictError, ServiceError
@@ -63,10 +64,6 @@ def presigned_files(*, version: ModelVersion) -> list[dict[str, Any]]:
         {"path": f.path, "size": f.size, "sha256": f.sha256, "url": storage.presigned_get_url(f.key(version))}
         for f in version_files(version=version)
     ]
-
-
-def archive_name(version: ModelVersion) -> str:
-    return f"{version.model.name}-{version.version}.tar.gz"
 
 
 def check_archive_size(*, version: ModelVersion) -> None:
@@ -128,6 +125,15 @@ def iter_archive(*, version: ModelVersion, slot: str | None = None) -> Iterator[
     finally:
         if slot:
             release_download_slot(slot)
+
+
+def archive_response(*, version: ModelVersion) -> StreamingHttpResponse:
+    """The streamed archive as a download (API and dashboard), after the size and concurrency checks."""
+    check_archive_size(version=version)
+    slot = acquire_download_slot(tenant_id=version.tenant_id)
+    response = StreamingHttpResponse(iter_archive(version=version, slot=slot), content_type="application/gzip")
+    response["Content-Disposition"] = f'attachment; filename="{version.model.name}-{version.version}.tar.gz"'
+    return response
 
 
 def _checked_chunks(version: ModelVersion, file: VersionFile, gzip) -> Iterator[bytes]:

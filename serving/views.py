@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Prefetch
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -145,13 +145,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
     @action(detail=True, methods=["get"])
     def download(self, request, model_name=None, version=None):
         """The version as one .tar.gz (``<model>/<version>/…``, the TensorFlow Serving layout), streamed."""
-        found = self.get_object()
-        exports.check_archive_size(version=found)
-        slot = exports.acquire_download_slot(tenant_id=found.tenant_id)
-        stream = exports.iter_archive(version=found, slot=slot)
-        response = StreamingHttpResponse(stream, content_type="application/gzip")
-        response["Content-Disposition"] = f'attachment; filename="{exports.archive_name(found)}"'
-        return response
+        return exports.archive_response(version=self.get_object())
 
     @extend_schema(responses={204: None})
     def destroy(self, request, model_name=None, version=None):

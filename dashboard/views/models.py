@@ -12,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, Q
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 
 from core.errors import ServiceError, error_body
@@ -182,15 +182,9 @@ class VersionDownloadView(TenantPage):
             version=self.kwargs["version"],
         )
         try:
-            exports.check_archive_size(version=version)
-            slot = exports.acquire_download_slot(tenant_id=version.tenant_id)
+            return exports.archive_response(version=version)
         except ServiceError as error:
             return refusal(request, title="Not downloaded", message=error.message, status=error.status_code)
-        response = StreamingHttpResponse(
-            exports.iter_archive(version=version, slot=slot), content_type="application/gzip"
-        )
-        response["Content-Disposition"] = f'attachment; filename="{exports.archive_name(version)}"'
-        return response
 
 
 class ModelExportView(TenantPage):
