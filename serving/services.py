@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from core import storage
 from core.errors import ConflictError, NotFoundError, ServiceError
+from serving import selectors
 from serving.models import ModelAlias, ModelVersion, PredictionUsage, RegisteredModel, RegistryEvent, ServingProcess
 from tenants import audit
 from tenants.models import Tenant
@@ -74,12 +75,7 @@ def rollback_alias(*, tenant: Tenant, model_name: str, alias: str) -> ModelAlias
     model = _locked_model(tenant, model_name)
     if not ModelAlias.objects.filter(model=model, name=alias).exists():
         raise NotFoundError(f"{model_name} has no alias {alias!r}.")
-    last_move = (
-        RegistryEvent.objects.filter(model=model, action="alias_set", details__alias=alias)
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    previous = last_move.details.get("previous") if last_move else None
+    previous = selectors.version_before_last_move(model=model, alias=alias)
     if previous is None:
         raise ConflictError(f"{alias} has no earlier version to roll back to.", code="no_previous_version")
     target = model.versions.filter(version=previous, status=ModelVersion.Status.READY).first()

@@ -68,7 +68,7 @@ class ModelDetailPage(TenantPage):
             rows=[(v, [(v.metrics or {}).get(m) for m in shown]) for v in versions],
             ready_versions=ready,
             aliases=aliases,
-            rollback_to=_rollback_target(aliases.get(ModelAlias.DEFAULT), ready),
+            rollback_to=_rollback_target(model, ready),
             traffic=[(v.version, (model.traffic or {}).get(str(v.version), 0)) for v in ready],
             events=RegistryEvent.objects.for_tenant(self.caller.tenant).filter(model=model)[:20],
             can_predict=self.can(Role.MEMBER),
@@ -87,6 +87,9 @@ class ModelDetailPage(TenantPage):
             alias, version = form.cleaned_data["alias"], form.cleaned_data["version"]
             services.set_alias(tenant=tenant, model_name=model.name, alias=alias, version=version)
             messages.success(request, f"{alias} -> v{version}.")
+        elif action == "rollback":
+            moved = services.rollback_alias(tenant=tenant, model_name=model.name, alias=ModelAlias.DEFAULT)
+            messages.success(request, f"{moved.name} -> v{moved.version.version}.")
         elif action == "delete_alias":
             alias = request.POST.get("alias", "")
             services.delete_alias(tenant=tenant, model_name=model.name, alias=alias)
@@ -215,12 +218,10 @@ def _traffic_weights(post) -> dict[str, int]:
     return weights
 
 
-def _rollback_target(current: int | None, ready: list[ModelVersion]) -> int | None:
-    """The newest ready version older than production's, for the roll-back button."""
-    if current is None:
-        return None
-    older = [v.version for v in ready if v.version < current]
-    return max(older) if older else None
+def _rollback_target(model, ready: list[ModelVersion]) -> int | None:
+    """Where the roll-back button would move production (as the API's rollback does), if it is still ready."""
+    previous = selectors.version_before_last_move(model=model, alias=ModelAlias.DEFAULT)
+    return previous if previous in {v.version for v in ready} else None
 
 
 def _confusion_rows(metrics: dict[str, Any]) -> list[tuple[str, list[tuple[int, float]]]]:

@@ -176,10 +176,12 @@ def test_alias_moves_rollback_traffic_and_archive(tenant_a, a_objects):
     RegisteredModel.objects.filter(tenant=tenant_a.tenant, name="ctr").update(last_version=2)
     owner = signed_in(tenant_a.owner)
     url = reverse("dashboard:model", args=["ctr"])
+    assert owner.post(url, {"action": "set_alias", "alias": "production", "version": "1"}).status_code == 302
+    assert "Roll production back" not in owner.get(url).content.decode()  # it never pointed anywhere else
     assert owner.post(url, {"action": "set_alias", "alias": "production", "version": "2"}).status_code == 302
     page = owner.get(url).content.decode()
     assert "production → v2" in page and "Roll production back to v1" in page
-    owner.post(url, {"action": "set_alias", "alias": "production", "version": "1"})
+    assert owner.post(url, {"action": "rollback"}).status_code == 302
     assert ModelAlias.objects.get(model__name="ctr", name="production").version.version == 1
     assert owner.post(url, {"action": "traffic", "weight_1": "90", "weight_2": "10"}).status_code == 302
     assert RegisteredModel.objects.get(tenant=tenant_a.tenant, name="ctr").traffic == {"1": 90, "2": 10}
