@@ -4,7 +4,7 @@
 internet) only which component is down, as plain codes: the failure's text
 names internal hosts, ports and library errors, so it goes to the log, to a
 staff session, to a caller presenting the operators' metrics token
-(``Authorization: Bearer <SERVING_METRICS_TOKEN>``), and to the admin's
+(``Authorization: Bearer <METRICS_TOKEN>`` or ``<SERVING_METRICS_TOKEN>``), and to the admin's
 status page.
 """
 
@@ -53,6 +53,6 @@ def _is_operator(request: HttpRequest) -> bool:
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and user.is_staff:
         return True
-    token = settings.SERVING_METRICS_TOKEN
-    presented = request.headers.get("Authorization", "")
-    return bool(token) and hmac.compare_digest(presented.encode(), f"Bearer {token}".encode())
+    presented = request.headers.get("Authorization", "").encode()
+    tokens = [token for token in (settings.SERVING_METRICS_TOKEN, settings.METRICS_TOKEN) if token]
+    return any(hmac.compare_digest(presented, f"Bearer {token}".encode()) for token in tokens)

@@ -1,14 +1,25 @@
-"""Request ids: accepted from ``X-Request-ID`` or generated, echoed back and put in every log line."""
+"""Request ids: accepted from ``X-Request-ID`` or generated, echoed back and put in every log line.
+
+The same middleware writes the API's access log (``api.access``, one line per request: method, route pattern,
+status, time, with the request id and the tenant once authentication named it; ``API_ACCESS_LOG``).
+"""
 
 from __future__ import annotations
 
 import contextvars
 import logging
 import re
+import time
 import uuid
+
+from django.conf import settings
+
+from core import logs
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+access_logger = logging.getLogger("api.access")
+UNMATCHED_ROUTE = "unmatched"
 
 
 def current_request_id() -> str:
@@ -24,12 +35,38 @@ class RequestIdMiddleware:
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
         token = request_id_var.set(request_id)
+        tenant = logs.tenant_id_var.set(None)  # known once authenticated (logs.set_tenant); gone when it ends
+        started = time.perf_counter()
         try:
             response = self.get_response(request)
+            if settings.API_ACCESS_LOG and access_logger.isEnabledFor(logging.INFO):
+                _log_access(request, response.status_code, time.perf_counter() - started)
         finally:
+            logs.tenant_id_var.reset(tenant)
             request_id_var.reset(token)
         response["X-Request-ID"] = request_id
         return response
+
+
+def route_of(request) -> str:
+    """The URL pattern that matched (``/api/v1/jobs/<uuid:pk>``: one per pattern, never a raw path with ids)."""
+    match = getattr(request, "resolver_match", None)
+    if match is None or not match.route:
+        return UNMATCHED_ROUTE
+    return "/" + match.route
+
+
+def _log_access(request, status: int, seconds: float) -> None:
+    route = route_of(request)
+    milliseconds = round(seconds * 1000, 2)
+    access_logger.info(
+        "%s %s %s %.2fms",
+        request.method,
+        route,
+        status,
+        milliseconds,
+        extra={"method": request.method, "route": route, "status": status, "duration_ms": milliseconds},
+    )
 
 
 class RequestIdLogFilter(logging.Filter):

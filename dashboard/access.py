@@ -20,6 +20,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.generic import TemplateView
 
+from core import logs
 from core.errors import ServiceError
 from tenants import audit, selectors
 from tenants.models import Role
@@ -67,6 +68,7 @@ class TenantPage(TemplateView):
         if membership is None:
             return refusal(request, title="No tenant", message="You are not a member of any tenant.", status=403)
         self.caller = caller_for_membership(membership)
+        logs.set_tenant(self.caller.tenant.id)  # the page's log lines name its tenant
         if not self.caller.tenant.is_active:
             return refusal(request, title="Suspended", message="This tenant is suspended.", status=403)
         needed = self.write_role if request.method == "POST" else self.read_role

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
-from core import throttle
+from core import logs, throttle
 from tenants import audit, services
 from tenants.models import ApiKey
 
@@ -63,6 +63,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         # Revoked, expired, made by someone no longer a member, or made by a key that can no longer act.
         if not api_key.rights.usable:
             raise exceptions.AuthenticationFailed(api_key.rights.message, code=api_key.rights.refusal)
+        logs.set_tenant(api_key.tenant_id)  # the request's log lines name its tenant from here on
         return ApiKeyPrincipal(api_key), api_key
 
     def authenticate_header(self, request) -> str:

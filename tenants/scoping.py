@@ -21,6 +21,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from core import logs
 from core.errors import ForbiddenError
 from tenants import audit, selectors
 from tenants.idempotency import IdempotentWritesMixin
@@ -80,6 +81,7 @@ def resolve_caller(request: Request) -> Caller:
                 f"Choose a tenant you belong to with the {TENANT_HEADER} header.", code="tenant_required"
             )
         caller = caller_for_membership(membership)
+    logs.set_tenant(caller.tenant.id)  # every log line of the rest of this request names the tenant
     if not caller.tenant.is_active:
         raise ForbiddenError("This tenant is suspended.", code="tenant_suspended")
     return caller

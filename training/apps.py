@@ -8,8 +8,9 @@ class TrainingConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, once the app registry is ready (services import the models).
         from datasets import signals
-        from training import services
+        from training import metrics, services
 
         signals.deleting.connect(
             services.refuse_deleting_dataset_in_use, dispatch_uid="training.refuse_deleting_dataset_in_use"
         )
+        metrics.register()  # jobs by state on the API's /metrics

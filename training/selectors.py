@@ -102,3 +102,23 @@ def job_metric_series(*, job) -> list[dict[str, Any]]:
 def dataset_in_use(*, dataset) -> bool:
     """Whether an unfinished training job reads this dataset."""
     return TrainingJob.objects.filter(dataset=dataset, status__in=TrainingJob.ACTIVE).exists()
+
+
+def job_counts_by_status(*, timeout_seconds: float) -> tuple[dict[str, int], float | None]:
+    """Jobs of every tenant in each status, and the age in seconds of the oldest still queued (None: none is).
+
+    For the operators' metrics: one grouped count, given up after ``timeout_seconds`` on PostgreSQL
+    (``statement_timeout``), so a slow database cannot hold a scrape.
+    """
+    from django.db import connection, transaction
+    from django.db.models import Count, Min
+
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL statement_timeout = %s", [int(timeout_seconds * 1000)])
+        counts = {status: 0 for status in TrainingJob.Status.values}
+        for row in TrainingJob.objects.order_by().values("status").annotate(jobs=Count("id")):
+            counts[row["status"]] = row["jobs"]
+        oldest = TrainingJob.objects.filter(status=TrainingJob.Status.QUEUED).aggregate(at=Min("created_at"))["at"]
+    return counts, (timezone.now() - oldest).total_seconds() if oldest else None

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.metrics.MetricsMiddleware",  # times every request; answers /metrics before host checks and redirects
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "core.middleware.RequestIdMiddleware",
@@ -254,15 +255,23 @@ SPECTACULAR_SETTINGS = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# "plain" text lines, or "json": one object per line with request, tenant and job ids (core.logs).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "core.middleware.RequestIdLogFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "plain": {
+            "()": "core.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
+        "json": {"()": "core.logs.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -271,6 +280,20 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# --- Observability (metrics; logs above) ------------------------------------
+# GET /metrics on the API and on each worker's metrics port need "Authorization: Bearer <this>" (production
+# settings refuse to start either without it); empty: open, for development.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# A Celery worker serves its task metrics on this port (0: off); bound on WORKER_METRICS_HOST.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
+WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "0.0.0.0")  # noqa: S104 - a container's port, token-guarded
+# The broker and database queries a scrape of the API's /metrics makes (queue lengths, jobs by state) give up
+# after this long, so a slow broker cannot hold the scrape.
+METRICS_SCRAPE_TIMEOUT_SECONDS = env_int("METRICS_SCRAPE_TIMEOUT_SECONDS", 2, minimum=1)
+# The API (logger "api.access") and the serving process ("serving.access") log one line per request.
+API_ACCESS_LOG = env_bool("API_ACCESS_LOG", True)
+SERVING_ACCESS_LOG = env_bool("SERVING_ACCESS_LOG", True)
 
 # --- Datasets ---------------------------------------------------------------
 # Key for hashing columns tagged `pii` (per tenant, derived from this); keep it secret and stable.

@@ -24,3 +24,7 @@ X_FRAME_OPTIONS = "DENY"
 # The serving process's /metrics name models and versions: it refuses to start without a scrape token here
 # (serving.runtime.metrics.require_token, checked by ``manage.py serve_models`` and the serving ASGI entry).
 SERVING_METRICS_TOKEN_REQUIRED = True
+
+# The API's /metrics (and each worker's metrics port) name routes, tasks and queues: never open in production
+# (core.metrics.require_token, checked when the API's middleware loads and when a worker opens its port).
+METRICS_TOKEN_REQUIRED = True

@@ -27,8 +27,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from core import logs
 from serving import services
-from serving.runtime import loader, protocols
+from serving.runtime import access, loader, protocols
 from serving.runtime.batcher import Batcher
 from serving.runtime.cache import CapacityError, ModelCache, freeze_long_lived_objects
 from serving.runtime.decoding import Decoder
@@ -107,6 +108,7 @@ class ServingApp:
         )
         self.meter = Meter()
         self.metrics = Metrics()
+        self.access_log = settings.SERVING_ACCESS_LOG
         self._referenced: dict[tuple[str, str], set[int]] = {}
         self._batchers: dict[tuple[str, str, int], Batcher] = {}
         self._signatures: dict[tuple[str, str, int], Signature] = {}
@@ -128,6 +130,9 @@ class ServingApp:
         started = time.perf_counter()
         protocol = "v2" if scope["path"].startswith("/v2") else "v1"
         status = 500
+        entry = access.Entry(scope) if self.access_log else None
+        if entry is not None:
+            send = entry.wrap(send)  # echoes X-Request-ID, counts the bytes sent
         try:
             status = await self._dispatch(scope, receive, send)
         except HTTPError as exc:
@@ -138,7 +143,10 @@ class ServingApp:
             logger.exception("serving error on %s %s", scope["method"], scope["path"])
             await send_json(send, 500, {"error": "Internal error; it has been logged."})
         finally:
-            self.metrics.request(protocol=protocol, status=status, seconds=time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.request(protocol=protocol, status=status, seconds=seconds)
+            if entry is not None:
+                entry.log(status=status, seconds=seconds)
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:
@@ -212,6 +220,7 @@ class ServingApp:
             raise HTTPError(400, f"Unsupported method '{action[1:]}'; this server answers :predict.")
         _require(scope, "GET")
         grant = await self.router.caller(header(scope, b"authorization"), _client(scope))
+        logs.set_tenant(grant.tenant_id)  # this request's log lines, the access line too
         routes = await self.router.routes(grant, name)
         if action == "/metadata":
             number = choose_version(routes, version=_version_number(version), label=label)
@@ -237,6 +246,7 @@ class ServingApp:
             return await self._predict(scope, receive, send, "v2", name, _version_number(version), None)
         _require(scope, "GET")
         grant = await self.router.caller(header(scope, b"authorization"), _client(scope))
+        logs.set_tenant(grant.tenant_id)  # this request's log lines, the access line too
         routes = await self.router.routes(grant, name)
         number = choose_version(routes, version=_version_number(version))
         if action == "/ready":
@@ -251,6 +261,7 @@ class ServingApp:
 
     async def _predict(self, scope, receive, send, protocol: str, name: str, version, label) -> int:
         grant = await self.router.caller(header(scope, b"authorization"), _client(scope))
+        logs.set_tenant(grant.tenant_id)  # this request's log lines, the access line too
         # The rate limit before the body is read: every request spends a token whatever its answer, and one
         # refused here costs neither reading nor parsing. Its other instances are taken once they are counted.
         try:
@@ -261,6 +272,7 @@ class ServingApp:
         declared = check_declared_length(scope, limit=self.max_body)
         routes = await self.router.routes(grant, name)
         number = choose_version(routes, version=version, label=label)
+        scope[access.VERSION] = number
         spec = await self.router.spec(grant, routes, number)
         signature = self._signature(spec)
         rows, failed = 0, True

@@ -7,6 +7,7 @@ here, inside functions, so importing the task module never loads it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ import numpy as np
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
-from core import storage
+from core import logs, storage
 from training import evaluation, publishing, templates
 from training import services as job_services
 from training.models import TrainingJob
@@ -126,6 +127,7 @@ def run_job(*, job_id: str, worker: str) -> None:
     job = job_services.claim_job(job_id=job_id, worker=job_services.worker_identity(worker))
     if job is None:
         return
+    logs.set_tenant(job.tenant_id)  # the job's log lines name its tenant (the task's context ends with it)
     started = time.monotonic()
     device = "cpu"
     try:
@@ -656,7 +658,10 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int, first_step: int =
             return True
 
         def on_train_begin(self, logs=None):
-            self._thread = threading.Thread(target=self._monitor, name=f"job-{job.id}-monitor", daemon=True)
+            # In the job's log context (its ids), like the thread that started it.
+            self._thread = threading.Thread(
+                target=contextvars.copy_context().run, args=(self._monitor,), name=f"job-{job.id}-monitor", daemon=True
+            )
             self._thread.start()
 
         def on_train_end(self, logs=None):

@@ -85,7 +85,8 @@ class Command(BaseCommand):
             http="httptools",
             loop="uvloop",
             lifespan="on",
-            access_log=False,
+            access_log=False,  # serving.runtime.access writes its own, through the settings' LOGGING
+            log_config=None,  # uvicorn's lines go to the root logger too (LOG_FORMAT=json holds for them)
             timeout_keep_alive=30,
             log_level="info",
         )
