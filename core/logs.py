@@ -105,6 +105,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": redact(record.getMessage()),
+            "pid": record.process,  # which worker process (gunicorn, Celery's pool, serving --workers)
         }
         entry |= current()
         request_id = getattr(record, "request_id", None)  # set by the filter in the thread that logged

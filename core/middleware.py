@@ -7,6 +7,7 @@ status, time, with the request id and the tenant once authentication named it; `
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import re
 import time
@@ -20,6 +21,7 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_logger = logging.getLogger("api.access")
 UNMATCHED_ROUTE = "unmatched"
+_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 
 
 def current_request_id() -> str:
@@ -49,11 +51,18 @@ class RequestIdMiddleware:
 
 
 def route_of(request) -> str:
-    """The URL pattern that matched (``/api/v1/jobs/<uuid:pk>``: one per pattern, never a raw path with ids)."""
+    """The URL pattern that matched (``/api/v1/jobs/<pk>``: one per pattern, never a raw path with ids)."""
     match = getattr(request, "resolver_match", None)
     if match is None or not match.route:
         return UNMATCHED_ROUTE
-    return "/" + match.route
+    return _readable_route(match.route)
+
+
+@functools.lru_cache(maxsize=1024)  # one entry per URL pattern
+def _readable_route(route: str) -> str:
+    """A router's regular expression (``^jobs/(?P<pk>[^/.]+)$``) as the ``<name>`` form paths use."""
+    route = _NAMED_GROUP.sub(r"<\1>", route).replace("^", "").replace("$", "").replace("\\.", ".")
+    return "/" + route
 
 
 def _log_access(request, status: int, seconds: float) -> None:

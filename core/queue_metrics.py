@@ -34,7 +34,9 @@ def queue_lengths(timeout: float) -> dict[str, int]:
     if not settings.CELERY_BROKER_URL.startswith(("redis", "rediss")):
         options = {}
     lengths = {}
-    with app.connection_for_read(connect_timeout=timeout, transport_options=options) as connection:
+    with app.connection_for_read(
+        url=settings.CELERY_BROKER_URL, connect_timeout=timeout, transport_options=options
+    ) as connection:
         connection.ensure_connection(max_retries=1, timeout=timeout)
         for name in queue_names():
             channel = connection.channel()  # its own channel: AMQP closes a channel on NOT_FOUND

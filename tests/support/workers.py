@@ -59,11 +59,17 @@ def stop_process_group(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def celery_worker(queues: str = "default,cpu,gpu", *, pool: str = "prefork", ready_timeout: float = 60):
-    """A worker process consuming ``queues``; yields once it has answered a probe."""
+def celery_worker(
+    queues: str = "default,cpu,gpu", *, pool: str = "prefork", ready_timeout: float = 60, **extra_env: str
+):
+    """A worker process consuming ``queues``; yields once it has answered a probe.
+
+    ``extra_env`` adds to its environment; its log file is ``celery_worker.last_log`` while it runs.
+    """
     name = f"test-{uuid.uuid4().hex[:8]}@%h"
     log_path = ROOT / "var" / "test" / f"worker-{name.split('@')[0]}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    celery_worker.last_log = log_path
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [
@@ -84,7 +90,7 @@ def celery_worker(queues: str = "default,cpu,gpu", *, pool: str = "prefork", rea
                 "--loglevel=INFO",
             ],
             cwd=ROOT,
-            env=subprocess_env(),
+            env=subprocess_env(**extra_env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
