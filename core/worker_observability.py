@@ -47,6 +47,7 @@ _contexts: dict[str, contextlib.ExitStack] = {}  # task id -> its log context, c
 def configure_logging(**kwargs: Any) -> None:
     """``setup_logging`` receiver: the settings' LOGGING, so Celery adds no handler or format of its own."""
     logging.config.dictConfig(settings.LOGGING)
+    logging.captureWarnings(True)  # Python warnings become log lines (JSON too), not bare stderr text
 
 
 def task_started(task_id: str | None = None, task: Any = None, kwargs: dict | None = None, **_: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -46,10 +47,20 @@ def _get(url: str, *, token: str | None = None, headers: dict[str, str] | None =
         return exc.code, exc.read(), dict(exc.headers)
 
 
-def _json_lines(text: str) -> list[dict]:
-    """Every non-empty line must be one JSON object (gunicorn's, Celery's and the application's alike)."""
+PLAIN_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ")
+
+
+def _json_lines(text: str, *, native_output: bool = False) -> list[dict]:
+    """Every non-empty line must be one JSON object (gunicorn's, Celery's and the application's alike).
+
+    ``native_output``: a worker's file also holds what never goes through Python's logging (TensorFlow's C++
+    runtime, Celery's start banner): such lines are allowed, but no plain-format log line is.
+    """
     parsed = []
     for line in text.splitlines():
+        if native_output and not line.startswith("{"):
+            assert not PLAIN_LINE.match(line), f"a plain log line with LOG_FORMAT=json: {line[:300]!r}"
+            continue
         if line.strip():
             try:
                 parsed.append(json.loads(line))
@@ -298,7 +309,7 @@ def test_a_worker_logs_json_with_the_job_id_and_serves_its_task_metrics(api_a, t
         assert values['celery_task_seconds_count{state="success",task="datasets.tasks.validate_dataset"}'] >= 1
         assert values.get('celery_task_failures_total{task="training.tasks.train_model"}', 0.0) == 0
         time.sleep(0.5)
-    lines = _json_lines(log_path.read_text())
+    lines = _json_lines(log_path.read_text(), native_output=True)
     in_job = [line for line in lines if line.get("job_id") == job["id"]]
     assert in_job, "no line of the worker named the job"
     assert any(line.get("tenant_id") == str(tenant_a.tenant.id) for line in in_job)
