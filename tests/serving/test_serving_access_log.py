@@ -12,6 +12,7 @@ import pytest
 
 from core.logs import JsonFormatter
 from core.middleware import RequestIdLogFilter
+from serving.runtime import access
 from tests.support.serving import call, publish_model, serving_server
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the serving app reads the registry from its own threads
@@ -30,6 +31,7 @@ def _access_lines():
     try:
         yield lines, stream
     finally:
+        assert access.wait_written()  # the lines are written by the access log's own thread
         logger.removeHandler(handler)
         lines.extend(json.loads(line) for line in stream.getvalue().splitlines())
 
