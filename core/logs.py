@@ -46,6 +46,7 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None)._
     "asctime",
     "request_id",
     "taskName",
+    "color_message",  # uvicorn's copy of the message with terminal colours
 }
 
 
