@@ -234,9 +234,8 @@ def test_two_gunicorn_workers_report_as_one_in_json_logs_with_request_and_tenant
     with _gunicorn(2, LOG_FORMAT="json", METRICS_TOKEN=TOKEN) as (base, log_path):
         assert _get(base + "/metrics")[0] == 401
         assert _get(base + "/metrics", token="wrong")[0] == 401
-        requests = 40
-        request_ids = [f"obs-{n}" for n in range(requests)]
         errors: list[str] = []
+        request_ids: list[str] = []
 
         def fetch(ids: list[str]) -> None:
             for request_id in ids:
@@ -246,11 +245,19 @@ def test_two_gunicorn_workers_report_as_one_in_json_logs_with_request_and_tenant
                 if status != 404 or headers.get("X-Request-ID") != request_id:
                     errors.append(f"{status} {body[:200]!r}")
 
-        threads = [threading.Thread(target=fetch, args=(request_ids[n::8],)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        # Batches of 40 from 8 threads until both workers have answered some (the kernel picks who accepts).
+        for batch in range(10):
+            ids = [f"obs-{batch}-{n}" for n in range(40)]
+            request_ids += ids
+            threads = [threading.Thread(target=fetch, args=(ids[n::8],)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            time.sleep(0.2)  # the lines reach the file
+            if len(_pids_answering(log_path.read_text(), request_ids)) == 2:
+                break
+        requests = len(request_ids)
         assert not errors, errors
         assert _get(f"{base}/api/v1/jobs", token=bogus_key)[0] == 401
         for _ in range(6):  # whichever worker answers the scrape, it counts every worker's requests
@@ -270,6 +277,13 @@ def test_two_gunicorn_workers_report_as_one_in_json_logs_with_request_and_tenant
     assert len({line["pid"] for line in access}) == 2, "both workers should have answered some of the requests"
     assert any(line["logger"].startswith("gunicorn") for line in lines)  # gunicorn's own lines are JSON too
     assert tenant_a.raw_key not in text and "z" * 40 not in text and "Bearer" not in text
+
+
+def _pids_answering(text: str, request_ids: list[str]) -> set[int]:
+    wanted = set(request_ids)
+    return {
+        line["pid"] for line in _json_lines(text) if line["logger"] == "api.access" and line.get("request_id") in wanted
+    }
 
 
 # --- a real worker running a job: its lines carry the job's ids; its task metrics on its own port --------------
