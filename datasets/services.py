@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core import queue, storage
+from core import logs, queue, storage
 from core.errors import ConflictError, NotFoundError, PayloadTooLargeError, QuotaExceededError, ServiceError
 from datasets import canonical, pii, selectors, signals
 from datasets.batches import open_batches
@@ -564,6 +564,7 @@ def validate_dataset(*, dataset_id) -> Dataset | None:
     dataset = Dataset.objects.filter(pk=dataset_id).first()
     if dataset is None or dataset.status != Dataset.Status.VALIDATING:
         return dataset
+    logs.set_tenant(dataset.tenant_id)  # the validation's log lines name the tenant (a task's context ends with it)
     errors: list[dict[str, Any]] = []
     profile = copy = None
     try:

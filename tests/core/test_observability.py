@@ -327,5 +327,6 @@ def test_a_worker_logs_json_with_the_job_id_and_serves_its_task_metrics(api_a, t
     in_job = [line for line in lines if line.get("job_id") == job["id"]]
     assert in_job, "no line of the worker named the job"
     assert any(line.get("tenant_id") == str(tenant_a.tenant.id) for line in in_job)
-    assert any(line.get("dataset_id") == dataset_id for line in lines)
+    in_validation = [line for line in lines if line.get("dataset_id") == dataset_id]
+    assert in_validation and any(line.get("tenant_id") == str(tenant_a.tenant.id) for line in in_validation)
     assert tenant_a.raw_key not in log_path.read_text()
