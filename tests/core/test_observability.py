@@ -138,6 +138,13 @@ def test_metrics_need_the_token_and_count_requests_by_route_pattern(client, api_
     assert not any(job_id in text for job_id in missing), "raw paths must never become labels"
 
 
+@pytest.mark.django_db
+@override_settings(METRICS_TOKEN=TOKEN, SERVING_METRICS_TOKEN="")
+def test_the_metrics_token_also_shows_operators_readyz_reasons(client):
+    assert "reasons" in client.get("/readyz", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").json()
+    assert "reasons" not in client.get("/readyz", HTTP_AUTHORIZATION=f"Bearer {TOKEN}x").json()
+
+
 @pytest.mark.broker
 @pytest.mark.django_db(transaction=True)
 @override_settings(METRICS_TOKEN=TOKEN)
