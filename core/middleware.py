@@ -7,6 +7,8 @@ import logging
 import re
 import uuid
 
+from django.core.exceptions import DisallowedHost
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -36,3 +38,30 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
+
+
+class ProbeMiddleware:
+    """Answer ``/healthz`` and ``/readyz`` to probes whatever their ``Host`` header (first in ``MIDDLEWARE``).
+
+    Health checks address a process by its IP or pod name (``127.0.0.1:8000`` in a container's own check, a pod
+    IP from the kubelet), which is not one of ``ALLOWED_HOSTS``: Django would answer 400 ``DisallowedHost``. A
+    probe with a foreign Host is answered here, before host validation and anonymously (only the operators'
+    token shows ``/readyz``'s reasons). A probe with one of our hosts goes through the whole stack, so a staff
+    session still sees the reasons; ``SECURE_REDIRECT_EXEMPT`` keeps either from being redirected to https.
+    """
+
+    def __init__(self, get_response):
+        from core import health
+
+        self.get_response = get_response
+        self.probes = {"/healthz": health.healthz, "/readyz": health.readyz}
+
+    def __call__(self, request):
+        probe = self.probes.get(request.path_info)
+        if probe is None or request.method not in {"GET", "HEAD"}:
+            return self.get_response(request)
+        try:
+            request.get_host()
+        except DisallowedHost:
+            return probe(request)
+        return self.get_response(request)
