@@ -4,11 +4,12 @@ There is no Docker daemon here, so the test does what ``docker compose up`` woul
 ``docker-compose.yml`` (anchors, merges and ``${VAR...}`` interpolation from the operator's variables of
 ``compose.env.example``), and runs web, serving, worker-cpu, worker-gpu and beat with their own command and
 environment, through the image's ENTRYPOINT and with the image's ENV (``platform/Dockerfile``, per build target),
-from the repository root as WORKDIR. What only Docker provides is emulated, and everything compose names that
-differs here is rewritten through one table (``REWRITES``): the compose host names become this machine's
-PostgreSQL (a database of the test's own), a Redis server and a SeaweedFS the test starts, and the published
-ports become free ones. A rewrite that no longer matches, or a compose host name left after rewriting, fails the
-test: the compose file and the code cannot drift apart unnoticed.
+from the repository root as WORKDIR. What only Docker provides is emulated (a host name, a home, a filesystem of
+its own, and only the image's packages: what its requirements file does not install cannot be imported), and
+everything compose names that differs here is rewritten through one table (``rewrites``): the compose host
+names become this machine's PostgreSQL (a database of the test's own), a Redis server and a SeaweedFS the test
+starts, and the published ports become free ones. A rewrite that no longer matches, or a compose host name left
+after rewriting, fails the test: the compose file and the code cannot drift apart unnoticed.
 
 Then each service's own health check runs (as a process, in the service's environment) until it passes, in
 ``depends_on`` order, and the main job goes through the stack like an operator and a tenant: ``manage.py
@@ -54,6 +55,7 @@ from tests.support.compose import (
     dockerfile_stage,
     duration_seconds,
     healthcheck_argv,
+    image_site_folder,
     load_compose,
     read_env_file,
     startup_order,
@@ -186,6 +188,8 @@ def build_services(compose: dict[str, Any], local: Local) -> dict[str, Service]:
             "HOSTNAME": socket.gethostname(),  # Celery's %h and the worker health checks' $HOSTNAME agree
             "HOME": str(container / "home"),
             "PLATFORM_VAR_DIR": str(container / "var"),
+            # ... and only its own packages: what the target's requirements file does not install cannot be imported.
+            "PYTHONPATH": str(image_site_folder(target, local.tmp / "images" / target)),
             **{key: rewrite(str(value)) for key, value in (spec.get("environment") or {}).items()},
         }
         for volume in spec.get("volumes") or []:

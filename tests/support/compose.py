@@ -200,3 +200,75 @@ def startup_order(services: dict[str, dict[str, Any]]) -> list[str]:
     for name in services:
         visit(name)
     return order
+
+
+# --- what each image has installed ------------------------------------------------------------------------------
+
+REQUIREMENTS = {"api": ROOT / "requirements" / "api.txt", "ml": ROOT / "requirements" / "ml.txt"}
+BASE_IMAGE_PACKAGES = {"pip", "setuptools", "wheel"}  # what python:3.11-slim brings
+
+
+def pinned_requirements(path: Path) -> dict[str, str]:
+    """``name==version`` lines of a requirements file and of the files it includes with ``-r`` (canonical names)."""
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("-r "):
+            found |= pinned_requirements(path.parent / line[3:].strip())
+            continue
+        if "==" not in line:
+            raise ComposeError(f"{path.name}: {line!r} is not pinned with ==")
+        name, version = line.split("==", 1)
+        found[canonicalize_name(name)] = version.strip()
+    return found
+
+
+def modules_missing_from_image(target: str) -> set[str]:
+    """Top-level modules installed here (the development venv) that the ``target`` image does not install."""
+    from importlib.metadata import distributions
+
+    from packaging.utils import canonicalize_name
+
+    installed_in_image = set(pinned_requirements(REQUIREMENTS[target])) | BASE_IMAGE_PACKAGES
+    missing: set[str] = set()
+    for dist in distributions():
+        if canonicalize_name(dist.metadata["Name"]) in installed_in_image:
+            continue
+        for file in dist.files or []:
+            top = file.parts[0]
+            if top.endswith((".dist-info", ".data", ".libs", ".pth")) or top in {"..", "__pycache__", "bin"}:
+                continue
+            if len(file.parts) == 1 and not top.endswith((".py", ".so")):
+                continue
+            missing.add(top.split(".")[0])
+    # A wheel's stray top-level folders (tf2onnx ships tests/, tools/) are not what `import tests` finds here.
+    return {name for name in missing if not (ROOT / name).exists() and name.isidentifier()}
+
+
+IMPORT_BLOCKER = '''"""The {target} image's Python: what it does not install cannot be imported."""
+import sys
+
+MISSING = {missing!r}
+
+
+class NotInThisImage:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in MISSING:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not installed in the {target} image)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotInThisImage())
+'''
+
+
+def image_site_folder(target: str, folder: Path) -> Path:
+    """A folder for ``PYTHONPATH`` whose ``sitecustomize`` makes this Python look like the image's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = sorted(modules_missing_from_image(target))
+    (folder / "sitecustomize.py").write_text(IMPORT_BLOCKER.format(target=target, missing=missing))
+    return folder
