@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -93,7 +94,7 @@ def handle_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except errors.APIError as exc:
             details = f"\n  details: {json.dumps(exc.details)}" if exc.details else ""
-            err.print(f"[red]error:[/] {exc}{details}", markup=True, highlight=False)
+            err.print(f"[red]error:[/] {escape(str(exc) + details)}", highlight=False)
             if exc.status == 404:
                 sys.exit(EXIT_NOT_FOUND)
             if exc.status in (401, 403):
@@ -102,16 +103,16 @@ def handle_errors(command: Callable) -> Callable:
                 sys.exit(EXIT_UNAVAILABLE)
             sys.exit(EXIT_API)
         except errors.TransportError as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(EXIT_UNAVAILABLE)
         except errors.ConfigurationError as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(EXIT_USAGE)
         except (errors.JobFailedError, errors.DatasetInvalidError) as exc:
-            err.print(f"[red]failed:[/] {exc}", highlight=False)
+            err.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
             sys.exit(EXIT_FAILED)
         except (errors.MLPlatformError, TimeoutError, OSError) as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(EXIT_API)
 
     return wrapper
