@@ -131,6 +131,10 @@ def test_cli_uploads_trains_promotes_predicts_downloads(stack, tenant_a, tmp_pat
     assert {"saved_model.pb", "manifest.json"} <= set(downloaded["files"])
     assert any(f.startswith("variables/") for f in downloaded["files"])
     assert (tmp_path / "v1.tgz").stat().st_size > 0
+    by_file = mlp_json(
+        "models", "download", "ctr", "1", "--out", tmp_path / "files", "--via", "files", "--json", env=env
+    )  # fmt: skip
+    assert by_file["files"] == downloaded["files"]
     assert "model_config_list" in mlp("models", "export", "ctr", "--engine", "tf-serving", env=env).stdout
     assert "InferenceService" in mlp("models", "export", "ctr", "--engine", "kserve", env=env).stdout
 
@@ -165,6 +169,15 @@ def test_errors_are_typed_with_code_and_request_id(stack, tenant_a, tenant_b, tm
     assert "error" in mlp("jobs", "run", "--dataset", str(uuid.uuid4()), "--template", "sequence_ctr",
                           "--model-name", "m", "--label-column", "y", env=env, expect=1).stderr  # fmt: skip
     assert mlp("models", "list", env=env | {"MLP_API_KEY": "mlp_wrong"}, expect=5).returncode == 5
+    # A key kept in a profile of the config file instead of the environment; never printed back.
+    env_without_key = {k: v for k, v in env.items() if k != "MLP_API_KEY"}
+    configure = ["configure", "--profile", "work", "--api-url", stack.api_url, "--serving-url", stack.serving_url]
+    saved = mlp(*configure, "--api-key", tenant_a.raw_key, env=env_without_key)
+    who = mlp("--profile", "work", "whoami", "--json", env=env_without_key)
+    assert tenant_a.raw_key not in saved.stderr + saved.stdout + who.stdout + who.stderr
+    assert json.loads(who.stdout)["tenant"] == tenant_a.tenant.slug
+    assert json.loads(who.stdout)["sources"]["api_key"].endswith("[profiles.work]")
+    assert mlp("whoami", env=env_without_key, expect=2).stderr.startswith("error: no API key")
     # A dataset the worker finds invalid (one label class): the upload command fails with exit 3.
     one_class = tmp_path / "one.csv"
     one_class.write_text("item_sequence,clicked\n" + "1 2 3,1\n" * 50)
@@ -183,6 +196,34 @@ def test_sdk_types_match_the_live_schema(stack):
     schema = requests.get(f"{stack.api_url}/api/schema/", params={"format": "json"}, timeout=60).json()
     assert generator.render(schema) == TYPES.read_text(), "run clients/python/scripts/generate_models.py"
     assert not ROUTES - OPERATIONS, sorted(ROUTES - OPERATIONS)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.broker
+def test_an_interrupted_multipart_upload_resumes_with_the_parts_left(stack, tenant_a, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    client = Client(stack.api_url, tenant_a.raw_key)
+    big = tmp_path / "big.csv"
+    big.write_bytes(big_csv(PART + 1024))
+    sent: list[int] = []
+
+    def stop_after_first_part(n: int) -> None:
+        sent.append(n)
+        if n:
+            raise KeyboardInterrupt  # Ctrl+C after part 1 reached S3
+
+    options = {"name": "big", "label_column": "clicked", "multipart_threshold": 1, "concurrency": 1}
+    with pytest.raises(KeyboardInterrupt):
+        client.datasets.upload(big, progress=stop_after_first_part, **options)
+    assert sent == [0, PART]
+    assert len(list((tmp_path / "state").rglob("*.json"))) == 1
+    sent.clear()
+    dataset = client.datasets.upload(big, progress=sent.append, **options)
+    assert sent == [PART, big.stat().st_size - PART]  # part 1 counted as done at once, only part 2 sent
+    assert [d["id"] for d in client.datasets.list(name="big")] == [dataset["id"]]  # the same upload, completed
+    ready = client.datasets.wait(dataset["id"], timeout=120)
+    assert ready["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert not list((tmp_path / "state").rglob("*.json"))
 
 
 class _Scripted(BaseHTTPRequestHandler):

@@ -353,20 +353,26 @@ def _follow(state: State, job_id: str, interval: float) -> None:
     status = err.status("queued…") if err.is_terminal and not state.as_json else None
     if status:
         status.start()
+    job: dict[str, Any] = {}
+    last_state = None
     try:
         for event, data in state.client.jobs.follow(job_id, interval=interval):
+            if event == "done":
+                job = data
             if state.as_json:
                 print(json.dumps({"event": event, **({"job": data} if event != "epoch" else data)}, default=str))
                 sys.stdout.flush()
             elif event == "epoch":
-                out.print(_epoch_line(data, state), highlight=False)
-            elif event == "progress" and status:
+                out.print(_epoch_line(data), highlight=False)
+            elif event == "progress":
                 progress = data.get("progress") or {}
                 where = f" epoch {progress['epoch']}/{progress['epochs']}" if progress.get("epochs") else ""
                 steps = f" step {progress['step']}/{progress['steps']}" if progress.get("steps") else ""
-                status.update(f"{data['status']}{where}{steps}")
-            elif event == "done":
-                job = data
+                if status:
+                    status.update(f"{data['status']}{where}{steps}")
+                elif data["status"] != last_state:  # no spinner off a terminal: one line per state
+                    err.print(f"job {data['status']}", highlight=False)
+                last_state = data["status"]
     finally:
         if status:
             status.stop()
@@ -382,7 +388,7 @@ def _follow(state: State, job_id: str, interval: float) -> None:
         )
 
 
-def _epoch_line(row: dict[str, Any], state: State) -> str:
+def _epoch_line(row: dict[str, Any]) -> str:
     values = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, int | float))
     return f"epoch {row['epoch']}  {values}"
 
@@ -498,16 +504,28 @@ def models_rollback(state: State, name, alias):
 @click.argument("version", type=int)
 @click.option("--out", "destination", default=".", type=click.Path(file_okay=False, path_type=Path), show_default=True)
 @click.option("--archive", type=click.Path(dir_okay=False, path_type=Path), help="Also keep the .tar.gz here.")
+@click.option(
+    "--via",
+    type=click.Choice(["archive", "files"]),
+    default="archive",
+    show_default=True,
+    help="One .tar.gz from the API, or each file from its presigned storage URL.",
+)
 @json_option
 @click.pass_obj
 @handle_errors
-def models_download(state: State, name, version, destination, archive):
+def models_download(state: State, name, version, destination, archive, via):
     """Download VERSION into OUT/NAME/VERSION (TF Serving's layout), every file checked against the manifest."""
-    with byte_progress("download", 0) as bar:
-        task = bar.add_task(f"{name} v{version}", total=None)
-        folder = state.client.models.download(
-            name, version, destination, archive=archive, progress=lambda n: bar.advance(task, n)
-        )
+    if via == "files":
+        if archive:
+            raise click.UsageError("--archive goes with --via archive")
+        folder = state.client.models.download_files(name, version, destination)
+    else:
+        with byte_progress("download", 0) as bar:
+            task = bar.add_task(f"{name} v{version}", total=None)
+            folder = state.client.models.download(
+                name, version, destination, archive=archive, progress=lambda n: bar.advance(task, n)
+            )
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     emit(state, {"path": str(folder), "files": files}, lambda d: out.print(f"{d['path']} ({len(files)} files)"))
 

@@ -196,7 +196,18 @@ def upload_multipart(
             urls.update({p["part_number"]: p for p in renewed["parts"]})
             return urls[number]
 
+    stop = threading.Event()  # set on the first failure or interruption: parts not started yet are not sent
+
     def send(number: int) -> None:
+        if stop.is_set():
+            return
+        try:
+            send_part(number)
+        except BaseException:
+            stop.set()
+            raise
+
+    def send_part(number: int) -> None:
         part = urls[number]
         with path.open("rb") as handle:
             handle.seek((number - 1) * part_size)
@@ -216,8 +227,8 @@ def upload_multipart(
             for future in as_completed(futures):
                 future.result()
         except BaseException:
-            for future in futures:
-                future.cancel()
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
     parts = [{"part_number": int(n), "etag": etag} for n, etag in sorted(done.items(), key=lambda i: int(i[0]))]
     dataset = client.post(f"/api/v1/datasets/uploads/{upload['id']}/complete", {"parts": parts})
