@@ -366,6 +366,20 @@ class UploadCreateRequest(TypedDict):
     column_tags: NotRequired[dict[str, Literal["pii"]]]
 
 
+class VersionFile(TypedDict):
+    path: str
+    size: int
+    sha256: str | None
+    url: str
+
+
+class VersionFiles(TypedDict):
+    model: str
+    version: int
+    expires_at: str
+    files: list[VersionFile]
+
+
 # Every operation the schema documents: (METHOD, path template).
 OPERATIONS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -393,7 +407,10 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/models"),
         ("GET", "/api/v1/models/{model_name}/versions"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}"),
+        ("GET", "/api/v1/models/{model_name}/versions/{version}/download"),
+        ("GET", "/api/v1/models/{model_name}/versions/{version}/files"),
         ("GET", "/api/v1/models/{name}"),
+        ("GET", "/api/v1/models/{name}/export"),
         ("GET", "/api/v1/quotas"),
         ("GET", "/api/v1/templates"),
         ("GET", "/api/v1/tenant"),
@@ -408,6 +425,7 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/jobs/{id}/cancel"),
         ("POST", "/api/v1/members"),
         ("POST", "/api/v1/models/{model_name}/versions/{version}/archive"),
+        ("POST", "/api/v1/models/{name}/aliases/{alias}/rollback"),
         ("PUT", "/api/v1/models/{name}/aliases/{alias}"),
         ("PUT", "/api/v1/models/{name}/traffic"),
     }

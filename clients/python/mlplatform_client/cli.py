@@ -533,11 +533,12 @@ def models_download(state: State, name, version, destination, archive, via):
 @models.command("export")
 @click.argument("name")
 @click.option("--engine", type=click.Choice(["tf-serving", "kserve"]), default="tf-serving", show_default=True)
+@click.option("--base-path", help="Where the engine finds the version folders, if not the platform's bucket.")
 @click.pass_obj
 @handle_errors
-def models_export(state: State, name, engine):
+def models_export(state: State, name, engine, base_path):
     """Configuration for an existing engine: TF Serving model_config_list or a KServe InferenceService."""
-    click.echo(state.client.models.export(name, engine=engine), nl=False)
+    click.echo(state.client.models.export(name, engine=engine, base_path=base_path), nl=False)
 
 
 # --- predict ----------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from mlplatform_client.api_types import (
     ModelVersionList,
     RegisteredModel,
     TrainingJob,
+    VersionFiles,
 )
 
 if TYPE_CHECKING:
@@ -255,14 +256,16 @@ class ModelsAPI(_Group):
     def archive(self, name: str, version: int) -> ModelVersion:
         return self.client.post(f"/api/v1/models/{_p(name)}/versions/{int(version)}/archive")
 
-    def files(self, name: str, version: int) -> dict[str, Any]:
+    def files(self, name: str, version: int) -> VersionFiles:
         """The version's files with presigned GET URLs: ``{"model", "version", "expires_at", "files": [...]}``."""
         return self.client.get(f"/api/v1/models/{_p(name)}/versions/{int(version)}/files")
 
-    def export(self, name: str, *, engine: str = "tf-serving") -> str:
+    def export(self, name: str, *, engine: str = "tf-serving", base_path: str | None = None) -> str:
         """Configuration for an existing engine reading our S3 layout: TF Serving's ``model_config_list``
-        (``engine="tf-serving"``) or a KServe ``InferenceService`` (``engine="kserve"``)."""
-        return self.client.request("GET", f"/api/v1/models/{_p(name)}/export", params={"engine": engine}).text
+        (``engine="tf-serving"``) or a KServe ``InferenceService`` (``engine="kserve"``); ``base_path`` points it
+        at your own copy of the version folders instead of the platform's bucket."""
+        params = {"engine": engine, "base_path": base_path}
+        return self.client.request("GET", f"/api/v1/models/{_p(name)}/export", params=params).text
 
     def download(
         self,
