@@ -363,7 +363,8 @@ def _follow(state: State, job_id: str, interval: float) -> None:
                 print(json.dumps({"event": event, **({"job": data} if event != "epoch" else data)}, default=str))
                 sys.stdout.flush()
             elif event == "epoch":
-                out.print(_epoch_line(data), highlight=False)
+                # Above the spinner when both go to one terminal (printed through it), else to stdout.
+                (err if status and out.is_terminal else out).print(_epoch_line(data), highlight=False)
             elif event == "progress":
                 progress = data.get("progress") or {}
                 where = f" epoch {progress['epoch']}/{progress['epochs']}" if progress.get("epochs") else ""
