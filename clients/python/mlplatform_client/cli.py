@@ -233,20 +233,25 @@ def datasets_upload(
     size = file.stat().st_size
     tags = {column: "pii" for column in pii_columns}
     how = "multipart" if size >= threshold and not tags else "direct"
-    with byte_progress("upload", size) as bar:
-        task = bar.add_task(f"{file.name} ({how})", total=size)
-        dataset = client.datasets.upload(
-            file,
-            name=name,
-            format=fmt,
-            label_column=label_column,
-            column_tags=tags or None,
-            pii_mode=pii_mode,
-            multipart_threshold=threshold,
-            concurrency=parallel,
-            resume=not no_resume,
-            progress=lambda n: bar.advance(task, n),
-        )
+    try:
+        with byte_progress("upload", size) as bar:
+            task = bar.add_task(f"{file.name} ({how})", total=size)
+            dataset = client.datasets.upload(
+                file,
+                name=name,
+                format=fmt,
+                label_column=label_column,
+                column_tags=tags or None,
+                pii_mode=pii_mode,
+                multipart_threshold=threshold,
+                concurrency=parallel,
+                resume=not no_resume,
+                progress=lambda n: bar.advance(task, n),
+            )
+    except KeyboardInterrupt:
+        if how == "multipart":
+            err.print("interrupted: run the same command again to send only the parts left", highlight=False)
+        sys.exit(130)
     err.print(f"uploaded {file.name} ({size} bytes, {how}) as {dataset['name']} v{dataset['version']}", highlight=False)
     if wait:
         with err.status("validating…"):
