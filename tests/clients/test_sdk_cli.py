@@ -7,10 +7,14 @@ error mapping and retries are checked in this process.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import json
+import re
+import sys
 import threading
+import tomllib
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -224,6 +228,22 @@ def test_an_interrupted_multipart_upload_resumes_with_the_parts_left(stack, tena
     ready = client.datasets.wait(dataset["id"], timeout=120)
     assert ready["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
     assert not list((tmp_path / "state").rglob("*.json"))
+
+
+def test_the_sdk_imports_only_the_standard_library_and_its_three_dependencies():
+    """The package installs anywhere: nothing of the platform (Django, its apps) and nothing it does not declare."""
+    allowed = set(sys.stdlib_module_names) | {"requests", "click", "rich", "mlplatform_client"}
+    package = ROOT / "clients" / "python" / "mlplatform_client"
+    found = set()
+    for path in [*package.glob("*.py"), GENERATOR]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    assert found and found <= allowed, sorted(found - allowed)
+    declared = tomllib.loads((package.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(re.split(r"[<>=!~ ]", d)[0] for d in declared) == ["click", "requests", "rich"]
 
 
 class _Scripted(BaseHTTPRequestHandler):
