@@ -188,6 +188,15 @@ def test_errors_are_typed_with_code_and_request_id(stack, tenant_a, tenant_b, tm
     failed = mlp("datasets", "upload", one_class, "--name", "one", "--label-column", "clicked", env=env, expect=3)
     assert "invalid" in failed.stderr
 
+    # A job cancelled while it waits or runs: following it ends with exit 3 and the reason.
+    dataset = client.datasets.wait(client.datasets.upload(_ctr_csv(tmp_path / "c.csv", 200), name="c")["id"])
+    job = client.jobs.create(
+        dataset=dataset["id"], template="sequence_ctr", model_name="c", label_column="clicked", params=TINY_CTR
+    )
+    assert mlp_json("jobs", "cancel", job["id"], "--json", env=env)["status"] in {"cancelled", "cancelling"}
+    followed = mlp("jobs", "follow", job["id"], env=env, expect=3)
+    assert f"job {job['id']} cancelled" in followed.stderr
+
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.broker
