@@ -167,6 +167,9 @@ def upload_multipart(
             upload = client.get(f"/api/v1/datasets/uploads/{state['upload_id']}")
         except errors.NotFoundError:
             upload = None
+        if upload is not None and upload["status"] == "completed":  # completed, but its answer was lost
+            state_path.unlink(missing_ok=True)
+            return client.get(f"/api/v1/datasets/{upload['dataset']['id']}")
         if upload is None or upload["status"] != "pending":
             state, upload = None, None
         else:
