@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import pytest
@@ -288,6 +289,40 @@ def test_every_container_is_bounded_and_unprivileged(rendered):
             if context.get("readOnlyRootFilesystem"):
                 mounts = {m["mountPath"] for m in container["volumeMounts"]}
                 assert "/tmp" in mounts, f"{where}: a read-only root needs a writable /tmp"  # noqa: S108
+
+
+def _image_workdir() -> PurePosixPath:
+    """Where the image holds the code (BASE_DIR inside the container): platform/Dockerfile's last WORKDIR."""
+    dockerfile = (k8s.ROOT / "platform" / "Dockerfile").read_text(encoding="utf-8")
+    return PurePosixPath(re.findall(r"^WORKDIR\s+(\S+)", dockerfile, flags=re.MULTILINE)[-1])
+
+
+def _covers(mount: str, path: PurePosixPath) -> bool:
+    return path == PurePosixPath(mount) or PurePosixPath(mount) in path.parents
+
+
+def test_a_read_only_root_leaves_writable_what_the_app_writes(rendered):
+    """With a read-only root, the staging directory of uploads (web, the CPU workers) and serving's model cache
+    are writable mounts, and no mount hides the static files collected into the image (the dashboard's)."""
+    from django.conf import settings
+
+    _, objects = rendered
+    writers = {"web": "DATASET_STAGING_DIR", "worker-cpu": "DATASET_STAGING_DIR", "serving": "SERVING_CACHE_DIR"}
+    for name, workload in k8s.workloads(objects).items():
+        container = k8s.main_container(workload)
+        env = k8s.container_env(container, objects)
+        var_dir = PurePosixPath(env.get("PLATFORM_VAR_DIR") or _image_workdir() / "var")
+        where = {
+            "DATASET_STAGING_DIR": var_dir / settings.DATASET_STAGING_DIR.relative_to(settings.VAR_DIR),
+            "STATIC_ROOT": var_dir / Path(settings.STATIC_ROOT).relative_to(settings.VAR_DIR),
+            "SERVING_CACHE_DIR": PurePosixPath(env.get("SERVING_CACHE_DIR") or var_dir / "model-cache"),
+        }
+        mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        if name in writers:
+            assert any(_covers(m, where[writers[name]]) for m in mounts), f"{name}: {where[writers[name]]} read-only"
+        hiding = [m for m in mounts if _covers(m, where["STATIC_ROOT"])]
+        assert not hiding, f"{name}: {hiding} hides {where['STATIC_ROOT']}, collected into the image"
 
 
 def test_services_and_disruption_budgets_select_their_pods(rendered):
