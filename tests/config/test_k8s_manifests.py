@@ -478,6 +478,9 @@ def test_no_secret_value_is_in_the_repository(rendered):
     assert {"SECRET_KEY", "DATABASE_URL", "S3_SECRET_ACCESS_KEY", "SERVING_METRICS_TOKEN"} <= set(
         template["stringData"]
     )
+    deployments = k8s.by_kind(objects, "Deployment")
+    for name in ("serving", "web"):  # serving's /metrics and /readyz's details are behind this token
+        assert k8s.container_env(k8s.main_container(deployments[name]), objects)["SERVING_METRICS_TOKEN"] is None
     for config_map in k8s.by_kind(objects, "ConfigMap").values():
         data = config_map["data"]
         assert not set(data) & set(template["stringData"]), "a secret's name in the ConfigMap"
