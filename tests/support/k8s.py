@@ -119,9 +119,30 @@ def compose_services() -> dict[str, Manifest]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
 
 
+_INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*)|(:?\?)[^}]*)?\}")
+
+
+def compose_defaults(text: str) -> str:
+    """Compose's interpolation with nothing set in the shell: ``${NAME:-default}`` is its default, ``$$`` is ``$``.
+
+    A ``${NAME}`` or ``${NAME:?message}`` without a default has no value a manifest could mirror: an error here.
+    """
+
+    def value(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        if match.group(2) is None:
+            raise AssertionError(f"{match.group(0)} in docker-compose.yml has no default for the manifests to mirror")
+        return match.group(3)
+
+    return _INTERPOLATION.sub(value, text)
+
+
 def compose_command(service: Manifest) -> list[str]:
+    """A service's command as its process gets it, with compose's defaults filled in."""
     command = service["command"]
-    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+    words = shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+    return [compose_defaults(word) for word in words]
 
 
 def compose_env_names(service: Manifest) -> set[str]:
