@@ -367,6 +367,16 @@ def test_only_the_trainer_and_serving_run_the_tensorflow_image(rendered):
             assert _image_name(container["image"]) == expected, f"{name}/{container['name']}"
 
 
+def test_an_overlay_pins_both_images_to_one_release():
+    """Production never runs ``latest`` nor a mix of releases: the api and ml images carry one and the same tag."""
+    objects = k8s.render("overlays/production")
+    images = {c["image"] for w in k8s.workloads(objects).values() for c in k8s.all_containers(w)}
+    assert {_image_name(image) for image in images} == {API_IMAGE, ML_IMAGE}
+    tags = {image.rpartition(":")[2] for image in images if ":" in image.rsplit("/", 1)[-1]}
+    assert len(tags) == 1 and len(images) == 2, f"one release tag for both images: {sorted(images)}"
+    assert tags.isdisjoint({"latest", ""})
+
+
 def test_migrations_run_once_in_a_job_and_every_process_waits_for_them(rendered):
     _, objects = rendered
     job = k8s.by_kind(objects, "Job")["migrate"]
