@@ -30,7 +30,8 @@ from mlplatform_client import errors
 if TYPE_CHECKING:
     from mlplatform_client.client import Client
 
-Progress = Callable[[int], None]  # called with the number of bytes just sent
+# Called with the number of bytes just sent (from the upload's threads); negative when a failed part is sent again.
+Progress = Callable[[int], None]
 CHUNK = 1024 * 1024
 PART_ATTEMPTS = 5
 
@@ -215,13 +216,11 @@ def upload_multipart(
         with path.open("rb") as handle:
             handle.seek((number - 1) * part_size)
             data = handle.read(part["size"])
-        etag = put_part(part, data, renew=lambda: fresh_url(number))
+        etag = put_part(part, data, renew=lambda: fresh_url(number), progress=progress)
         with lock:
             done[str(number)] = etag
             state["etags"] = dict(done)
             _save_state(state_path, state)
-        if progress:
-            progress(len(data))
 
     pending = [n for n in sorted(urls) if str(n) not in done]
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(pending) or 1))) as pool:
@@ -239,21 +238,54 @@ def upload_multipart(
     return dataset
 
 
-def put_part(part: dict[str, Any], data: bytes, *, renew: Callable[[], dict[str, Any]]) -> str:
+class _CountedBytes:
+    """A part's bytes as a body that reports each block as it is read (``requests`` streams it, with its length)."""
+
+    def __init__(self, data: bytes, progress: Progress | None) -> None:
+        self.view, self.progress, self.sent = memoryview(data), progress, 0
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self.read(64 * 1024):
+            yield block
+
+    def read(self, size: int = -1) -> bytes:
+        size = len(self.view) - self.sent if size is None or size < 0 else size
+        block = bytes(self.view[self.sent : self.sent + size])
+        self.sent += len(block)
+        if block and self.progress:
+            self.progress(len(block))
+        return block
+
+    def take_back(self) -> None:
+        """The attempt failed: what it counted is counted again by the next one."""
+        if self.sent and self.progress:
+            self.progress(-self.sent)
+        self.sent = 0
+
+
+def put_part(
+    part: dict[str, Any], data: bytes, *, renew: Callable[[], dict[str, Any]], progress: Progress | None = None
+) -> str:
     """PUT one part to its presigned URL (no API key: the URL is the credential); retried, re-signed on 403."""
+    failure = ""
     for attempt in range(PART_ATTEMPTS):
+        body = _CountedBytes(data, progress)
         try:
-            response = requests.put(part["url"], data=data, timeout=300)
+            response = requests.put(part["url"], data=body, timeout=300)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            failure: str = str(exc)
+            failure, status = str(exc), None
         else:
             if response.status_code < 300:
                 return response.headers["ETag"]
-            failure = f"S3 answered {response.status_code}: {response.text[:300]}"
-            if response.status_code == 403:  # the signature expired (URLs live minutes): sign afresh
-                part = renew()
-            elif response.status_code < 500:
-                break
+            failure, status = f"S3 answered {response.status_code}: {response.text[:300]}", response.status_code
+        body.take_back()
+        if status == 403:  # the signature expired (URLs live minutes): sign afresh
+            part = renew()
+        elif status is not None and status < 500:
+            break
         time.sleep(min(2**attempt * 0.5, 10))
     raise errors.TransportError(f"part {part['part_number']} could not be sent: {failure}")
 
