@@ -83,6 +83,8 @@ def test_cli_uploads_trains_promotes_predicts_downloads(stack, tenant_a, tmp_pat
     assert (parted["upload"], parted["status"], parted["size_bytes"]) == ("multipart", "ready", big.stat().st_size)
     assert parted["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
     assert not list((tmp_path / "home" / "state").rglob("*.json"))  # the resume state goes once completed
+    preview = mlp_json("datasets", "preview", direct["id"], "--rows", "3", "--json", env=env)
+    assert preview["columns"] == ["user_id", "item_sequence", "clicked"] and len(preview["rows"]) == 3
     listed = mlp_json("--json", "datasets", "list", env=env)
     assert {d["id"] for d in listed} == {direct["id"], parted["id"]}
 

@@ -292,6 +292,25 @@ def datasets_show(state: State, dataset_id):
     emit(state, state.client.datasets.get(dataset_id), _show_dataset)
 
 
+@datasets.command("preview")
+@click.argument("dataset_id")
+@click.option("--rows", default=10, show_default=True, help="1 to 100.")
+@json_option
+@click.pass_obj
+@handle_errors
+def datasets_preview(state: State, dataset_id, rows):
+    """The first rows as stored."""
+    body = state.client.datasets.preview(dataset_id, rows=rows)
+
+    def render(data: dict[str, Any]) -> None:
+        table = Table(*data["columns"])
+        for row in data["rows"]:
+            table.add_row(*[_cell(value) for value in row])
+        out.print(table)
+
+    emit(state, body, render)
+
+
 # --- jobs -------------------------------------------------------------------------------------------------------
 
 
