@@ -32,6 +32,7 @@ from mlplatform_client import (
 from mlplatform_client.api_types import OPERATIONS
 from mlplatform_client.config import config_path, write_profile
 from mlplatform_client.resources import ROUTES
+from mlplatform_client.uploads import MultipartBody, form_fields
 
 from datasets.sample_data import write_csv
 from tests.support.clients import cli_env, live_stack, mlp, mlp_json
@@ -254,6 +255,23 @@ def test_the_sdk_imports_only_the_standard_library_and_its_three_dependencies():
     assert found and found <= allowed, sorted(found - allowed)
     declared = tomllib.loads((package.parent / "pyproject.toml").read_text())["project"]["dependencies"]
     assert sorted(re.split(r"[<>=!~ ]", d)[0] for d in declared) == ["click", "requests", "rich"]
+
+
+def test_the_form_sends_its_fields_before_the_file_so_the_api_streams_it(tmp_path):
+    """``column_tags`` before the file is what lets the API stream a direct upload to S3 (datasets/uploads.py)."""
+    data = tmp_path / "d.csv"
+    data.write_bytes(b"a,b\n1,2\n" * 100_000)
+    fields = form_fields(name="d", fmt="csv", label_column="b", column_tags=None, pii_mode=None)
+    sent: list[int] = []
+    with data.open("rb") as handle:
+        body = MultipartBody(fields, file=handle, filename="d.csv", size=data.stat().st_size, progress=sent.append)
+        raw = b"".join(body)
+        assert len(raw) == len(body) and sum(sent) == data.stat().st_size
+        body.seek(0)  # a retry sends it again from the start
+        assert b"".join(body) == raw
+    order = [raw.index(f'name="{name}"'.encode()) for name in ("name", "format", "label_column", "column_tags")]
+    assert order == sorted(order) and order[-1] < raw.index(b'name="file"')
+    assert b'name="column_tags"\r\n\r\n{}\r\n' in raw and raw.endswith(f"--{body.boundary}--\r\n".encode())
 
 
 class _Scripted(BaseHTTPRequestHandler):
