@@ -19,6 +19,12 @@ urlpatterns = [
     path("models/<slug:name>/", models.ModelDetailPage.as_view(), name="model"),
     path("models/<slug:name>/try/", models.TryPredictionView.as_view(), name="model-try"),
     path("models/<slug:name>/versions/<int:version>/", models.VersionDetailPage.as_view(), name="version"),
+    path(
+        "models/<slug:name>/versions/<int:version>/download/",
+        models.VersionDownloadView.as_view(),
+        name="version-download",
+    ),
+    path("models/<slug:name>/export/", models.ModelExportView.as_view(), name="model-export"),
     path("api-keys/", account.ApiKeysPage.as_view(), name="api-keys"),
     path("members/", account.MembersPage.as_view(), name="members"),
     path("usage/", overview.UsagePage.as_view(), name="usage"),

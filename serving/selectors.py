@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.db.models import Prefetch, QuerySet
 
-from serving.models import ModelAlias, ModelVersion, RegisteredModel
+from serving.models import ModelAlias, ModelVersion, RegisteredModel, RegistryEvent
 from tenants import keys as tenant_keys
 from tenants import selectors as tenant_selectors
 from tenants.models import ApiKey, Tenant
@@ -43,6 +43,16 @@ class KeyGrant:
     revoked: bool
     expired: bool
     predictions_per_minute: int
+
+
+def version_before_last_move(*, model: RegisteredModel, alias: str) -> int | None:
+    """The version ``alias`` pointed at before its last move (the registry's history), where a rollback goes."""
+    last_move = (
+        RegistryEvent.objects.filter(model=model, action="alias_set", details__alias=alias)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return last_move.details.get("previous") if last_move else None
 
 
 def key_grant(*, key: ApiKey) -> KeyGrant:

@@ -79,3 +79,29 @@ class AliasInputSerializer(StrictInputSerializer):
 
 class TrafficInputSerializer(StrictInputSerializer):
     weights = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=100), allow_empty=True)
+
+
+class VersionFileSerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="Relative to the version's folder (TensorFlow Serving layout).")
+    size = serializers.IntegerField()
+    sha256 = serializers.CharField(allow_null=True, help_text="From the manifest; null for manifest.json itself.")
+    url = serializers.URLField(help_text="A presigned GET straight from object storage.")
+
+
+class VersionFilesSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    version = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    files = VersionFileSerializer(many=True)
+
+
+class ExportQuerySerializer(StrictInputSerializer):
+    """``?engine=…&base_path=…``. A base path is a URI or an absolute path without quotes, blanks or backslashes:
+    it lands inside a protobuf text string and a YAML scalar, and must not break out of either."""
+
+    engine = serializers.ChoiceField(choices=["tf-serving", "kserve"], default="tf-serving")
+    base_path = serializers.RegexField(
+        r"^(?:[a-z][a-z0-9+.-]*://|/)[A-Za-z0-9._~:/@%+=-]{1,1000}\Z",
+        required=False,
+        help_text="Where the engine finds the version folders, if not the platform's bucket (e.g. your own copy).",
+    )

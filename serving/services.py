@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from core import storage
 from core.errors import ConflictError, NotFoundError, ServiceError
+from serving import selectors
 from serving.models import ModelAlias, ModelVersion, PredictionUsage, RegisteredModel, RegistryEvent, ServingProcess
 from tenants import audit
 from tenants.models import Tenant
@@ -49,7 +50,10 @@ def _event(model: RegisteredModel, action: str, **details) -> None:
 @transaction.atomic
 def set_alias(*, tenant: Tenant, model_name: str, alias: str, version: int) -> ModelAlias:
     model = _locked_model(tenant, model_name)
-    target = _ready_version(model, version)
+    return _move_alias(model, alias, _ready_version(model, version))
+
+
+def _move_alias(model: RegisteredModel, alias: str, target: ModelVersion, **details) -> ModelAlias:
     existing = ModelAlias.objects.filter(model=model, name=alias).select_related("version").first()
     previous = existing.version.version if existing else None
     if existing is None:
@@ -57,8 +61,31 @@ def set_alias(*, tenant: Tenant, model_name: str, alias: str, version: int) -> M
     else:
         existing.version, existing.updated_at = target, timezone.now()
         existing.save(update_fields=["version", "updated_at"])
-    _event(model, "alias_set", alias=alias, version=version, previous=previous)
+    _event(model, "alias_set", alias=alias, version=target.version, previous=previous, **details)
     return existing
+
+
+@transaction.atomic
+def rollback_alias(*, tenant: Tenant, model_name: str, alias: str) -> ModelAlias:
+    """Move ``alias`` back to the version it pointed at before its last move (like ``cd -``: twice returns).
+
+    The registry's own history says where it was; a version archived or deleted since is refused, not skipped,
+    so a rollback never lands somewhere the tenant did not expect.
+    """
+    model = _locked_model(tenant, model_name)
+    if not ModelAlias.objects.filter(model=model, name=alias).exists():
+        raise NotFoundError(f"{model_name} has no alias {alias!r}.")
+    previous = selectors.version_before_last_move(model=model, alias=alias)
+    if previous is None:
+        raise ConflictError(f"{alias} has no earlier version to roll back to.", code="no_previous_version")
+    target = model.versions.filter(version=previous, status=ModelVersion.Status.READY).first()
+    if target is None:
+        raise ConflictError(
+            f"{alias} pointed at version {previous} before, which is no longer ready.",
+            code="version_not_ready",
+            details={"version": previous},
+        )
+    return _move_alias(model, alias, target, rollback=True)
 
 
 @transaction.atomic

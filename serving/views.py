@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db.models import Prefetch
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
@@ -11,14 +17,16 @@ from rest_framework.response import Response
 from core import naming
 from core.errors import NotFoundError
 from core.serializers import validated_input
-from serving import services
+from serving import exports, services
 from serving.models import ModelVersion, RegisteredModel
 from serving.serializers import (
     AliasInputSerializer,
+    ExportQuerySerializer,
     ModelVersionListSerializer,
     ModelVersionSerializer,
     RegisteredModelSerializer,
     TrafficInputSerializer,
+    VersionFilesSerializer,
 )
 from tenants.scoping import TenantScopedViewSet
 
@@ -33,7 +41,7 @@ class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
     serializer_class = RegisteredModelSerializer
     lookup_field = "name"
     lookup_value_regex = MODEL_NAME
-    http_method_names = ["get", "put", "delete", "head", "options"]
+    http_method_names = ["get", "post", "put", "delete", "head", "options"]
 
     def refine_queryset(self, queryset):
         # The versions only for the latest ready number: not their manifests and metrics.
@@ -50,6 +58,29 @@ class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
         data = validated_input(AliasInputSerializer, request)
         services.set_alias(tenant=self.caller.tenant, model_name=name, alias=alias, version=data["version"])
         return Response(RegisteredModelSerializer(self.get_object()).data)
+
+    @extend_schema(request=None, responses=RegisteredModelSerializer)
+    @action(detail=True, methods=["post"], url_path=rf"aliases/(?P<alias>{ALIAS_NAME})/rollback")
+    def rollback(self, request, name=None, alias=None):
+        """Move the alias back to the version it pointed at before its last move."""
+        self.get_object()
+        services.rollback_alias(tenant=self.caller.tenant, model_name=name, alias=alias)
+        return Response(RegisteredModelSerializer(self.get_object()).data)
+
+    @extend_schema(
+        parameters=[ExportQuerySerializer],
+        responses={(200, "text/plain"): OpenApiTypes.STR, (200, "application/yaml"): OpenApiTypes.STR},
+    )
+    @action(detail=True, methods=["get"])
+    def export(self, request, name=None):
+        """A config for an engine that reads the platform's layout: TensorFlow Serving or KServe."""
+        model = self.get_object()  # another tenant's model is 404 whatever the query says
+        query = ExportQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        engine = query.validated_data["engine"]
+        text = exports.export_config(model=model, engine=engine, base_path=query.validated_data.get("base_path"))
+        content_type = "application/yaml" if engine == "kserve" else "text/plain"
+        return HttpResponse(text, content_type=f"{content_type}; charset=utf-8")
 
     @extend_schema(request=TrafficInputSerializer, responses=RegisteredModelSerializer)
     @action(detail=True, methods=["put"])
@@ -95,6 +126,26 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
         self.get_object()
         archived = services.archive_version(tenant=self.caller.tenant, model_name=model_name, version=int(version))
         return Response(ModelVersionSerializer(archived).data)
+
+    @extend_schema(responses=VersionFilesSerializer)
+    @action(detail=True, methods=["get"])
+    def files(self, request, model_name=None, version=None):
+        """Every file of the version with a presigned URL that downloads it from object storage directly."""
+        found = self.get_object()
+        expires_at = timezone.now() + timedelta(seconds=settings.S3_PRESIGNED_URL_TTL_SECONDS)
+        body = {
+            "model": found.model.name,
+            "version": found.version,
+            "expires_at": expires_at,
+            "files": exports.presigned_files(version=found),
+        }
+        return Response(VersionFilesSerializer(body).data)
+
+    @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def download(self, request, model_name=None, version=None):
+        """The version as one .tar.gz (``<model>/<version>/…``, the TensorFlow Serving layout), streamed."""
+        return exports.archive_response(version=self.get_object())
 
     @extend_schema(responses={204: None})
     def destroy(self, request, model_name=None, version=None):

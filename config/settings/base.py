@@ -318,6 +318,12 @@ CELERY_BEAT_SCHEDULE |= {
     "requeue-stuck-dataset-validations": {"task": "datasets.tasks.requeue_stuck_validations", "schedule": 600.0},
 }
 
+# --- Model downloads (a version's files and archive, serving.exports) --------
+# A version streamed as one .tar.gz through an API thread at most this big (bigger: its presigned file URLs),
+# and this many such streams per tenant at once (each holds a thread while the client reads).
+MODEL_ARCHIVE_MAX_BYTES = env_int("MODEL_ARCHIVE_MAX_BYTES", 2 * 1024**3, minimum=1024 * 1024)
+MODEL_ARCHIVE_CONCURRENT_PER_TENANT = env_int("MODEL_ARCHIVE_CONCURRENT_PER_TENANT", 2, minimum=1)
+
 # --- Serving (the separate prediction process, `manage.py serve_models`) ----
 # Models are downloaded here once and verified against their manifest before loading.
 SERVING_CACHE_DIR = Path(env_str("SERVING_CACHE_DIR", str(VAR_DIR / "model-cache")))

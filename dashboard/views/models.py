@@ -16,10 +16,10 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 
 from core.errors import ServiceError, error_body
-from dashboard.access import TenantPage
+from dashboard.access import TenantPage, refusal
 from dashboard.forms import AliasForm, form_error
 from datasets import selectors as dataset_selectors
-from serving import selectors, services, tokens
+from serving import exports, selectors, services, tokens
 from serving.models import ModelAlias, ModelVersion, RegistryEvent
 from tenants.models import Role
 
@@ -68,7 +68,7 @@ class ModelDetailPage(TenantPage):
             rows=[(v, [(v.metrics or {}).get(m) for m in shown]) for v in versions],
             ready_versions=ready,
             aliases=aliases,
-            rollback_to=_rollback_target(aliases.get(ModelAlias.DEFAULT), ready),
+            rollback_to=_rollback_target(model, ready),
             traffic=[(v.version, (model.traffic or {}).get(str(v.version), 0)) for v in ready],
             events=RegistryEvent.objects.for_tenant(self.caller.tenant).filter(model=model)[:20],
             can_predict=self.can(Role.MEMBER),
@@ -87,6 +87,9 @@ class ModelDetailPage(TenantPage):
             alias, version = form.cleaned_data["alias"], form.cleaned_data["version"]
             services.set_alias(tenant=tenant, model_name=model.name, alias=alias, version=version)
             messages.success(request, f"{alias} -> v{version}.")
+        elif action == "rollback":
+            moved = services.rollback_alias(tenant=tenant, model_name=model.name, alias=ModelAlias.DEFAULT)
+            messages.success(request, f"{moved.name} -> v{moved.version.version}.")
         elif action == "delete_alias":
             alias = request.POST.get("alias", "")
             services.delete_alias(tenant=tenant, model_name=model.name, alias=alias)
@@ -169,6 +172,38 @@ class TryPredictionView(TenantPage):
         return response
 
 
+class VersionDownloadView(TenantPage):
+    """The version as one .tar.gz, with the API's own checks (size, concurrent downloads, integrity)."""
+
+    http_method_names = ["get", "head"]
+
+    def get(self, request, *args, **kwargs):
+        version = get_object_or_404(
+            selectors.visible_versions(tenant=self.caller.tenant, model_name=self.kwargs["name"]).select_related(
+                "model"
+            ),
+            version=self.kwargs["version"],
+        )
+        try:
+            return exports.archive_response(version=version)
+        except ServiceError as error:
+            return refusal(request, title="Not downloaded", message=error.message, status=error.status_code)
+
+
+class ModelExportView(TenantPage):
+    """A TensorFlow Serving or KServe config for the model, as text the browser shows or saves."""
+
+    http_method_names = ["get", "head"]
+
+    def get(self, request, *args, **kwargs):
+        model = get_object_or_404(selectors.models_of(tenant=self.caller.tenant), name=self.kwargs["name"])
+        engine = request.GET.get("engine", "tf-serving")
+        if engine not in {"tf-serving", "kserve"}:
+            return refusal(request, title="Unknown engine", message="engine is tf-serving or kserve.", status=400)
+        text = exports.export_config(model=model, engine=engine, base_path=None)
+        return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
 def _int(raw: str | None, name: str) -> int:
     if raw is None or not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
         raise ServiceError(f"{name} is a whole number.", code=f"invalid_{name}")
@@ -183,12 +218,10 @@ def _traffic_weights(post) -> dict[str, int]:
     return weights
 
 
-def _rollback_target(current: int | None, ready: list[ModelVersion]) -> int | None:
-    """The newest ready version older than production's, for the roll-back button."""
-    if current is None:
-        return None
-    older = [v.version for v in ready if v.version < current]
-    return max(older) if older else None
+def _rollback_target(model, ready: list[ModelVersion]) -> int | None:
+    """Where the roll-back button would move production (as the API's rollback does), if it is still ready."""
+    previous = selectors.version_before_last_move(model=model, alias=ModelAlias.DEFAULT)
+    return previous if previous in {v.version for v in ready} else None
 
 
 def _confusion_rows(metrics: dict[str, Any]) -> list[tuple[str, list[tuple[int, float]]]]:

@@ -176,10 +176,12 @@ def test_alias_moves_rollback_traffic_and_archive(tenant_a, a_objects):
     RegisteredModel.objects.filter(tenant=tenant_a.tenant, name="ctr").update(last_version=2)
     owner = signed_in(tenant_a.owner)
     url = reverse("dashboard:model", args=["ctr"])
+    assert owner.post(url, {"action": "set_alias", "alias": "production", "version": "1"}).status_code == 302
+    assert "Roll production back" not in owner.get(url).content.decode()  # it never pointed anywhere else
     assert owner.post(url, {"action": "set_alias", "alias": "production", "version": "2"}).status_code == 302
     page = owner.get(url).content.decode()
     assert "production → v2" in page and "Roll production back to v1" in page
-    owner.post(url, {"action": "set_alias", "alias": "production", "version": "1"})
+    assert owner.post(url, {"action": "rollback"}).status_code == 302
     assert ModelAlias.objects.get(model__name="ctr", name="production").version.version == 1
     assert owner.post(url, {"action": "traffic", "weight_1": "90", "weight_2": "10"}).status_code == 302
     assert RegisteredModel.objects.get(tenant=tenant_a.tenant, name="ctr").traffic == {"1": 90, "2": 10}
@@ -260,3 +262,25 @@ def test_unknown_and_malformed_ids_are_404_not_500(tenant_a, a_objects):
         "/models/ctr/versions/99999999999999999999/",
     ):
         assert owner.get(url).status_code == 404, url
+
+
+def test_a_version_downloads_and_the_model_exports_from_its_pages(tenant_a):
+    import io
+    import tarfile
+
+    from tests.support.serving import publish_model
+
+    publish_model(tenant_a.tenant, name="clicks")
+    viewer = signed_in(make_member(tenant_a.tenant, role=Role.VIEWER).user)  # reading is enough
+    page = viewer.get(reverse("dashboard:version", kwargs={"name": "clicks", "version": 1})).content.decode()
+    assert reverse("dashboard:version-download", kwargs={"name": "clicks", "version": 1}) in page
+    response = viewer.get(reverse("dashboard:version-download", kwargs={"name": "clicks", "version": 1}))
+    assert response.status_code == 200 and response["Content-Disposition"].endswith('"clicks-1.tar.gz"')
+    with tarfile.open(fileobj=io.BytesIO(b"".join(response.streaming_content)), mode="r:gz") as archive:
+        assert "clicks/1/saved_model.pb" in archive.getnames()
+
+    export = reverse("dashboard:model-export", kwargs={"name": "clicks"})
+    assert export in viewer.get(reverse("dashboard:model", kwargs={"name": "clicks"})).content.decode()
+    assert b"model_config_list {" in viewer.get(export + "?engine=tf-serving").content
+    assert b"kind: InferenceService" in viewer.get(export + "?engine=kserve").content
+    assert viewer.get(export + "?engine=onnx").status_code == 400

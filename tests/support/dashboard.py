@@ -18,10 +18,12 @@ from training.models import TrainingJob
 
 # Pages come from the URL configuration, so a page added to ``dashboard.urls`` is checked without editing a test.
 PAGES = [p for p in dashboard_urls.urlpatterns if isinstance(p, URLPattern)]
-# Pages that are not a tenant's (signing in and out, choosing a tenant) and the JSON proxy tested apart.
+# Pages that are not a tenant's (signing in and out, choosing a tenant), and tenant URLs that answer something
+# other than a page (the JSON proxy, a download, a config as text), tested apart.
 NOT_TENANT_PAGES = {"login", "logout", "switch-tenant"}
+NOT_HTML = {"model-try", "version-download", "model-export"}
 TENANT_PAGES = [p for p in PAGES if p.name not in NOT_TENANT_PAGES]
-HTML_PAGES = [p for p in TENANT_PAGES if p.name != "model-try"]
+HTML_PAGES = [p for p in TENANT_PAGES if p.name not in NOT_HTML]
 
 BINARY_METRICS = {
     "task": "binary",
