@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import http.cookies
 import io
 import json
 import os
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -478,6 +480,49 @@ class Client:
         raise AssertionError(f"{path} still {item['status']} after {timeout}s")
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a 302 comes back as itself, with its Set-Cookie
+
+
+class Browser:
+    """A person on the dashboard behind the TLS proxy: session and CSRF cookies (Secure: kept by hand), Origin."""
+
+    def __init__(self, web: str, host: str) -> None:
+        self.web, self.host = web, host
+        self.cookies: dict[str, str] = {}
+        self.opener = urllib.request.build_opener(_NoRedirects)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        headers = {
+            "Host": self.host,
+            "X-Forwarded-Proto": "https",
+            "Origin": f"https://{self.host}",
+            "Referer": f"https://{self.host}{path}",
+            "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items()),
+            **(headers or {}),
+        }
+        request = urllib.request.Request(f"{self.web}{path}", method=method, data=body, headers=headers)
+        try:
+            response = self.opener.open(request, timeout=60)
+        except urllib.error.HTTPError as exc:
+            response = exc
+        with response:
+            for header in response.headers.get_all("Set-Cookie") or []:
+                cookie = http.cookies.SimpleCookie(header)
+                self.cookies.update({name: morsel.value for name, morsel in cookie.items()})
+            return response.status, dict(response.headers), response.read()
+
+    def sign_in(self, email: str, password: str) -> None:
+        status, _, page = self.request("GET", "/login/")
+        assert status == 200, page[:500]
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1].decode()
+        form = urllib.parse.urlencode({"username": email, "password": password, "csrfmiddlewaretoken": token})
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, _, page = self.request("POST", "/login/", form.encode(), headers)
+        assert status == 302 and "sessionid" in self.cookies, (status, page[:500])
+
+
 def click_csv(rows: int) -> bytes:
     out = io.StringIO()
     csv.writer(out).writerows(ctr_rows(rows, random.Random(7)))  # noqa: S311 - sample data
@@ -612,6 +657,29 @@ def test_the_compose_stack_comes_up_healthy_and_runs_the_main_job(compose_stack,
     first_prediction_after = time.monotonic() - stack.started_at
     assert len(answer["predictions"]) == 2
     assert all(0.0 <= p["probability"] <= 1.0 for p in answer["predictions"]), answer
+
+    # The dashboard's "try it" box: web calls serving server-side, at SERVING_URL.
+    password = uuid.uuid4().hex
+    stack.exec(
+        "web",
+        "python",
+        "manage.py",
+        "shell",
+        "-c",
+        f"from tenants.models import User; u = User.objects.get(email='ops@compose.test'); "
+        f"u.set_password('{password}'); u.save()",
+    )
+    browser = Browser(client.web, host)
+    browser.sign_in("ops@compose.test", password)
+    instances = json.dumps({"instances": [rows[2]["item_sequence"]]}).encode()
+    status, headers, body = browser.request(
+        "POST",
+        "/models/clicks-ctr/try/",
+        instances,
+        {"Content-Type": "application/json", "X-CSRFToken": browser.cookies["csrftoken"]},
+    )
+    assert status == 200, body[:1000]
+    assert len(json.loads(body)["predictions"]) == 1 and headers["X-Model-Version"] == str(version)
 
     # Presigned URLs point where a tenant reaches S3 (S3_PUBLIC_ENDPOINT_URL), and S3 takes the part there.
     part_bytes = b"user_id,item_sequence,clicked\nu1,1 2 3,1\n"
