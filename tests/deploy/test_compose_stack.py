@@ -587,6 +587,11 @@ def test_the_compose_stack_comes_up_healthy_and_runs_the_main_job(compose_stack,
     s3_env = {k: v for k, v in stack.services["web"].env.items() if k.startswith("S3_")}
     assert s3_env["S3_ACCESS_KEY_ID"] == variables.get("S3_ACCESS_KEY_ID", "platform")
 
+    # What the host publishes is what the processes listen on (the test's clients use those ports, rewritten).
+    services = load_compose(variables)["services"]
+    published = {name: [p.rpartition(":")[2] for p in services[name]["ports"]] for name in ("web", "serving", "s3")}
+    assert published == {"web": ["8000"], "serving": ["8001"], "s3": ["8333"]}, published
+
     healthy_after = stack.up()
 
     # An operator creates a tenant and a key in web (docker compose exec web python manage.py ...).
