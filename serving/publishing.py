@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from core import storage
 from core.errors import ConflictError
+from events import services as events
 from serving.models import ModelVersion, RegisteredModel
 
 MANIFEST = "manifest.json"
@@ -74,7 +75,27 @@ def publish(*, version: ModelVersion, export_dir: Path, manifest_fields: dict[st
     version.metrics = metrics
     version.status = ModelVersion.Status.READY
     version.published_at = timezone.now()
-    return _write_manifest(version, manifest, also=["metrics", "status", "published_at"])
+    with transaction.atomic():  # visible and announced together
+        _write_manifest(version, manifest, also=["metrics", "status", "published_at"])
+        _announce_ready(version)
+    return version
+
+
+def _announce_ready(version: ModelVersion) -> None:
+    """``model.version_ready`` to the tenant's webhooks (scalar metrics, the runtime that will serve it)."""
+    scalars = {k: v for k, v in version.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    events.emit(
+        tenant=version.tenant_id,
+        event_type="model.version_ready",
+        data={
+            "model": version.model.name,
+            "version": version.version,
+            "job": str(version.job_id) if version.job_id else None,
+            "runtime": version.manifest.get("runtime"),
+            "metrics": scalars,
+        },
+        once_key=str(version.pk),
+    )
 
 
 def _upload(version: ModelVersion, folder: Path, paths: list[Path]) -> dict[str, dict[str, Any]]:
