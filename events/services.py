@@ -183,6 +183,7 @@ def ping(*, tenant: Tenant, endpoint_id) -> WebhookDelivery:
     """Send a ``webhook.ping`` event to this endpoint alone (also when it is disabled: to test it first)."""
     endpoint = _locked_endpoint(tenant, endpoint_id)
     event = WebhookEvent.objects.create(tenant_id=endpoint.tenant_id, type=PING, data={"webhook": str(endpoint.pk)})
+    audit.record(tenant=tenant, action="webhook.ping", target=endpoint, details={"event": event.id})
     return _queue_delivery(endpoint, event, force=True)
 
 
