@@ -450,3 +450,12 @@ def send_due_deliveries(*, overdue_seconds: float = 20, limit: int = 500) -> int
         queue.send(DELIVER, delivery_id=str(delivery_id))
         sent += 1
     return sent
+
+
+def purge_old_events(*, now=None) -> int:
+    """Delete events (with their deliveries and attempts) older than WEBHOOK_RETENTION_DAYS, except those still
+    being retried: the delivery log is a recent history, not an archive (the audit log is that)."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.WEBHOOK_RETENTION_DAYS)
+    old = WebhookEvent.objects.filter(created_at__lt=cutoff).exclude(deliveries__status=Status.PENDING)
+    deleted, _ = WebhookEvent.objects.filter(pk__in=old.values("pk")).delete()
+    return deleted

@@ -21,3 +21,8 @@ def deliver(delivery_id: str, force: bool = False) -> str:
 @shared_task(name="events.tasks.send_due_deliveries", acks_late=True)
 def send_due_deliveries() -> int:
     return services.send_due_deliveries()
+
+
+@shared_task(name="events.tasks.purge_old_events", acks_late=True)
+def purge_old_events() -> int:
+    return services.purge_old_events()

@@ -12,6 +12,7 @@ visible version or burns a number twice. Versions are never overwritten once rea
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,8 @@ def publish(*, version: ModelVersion, export_dir: Path, manifest_fields: dict[st
     version.metrics = metrics
     version.status = ModelVersion.Status.READY
     version.published_at = timezone.now()
-    with transaction.atomic():  # visible and announced together
-        _write_manifest(version, manifest, also=["metrics", "status", "published_at"])
-        _announce_ready(version)
-    return version
+    # Visible and announced in one transaction (opened after the manifest's upload, not around it).
+    return _write_manifest(version, manifest, also=["metrics", "status", "published_at"], then=_announce_ready)
 
 
 def _announce_ready(version: ModelVersion) -> None:
@@ -109,7 +108,13 @@ def _upload(version: ModelVersion, folder: Path, paths: list[Path]) -> dict[str,
     return files
 
 
-def _write_manifest(version: ModelVersion, manifest: dict[str, Any], *, also: list[str]) -> ModelVersion:
+def _write_manifest(
+    version: ModelVersion,
+    manifest: dict[str, Any],
+    *,
+    also: list[str],
+    then: Callable[[ModelVersion], None] | None = None,
+) -> ModelVersion:
     """``manifest.json`` in storage, then the row (its manifest, size and ``also``): the last step of a change."""
     storage.put_bytes(
         version.object_prefix + MANIFEST,
@@ -118,7 +123,10 @@ def _write_manifest(version: ModelVersion, manifest: dict[str, Any], *, also: li
     )
     version.manifest = manifest
     version.size_bytes = sum(int(f.get("size", 0)) for f in manifest["files"].values())
-    version.save(update_fields=["manifest", "size_bytes", *also])
+    with transaction.atomic():
+        version.save(update_fields=["manifest", "size_bytes", *also])
+        if then is not None:
+            then(version)
     return version
 
 

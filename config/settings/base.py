@@ -395,4 +395,9 @@ WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 24 
 WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 20, minimum=1)
 # quota.nearly_used is sent once per quota and month when use reaches this share of the plan's limit.
 WEBHOOK_QUOTA_THRESHOLD_PERCENT = env_int("WEBHOOK_QUOTA_THRESHOLD_PERCENT", 80, minimum=1)
-CELERY_BEAT_SCHEDULE |= {"send-due-webhook-deliveries": {"task": "events.tasks.send_due_deliveries", "schedule": 30.0}}
+# Events and their delivery log are kept this long (deliveries still being retried longer).
+WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE |= {
+    "send-due-webhook-deliveries": {"task": "events.tasks.send_due_deliveries", "schedule": 30.0},
+    "purge-old-webhook-events": {"task": "events.tasks.purge_old_events", "schedule": 3600.0},
+}

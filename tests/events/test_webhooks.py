@@ -407,3 +407,46 @@ def test_emit_sends_the_task_by_name_after_commit(tenant_a, django_capture_on_co
     delivery = WebhookDelivery.objects.get(event=event)
     assert sent == [("events.tasks.deliver", {"delivery_id": str(delivery.pk)})]
     assert services.emit(tenant=tenant_a.tenant, event_type="model.alias_moved", data={}) is None  # not subscribed
+
+
+def test_the_sweeper_resends_overdue_deliveries_and_old_events_are_purged(tenant_a, monkeypatch):
+    from core import queue
+
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, **kwargs: sent.append((name, kwargs)))
+    endpoint = services.create_endpoint(
+        tenant=tenant_a.tenant, url="http://127.0.0.1:9/hook", event_types=["job.finished"]
+    ).endpoint
+    overdue = services.ping(tenant=tenant_a.tenant, endpoint_id=endpoint.pk)
+    services.ping(tenant=tenant_a.tenant, endpoint_id=endpoint.pk)  # just queued: its own message is on its way
+    WebhookDelivery.objects.filter(pk=overdue.pk).update(next_attempt_at=timezone.now() - timedelta(minutes=5))
+    assert services.send_due_deliveries() == 1
+    assert sent == [("events.tasks.deliver", {"delivery_id": str(overdue.pk)})]
+    later = timezone.now() + timedelta(days=31)
+    assert services.purge_old_events(now=later) == 0  # both still pending
+    WebhookDelivery.objects.update(status=WebhookDelivery.Status.FAILED)
+    assert services.purge_old_events(now=later) > 0 and not WebhookDelivery.objects.exists()
+    assert WebhookEndpoint.objects.filter(pk=endpoint.pk).exists()
+
+
+def test_operators_read_webhooks_in_the_admin_without_secrets(tenant_a, client):
+    from tenants.models import User
+
+    operator = User.objects.create_superuser(email="ops@example.com", password="x")
+    client.force_login(operator)
+    endpoint = services.create_endpoint(
+        tenant=tenant_a.tenant, url="http://127.0.0.1:9/hook", event_types=["job.finished"]
+    )
+    delivery = services.ping(tenant=tenant_a.tenant, endpoint_id=endpoint.endpoint.pk)
+    for path in (
+        "/admin/events/webhookendpoint/",
+        f"/admin/events/webhookendpoint/{endpoint.endpoint.pk}/change/",
+        "/admin/events/webhookdelivery/",
+        f"/admin/events/webhookdelivery/{delivery.pk}/change/",
+        "/admin/events/webhookevent/",
+        "/admin/events/quotaalert/",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert endpoint.secret.encode() not in response.content
+    assert client.post(f"/admin/events/webhookdelivery/{delivery.pk}/change/", {}).status_code == 403
