@@ -15,10 +15,12 @@ service (169.254.169.254), the database, Redis, S3 or an admin port on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -128,6 +130,16 @@ def _connection(target: Target, timeout: float) -> http.client.HTTPConnection:
     return connection
 
 
+def _abort(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """Cut an attempt past its deadline: the blocked read returns at once (as an end of stream, which http.client
+    would take for the end of the headers, hence ``cut``)."""
+    cut.set()
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def post(target: Target, body: bytes, headers: dict[str, str]) -> Answer:
     """POST ``body`` once; the status code, or the reason there is none. Never raises for network trouble."""
     started = time.monotonic()
@@ -137,8 +149,14 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Answer:
     def took() -> int:
         return int((time.monotonic() - started) * 1000)
 
+    # The read timeout bounds each wait; this bounds the whole attempt (a receiver trickling its headers a byte at a
+    # time would otherwise hold the worker for as long as it likes).
+    watchdog, cut = None, threading.Event()
     try:
         connection.connect()
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, args=(connection, cut))
+        watchdog.daemon = True
+        watchdog.start()
         connection.sock.settimeout(settings.WEBHOOK_READ_TIMEOUT_SECONDS)
         connection.request(
             "POST",
@@ -147,6 +165,8 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Answer:
             headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers},
         )
         response = connection.getresponse()
+        if cut.is_set():
+            return Answer(status_code=None, error="timed out (the attempt's deadline)", duration_ms=took())
         remaining = RESPONSE_BYTES_READ
         while remaining > 0 and time.monotonic() < deadline:
             chunk = response.read1(remaining) if hasattr(response, "read1") else response.read(remaining)
@@ -159,6 +179,10 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Answer:
     except ssl.SSLError as exc:
         return Answer(status_code=None, error=f"TLS error: {exc.reason or exc.__class__.__name__}", duration_ms=took())
     except (OSError, http.client.HTTPException) as exc:
+        if time.monotonic() >= deadline:
+            return Answer(status_code=None, error="timed out (the attempt's deadline)", duration_ms=took())
         return Answer(status_code=None, error=f"connection failed: {exc.__class__.__name__}", duration_ms=took())
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         connection.close()

@@ -328,6 +328,7 @@ def _claim(delivery_id, *, now, force: bool) -> tuple[WebhookDelivery | None, Ou
             delivery.status, delivery.last_error = Status.FAILED, "the webhook is disabled"
             delivery.save(update_fields=["status", "last_error"])
             return None, Outcome(status=Status.FAILED)
+        tenant_services.lock_tenant(tenant_id=delivery.tenant_id)  # claims of one tenant one at a time: an exact count
         busy = (
             WebhookDelivery.objects.filter(tenant_id=delivery.tenant_id, status=Status.PENDING, locked_until__gt=now)
             .exclude(pk=delivery.pk)

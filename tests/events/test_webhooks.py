@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -325,6 +326,40 @@ def test_a_slow_receiver_times_out(api_a, tenant_a):
         assert WebhookDelivery.objects.get().last_error == "timed out"
     finally:
         silent.close()
+
+
+def test_a_receiver_trickling_its_answer_is_cut_at_the_deadline(api_a, tenant_a):
+    """Each byte arrives within the read timeout, so only the attempt's own deadline stops it."""
+    trickler = socket.socket()
+    trickler.bind(("127.0.0.1", 0))
+    trickler.listen(1)
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = trickler.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"a")
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{trickler.getsockname()[1]}/hook"
+        created = api_a.post("/api/v1/webhooks", {"url": url, "event_types": ["job.finished"]}, format="json").json()
+        api_a.post(f"/api/v1/webhooks/{created['id']}/ping")
+        started = time.monotonic()
+        with override_settings(WEBHOOK_READ_TIMEOUT_SECONDS=0.5, WEBHOOK_TOTAL_TIMEOUT_SECONDS=1):
+            assert deliver_due(tenant_a.tenant) == ["pending"]
+        assert time.monotonic() - started < 3
+        assert WebhookDelivery.objects.get().last_error.startswith("timed out")
+    finally:
+        stop.set()
+        trickler.close()
 
 
 def test_bad_input_is_a_4xx_envelope_and_changes_nothing(api_a, tenant_a, receiver, settings):
