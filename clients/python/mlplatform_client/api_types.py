@@ -19,6 +19,7 @@ ScopesEnum = Literal["read", "write", "predict"]
 TenantStatusEnum = Literal["active", "suspended"]
 TrainingJobStatusEnum = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 TypeEnum = Literal["api_key", "user"]
+WebhookDeliveryStatusEnum = Literal["pending", "succeeded", "failed"]
 
 
 class AliasInputRequest(TypedDict):
@@ -260,6 +261,20 @@ class PaginatedTrainingJobList(TypedDict):
     results: list[TrainingJob]
 
 
+class PaginatedWebhookDeliveryList(TypedDict):
+    count: int
+    next: NotRequired[str | None]
+    previous: NotRequired[str | None]
+    results: list[WebhookDelivery]
+
+
+class PaginatedWebhookList(TypedDict):
+    count: int
+    next: NotRequired[str | None]
+    previous: NotRequired[str | None]
+    results: list[Webhook]
+
+
 class PartRequest(TypedDict):
     part_number: int
     etag: str
@@ -273,6 +288,13 @@ class PartUrl(TypedDict):
 
 class PatchedMemberUpdateRequest(TypedDict):
     role: NotRequired[RoleEnum]
+
+
+class PatchedWebhookUpdateRequest(TypedDict):
+    url: NotRequired[str]
+    event_types: NotRequired[list[str]]
+    description: NotRequired[str]
+    is_active: NotRequired[bool]
 
 
 class Plan(TypedDict):
@@ -380,6 +402,57 @@ class VersionFiles(TypedDict):
     files: list[VersionFile]
 
 
+class Webhook(TypedDict):
+    id: str
+    url: str
+    description: str
+    event_types: list[str]
+    is_active: bool
+    disabled_reason: str
+    disabled_at: str | None
+    failing_since: str | None
+    consecutive_failures: int
+    created_at: str
+    updated_at: str
+
+
+class WebhookCreateRequest(TypedDict):
+    url: str
+    event_types: list[str]
+    description: NotRequired[str]
+    is_active: NotRequired[bool]
+
+
+class WebhookDelivery(TypedDict):
+    id: str
+    webhook: str
+    event_id: str
+    event_type: str
+    status: WebhookDeliveryStatusEnum
+    attempts: int
+    last_status_code: int | None
+    last_error: str
+    last_attempt_at: str | None
+    next_attempt_at: str | None
+    delivered_at: str | None
+    created_at: str
+
+
+class WebhookWithSecret(TypedDict):
+    id: str
+    url: str
+    description: str
+    event_types: list[str]
+    is_active: bool
+    disabled_reason: str
+    disabled_at: str | None
+    failing_since: str | None
+    consecutive_failures: int
+    created_at: str
+    updated_at: str
+    secret: str
+
+
 # Every operation the schema documents: (METHOD, path template).
 OPERATIONS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -389,6 +462,7 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("DELETE", "/api/v1/members/{id}"),
         ("DELETE", "/api/v1/models/{model_name}/versions/{version}"),
         ("DELETE", "/api/v1/models/{name}/aliases/{alias}"),
+        ("DELETE", "/api/v1/webhooks/{id}"),
         ("GET", "/api/v1/api-keys"),
         ("GET", "/api/v1/api-keys/{id}"),
         ("GET", "/api/v1/audit"),
@@ -415,7 +489,12 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/templates"),
         ("GET", "/api/v1/tenant"),
         ("GET", "/api/v1/usage"),
+        ("GET", "/api/v1/webhook-deliveries/{id}"),
+        ("GET", "/api/v1/webhooks"),
+        ("GET", "/api/v1/webhooks/{id}"),
+        ("GET", "/api/v1/webhooks/{id}/deliveries"),
         ("PATCH", "/api/v1/members/{id}"),
+        ("PATCH", "/api/v1/webhooks/{id}"),
         ("POST", "/api/v1/api-keys"),
         ("POST", "/api/v1/datasets"),
         ("POST", "/api/v1/datasets/uploads"),
@@ -426,6 +505,10 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/members"),
         ("POST", "/api/v1/models/{model_name}/versions/{version}/archive"),
         ("POST", "/api/v1/models/{name}/aliases/{alias}/rollback"),
+        ("POST", "/api/v1/webhook-deliveries/{id}/redeliver"),
+        ("POST", "/api/v1/webhooks"),
+        ("POST", "/api/v1/webhooks/{id}/ping"),
+        ("POST", "/api/v1/webhooks/{id}/rotate-secret"),
         ("PUT", "/api/v1/models/{name}/aliases/{alias}"),
         ("PUT", "/api/v1/models/{name}/traffic"),
     }
