@@ -1,4 +1,5 @@
-"""Request ids: accepted from ``X-Request-ID`` or generated, echoed back and put in every log line."""
+"""Request ids (accepted from ``X-Request-ID`` or generated, echoed back and put in every log line), and the door
+through which probes reach ``/healthz`` and ``/readyz`` whatever their Host."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ class ProbeMiddleware:
     """
 
     def __init__(self, get_response):
+        # Imported here, not at the top: logging's set-up imports this module for RequestIdLogFilter, and the
+        # probes pull in storage (boto3) and the Celery app, which must not load that early.
         from core import health
 
         self.get_response = get_response
