@@ -714,9 +714,10 @@ def test_the_compose_stack_comes_up_healthy_and_runs_the_main_job(compose_stack,
         + ", ".join(f"{s.name} {s.healthy_at:.1f} s" for s in stack.services.values())
         + ")"
     )
-    if reporter is not None:
-        reporter.write_line("\n" + line)
-    print(line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # shown in `make test`'s output, not only with -s
+            reporter.write_line("\n" + line)
 
 
 def test_compose_refuses_to_start_without_the_operators_secrets():
