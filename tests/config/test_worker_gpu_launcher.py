@@ -18,9 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SHUTDOWN_SECONDS = 1.5
 
+# The trap is set before the start is recorded: a SIGTERM sent as soon as both starts are seen must find it.
 STAND_IN = f"""#!/bin/sh
-echo "$CUDA_VISIBLE_DEVICES $*" >> "$MARKERS/started"
 trap 'sleep {SHUTDOWN_SECONDS}; echo "$CUDA_VISIBLE_DEVICES" >> "$MARKERS/finished"; exit 0' TERM
+echo "$CUDA_VISIBLE_DEVICES $*" >> "$MARKERS/started"
 while :; do sleep 0.05; done
 """
 
