@@ -11,8 +11,8 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-# Reinstalled only when a requirements file changes, so TensorFlow is not fetched every run.
-$(STAMP): requirements.txt requirements-dev.txt
+# Reinstalled only when a requirements file (or the SDK's pyproject) changes, so TensorFlow is not fetched every run.
+$(STAMP): requirements.txt requirements-dev.txt requirements/api.txt requirements/ml.txt clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt

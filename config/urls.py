@@ -10,6 +10,7 @@ urlpatterns = [
     path("admin/usage/", admin.site.admin_view(admin_views.monthly_usage), name="monthly-usage"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenants.urls")),
+    path("api/v1/", include("events.urls")),
     path("api/v1/", include("datasets.urls")),
     path("api/v1/", include("training.urls")),
     path("api/v1/", include("serving.urls")),

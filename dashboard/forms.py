@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 
 from core import naming
+from events.models import EVENT_TYPES
 from serving.models import ModelAlias
 from tenants.models import Role, Scope
 from training.templates import Template
@@ -118,6 +119,17 @@ class AliasForm(forms.Form):
         regex=naming.ALIAS_NAME_RE, max_length=naming.MODEL_NAME_MAX_LENGTH, initial=ModelAlias.DEFAULT
     )
     version = forms.IntegerField(min_value=1, max_value=10**9)
+
+
+class WebhookForm(forms.Form):
+    url = forms.CharField(max_length=2048, label="URL", help_text="https; checked again before every delivery.")
+    event_types = forms.MultipleChoiceField(
+        choices=[(name, name) for name in sorted(EVENT_TYPES)],
+        widget=forms.CheckboxSelectMultiple,
+        initial=sorted(EVENT_TYPES),
+        label="Events",
+    )
+    description = forms.CharField(max_length=200, required=False)
 
 
 def form_error(form: forms.Form) -> str:

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard.views import account, datasets, jobs, models, overview
+from dashboard.views import account, datasets, jobs, models, overview, webhooks
 
 app_name = "dashboard"
 
@@ -29,4 +29,5 @@ urlpatterns = [
     path("members/", account.MembersPage.as_view(), name="members"),
     path("usage/", overview.UsagePage.as_view(), name="usage"),
     path("audit/", account.AuditPage.as_view(), name="audit"),
+    path("webhooks/", webhooks.WebhooksPage.as_view(), name="webhooks"),
 ]

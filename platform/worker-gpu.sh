@@ -16,5 +16,16 @@ while [ "$i" -lt "$count" ]; do
   pids="$pids $!"
   i=$((i + 1))
 done
-trap 'kill $pids' TERM INT
-wait
+trap 'kill $pids 2>/dev/null || true' TERM INT
+# `wait` returns as soon as a trapped signal arrives, and the container ends with this script, taking the
+# workers with it: so wait again until each has finished its warm shutdown (the running job goes on meanwhile).
+status=0
+for pid in $pids; do
+  while :; do
+    rc=0
+    wait "$pid" || rc=$?
+    kill -0 "$pid" 2>/dev/null || break
+  done
+  [ "$rc" -eq 0 ] || status=$rc
+done
+exit "$status"

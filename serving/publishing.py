@@ -12,6 +12,7 @@ visible version or burns a number twice. Versions are never overwritten once rea
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from django.utils import timezone
 
 from core import storage
 from core.errors import ConflictError
+from events import services as events
 from serving.models import ModelVersion, RegisteredModel
 
 MANIFEST = "manifest.json"
@@ -74,7 +76,25 @@ def publish(*, version: ModelVersion, export_dir: Path, manifest_fields: dict[st
     version.metrics = metrics
     version.status = ModelVersion.Status.READY
     version.published_at = timezone.now()
-    return _write_manifest(version, manifest, also=["metrics", "status", "published_at"])
+    # Visible and announced in one transaction (opened after the manifest's upload, not around it).
+    return _write_manifest(version, manifest, also=["metrics", "status", "published_at"], then=_announce_ready)
+
+
+def _announce_ready(version: ModelVersion) -> None:
+    """``model.version_ready`` to the tenant's webhooks (scalar metrics, the runtime that will serve it)."""
+    scalars = {k: v for k, v in version.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    events.emit(
+        tenant=version.tenant_id,
+        event_type="model.version_ready",
+        data={
+            "model": version.model.name,
+            "version": version.version,
+            "job": str(version.job_id) if version.job_id else None,
+            "runtime": version.manifest.get("runtime"),
+            "metrics": scalars,
+        },
+        once_key=str(version.pk),
+    )
 
 
 def _upload(version: ModelVersion, folder: Path, paths: list[Path]) -> dict[str, dict[str, Any]]:
@@ -88,7 +108,13 @@ def _upload(version: ModelVersion, folder: Path, paths: list[Path]) -> dict[str,
     return files
 
 
-def _write_manifest(version: ModelVersion, manifest: dict[str, Any], *, also: list[str]) -> ModelVersion:
+def _write_manifest(
+    version: ModelVersion,
+    manifest: dict[str, Any],
+    *,
+    also: list[str],
+    then: Callable[[ModelVersion], None] | None = None,
+) -> ModelVersion:
     """``manifest.json`` in storage, then the row (its manifest, size and ``also``): the last step of a change."""
     storage.put_bytes(
         version.object_prefix + MANIFEST,
@@ -97,7 +123,10 @@ def _write_manifest(version: ModelVersion, manifest: dict[str, Any], *, also: li
     )
     version.manifest = manifest
     version.size_bytes = sum(int(f.get("size", 0)) for f in manifest["files"].values())
-    version.save(update_fields=["manifest", "size_bytes", *also])
+    with transaction.atomic():
+        version.save(update_fields=["manifest", "size_bytes", *also])
+        if then is not None:
+            then(version)
     return version
 
 

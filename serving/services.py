@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from core import storage
 from core.errors import ConflictError, NotFoundError, ServiceError
+from events import services as events
 from serving import selectors
 from serving.models import ModelAlias, ModelVersion, PredictionUsage, RegisteredModel, RegistryEvent, ServingProcess
 from tenants import audit
@@ -62,7 +63,17 @@ def _move_alias(model: RegisteredModel, alias: str, target: ModelVersion, **deta
         existing.version, existing.updated_at = target, timezone.now()
         existing.save(update_fields=["version", "updated_at"])
     _event(model, "alias_set", alias=alias, version=target.version, previous=previous, **details)
+    _alias_moved(model, alias, version=target.version, previous=previous, action="rollback" if details else "set")
     return existing
+
+
+def _alias_moved(model: RegisteredModel, alias: str, *, version: int | None, previous: int | None, action: str) -> None:
+    """``model.alias_moved`` to the tenant's webhooks, in the move's transaction (``version`` None: deleted)."""
+    events.emit(
+        tenant=model.tenant_id,
+        event_type="model.alias_moved",
+        data={"model": model.name, "alias": alias, "version": version, "previous": previous, "action": action},
+    )
 
 
 @transaction.atomic
@@ -96,6 +107,7 @@ def delete_alias(*, tenant: Tenant, model_name: str, alias: str) -> None:
         raise NotFoundError(f"{model_name} has no alias {alias!r}.")
     existing.delete()
     _event(model, "alias_deleted", alias=alias, previous=existing.version.version)
+    _alias_moved(model, alias, version=None, previous=existing.version.version, action="deleted")
 
 
 @transaction.atomic
@@ -119,6 +131,11 @@ def set_traffic(*, tenant: Tenant, model_name: str, weights: dict[str, int]) -> 
     model.traffic = cleaned
     model.save(update_fields=["traffic"])
     _event(model, "traffic_set", weights=cleaned, previous=previous)
+    events.emit(
+        tenant=model.tenant_id,
+        event_type="model.traffic_changed",
+        data={"model": model.name, "weights": cleaned, "previous": previous},
+    )
     return model
 
 

@@ -24,6 +24,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from core import naming, queue, storage
 from core.errors import ConflictError, NotFoundError, QuotaExceededError, ServiceError
 from datasets.models import Dataset
+from events import services as events
 from tenants import audit
 from tenants import services as tenant_services
 from tenants.models import Tenant
@@ -174,16 +175,23 @@ def _reserve_runtime(*, tenant: Tenant, requested: int | None) -> int:
             code=COMPUTE_QUOTA_EXCEEDED,
             details=details,
         )
-    if requested is None:
-        return min(settings.TRAINING_DEFAULT_MAX_RUNTIME_SECONDS, remaining)
-    if requested > remaining:
+    budget = min(settings.TRAINING_DEFAULT_MAX_RUNTIME_SECONDS, remaining) if requested is None else requested
+    if budget > remaining:
         raise QuotaExceededError(
             f"max_runtime_seconds={requested} is more than the {remaining} compute seconds left this month "
             "(after what queued and running jobs have reserved).",
             code=COMPUTE_QUOTA_EXCEEDED,
             details=details | {"max_runtime_seconds": requested},
         )
-    return requested
+    # Ran and reserved (this job's budget included): what new submissions see as used.
+    events.quota_nearly_used(
+        tenant=tenant,
+        quota="compute_seconds_per_month",
+        used=quota - remaining + budget,
+        limit=quota,
+        period=selectors.month_start().strftime("%Y-%m"),
+    )
+    return budget
 
 
 @transaction.atomic
@@ -397,6 +405,8 @@ def _fail_queued(jobs, *, code: str) -> None:
         JobLogLine.objects.bulk_create(
             JobLogLine(tenant_id=tenant_id, job_id=pk, message=message) for pk, tenant_id in pending
         )
+        for job in TrainingJob.objects.filter(pk__in=[pk for pk, _ in pending], status=Status.FAILED, error_code=code):
+            _emit_finished(job, status=Status.FAILED, error_code=code)
 
 
 # --- cancellation ------------------------------------------------------------------------
@@ -414,6 +424,7 @@ def cancel_job(*, tenant: Tenant, job_id) -> TrainingJob:
         if job.status == Status.QUEUED:
             job.status, job.finished_at = Status.CANCELLED, now
             log(job, "cancelled before it started")
+            _emit_finished(job, status=Status.CANCELLED)
         elif job.status == Status.RUNNING:
             job.status = Status.CANCELLING
             log(job, "cancellation requested; stopping at the next batch")
@@ -612,6 +623,32 @@ def log(job: TrainingJob, message: str) -> None:
     JobLogLine.objects.create(tenant_id=job.tenant_id, job=job, message=message[:LOG_LINE_MAX])
 
 
+def _emit_finished(
+    job: TrainingJob,
+    *,
+    status: str,
+    error_code: str = "",
+    metrics: dict | None = None,
+    model_version: int | None = None,
+) -> None:
+    """``job.finished`` to the tenant's webhooks, in the transaction that ends the job (scalar metrics only)."""
+    scalars = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    events.emit(
+        tenant=job.tenant_id,
+        event_type="job.finished",
+        data={
+            "job": str(job.pk),
+            "status": status,
+            "model_name": job.model_name,
+            "template": job.template,
+            "model_version": model_version,
+            "error_code": error_code or None,
+            "metrics": scalars,
+        },
+        once_key=f"{job.pk}:{job.attempts}",
+    )
+
+
 def finish_job(
     *,
     job: TrainingJob,
@@ -652,6 +689,7 @@ def finish_job(
             return
         _attempt_row(job).update(outcome=error_code or status)
         log(job, f"{status}" + (f": {error}" if error else ""))
+        _emit_finished(job, status=status, error_code=error_code, metrics=metrics, model_version=model_version)
     transaction.on_commit(request_dispatch)
 
 
@@ -671,6 +709,7 @@ def _fail(job: TrainingJob, message: str, traceback_text: str, *, code: str) -> 
     job.error_code, job.error_message, job.error_traceback = code, message[:1000], traceback_text
     job.save(update_fields=["status", "finished_at", "error_code", "error_message", "error_traceback"])
     log(job, f"failed: {message}")
+    _emit_finished(job, status=Status.FAILED, error_code=code)
 
 
 def requeue_stale_jobs() -> list[str]:
@@ -692,6 +731,7 @@ def requeue_stale_jobs() -> list[str]:
                 locked.status, locked.finished_at = Status.CANCELLED, timezone.now()
                 locked.save(update_fields=["status", "finished_at"])
                 log(locked, "cancelled (its worker stopped)")
+                _emit_finished(locked, status=Status.CANCELLED)
             elif locked.attempts >= locked.max_attempts:
                 _fail(
                     locked,

@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import Sum
 
+from events import services as events
 from serving.models import PredictionUsage
 from tenants import selectors as tenant_selectors
 from tenants.models import Tenant
@@ -60,4 +61,27 @@ def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
             UsageRecord.objects.for_tenant(current).filter(day=day).delete()
             UsageRecord.objects.bulk_create(rows)
         written += len(rows)
+        check_quotas(tenant=current, storage_bytes=stored)
     return written
+
+
+def check_quotas(*, tenant: Tenant, storage_bytes: int | None = None) -> list[str]:
+    """Send ``quota.nearly_used`` for each monthly quota past its threshold (once per quota and month).
+
+    Compute counts the seconds run this month (submissions also count what queued jobs reserved, in
+    ``training.services``); storage counts the bytes stored now. Returns the quotas alerted by this call.
+    """
+    plan, period = tenant.plan, training_selectors.month_start().strftime("%Y-%m")
+    stored = tenant_selectors.storage_bytes_used(tenant=tenant) if storage_bytes is None else storage_bytes
+    measured = {
+        "compute_seconds_per_month": (
+            training_selectors.compute_seconds_this_month(tenant=tenant),
+            plan.compute_seconds_per_month,
+        ),
+        "storage_bytes": (stored, plan.storage_bytes),
+    }
+    return [
+        quota
+        for quota, (used, limit) in measured.items()
+        if events.quota_nearly_used(tenant=tenant, quota=quota, used=float(used), limit=float(limit), period=period)
+    ]

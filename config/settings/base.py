@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "core",
     "tenants",
+    "events",
     "datasets",
     "training",
     "serving",
@@ -47,6 +48,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.middleware.ProbeMiddleware",  # probes answer whatever their Host (before host validation)
     "core.metrics.MetricsMiddleware",  # times every request; answers /metrics before host checks and redirects
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -205,6 +207,7 @@ CELERY_TASK_ROUTES = {
     "tenants.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
     "usage.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
     "serving.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
+    "events.tasks.*": {"queue": "default", "routing_key": "default"},
     "core.tasks.*": {"queue": "default", "routing_key": "default"},
 }
 CELERY_TIMEZONE = "UTC"
@@ -388,4 +391,37 @@ SERVING_URL = env_url("SERVING_URL", "http://127.0.0.1:8001", schemes={"http", "
 CELERY_BEAT_SCHEDULE |= {
     "aggregate-tenant-usage": {"task": "usage.tasks.aggregate_usage", "schedule": 3600.0},
     "purge-idempotency-records": {"task": "tenants.tasks.purge_idempotency_records", "schedule": 3600.0},
+}
+
+# --- Webhooks (events) ---------------------------------------------------------
+# Tenants' webhook URLs may not reach loopback or private networks (SSRF) unless this is on: on with DEBUG (the
+# embedded stack) and in tests (a receiver on 127.0.0.1), off otherwise. Link-local (cloud metadata), multicast
+# and reserved addresses are refused always. Plain http is allowed only with WEBHOOK_ALLOW_HTTP (default: DEBUG).
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", DEBUG)
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", DEBUG)
+WEBHOOK_MAX_ENDPOINTS_PER_TENANT = env_int("WEBHOOK_MAX_ENDPOINTS_PER_TENANT", 10, minimum=1)
+WEBHOOK_MAX_URL_LENGTH = 2048
+# Attempts per delivery; the wait after failed attempt n is BASE x FACTOR^(n-1) seconds, at most MAX, +-20% jitter
+# (10 s, 1 min, 6 min, 36 min, 3.6 h, then 6 h: about 16 hours from the first attempt to the eighth).
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 10, minimum=1)
+WEBHOOK_RETRY_FACTOR = 6
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600, minimum=1)
+# Retries due sooner than this go back to the broker with a countdown; later ones are sent by the sweeper.
+WEBHOOK_COUNTDOWN_MAX_SECONDS = 600
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = 3
+WEBHOOK_READ_TIMEOUT_SECONDS = 5
+WEBHOOK_TOTAL_TIMEOUT_SECONDS = 10
+# Attempts of one tenant in flight at once (its slow receiver holds at most this many worker slots).
+WEBHOOK_CONCURRENT_PER_TENANT = env_int("WEBHOOK_CONCURRENT_PER_TENANT", 2, minimum=1)
+# An endpoint whose attempts all failed for this long (and at least this many) is disabled, and says why.
+WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 24 * 3600, minimum=60)
+WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 20, minimum=1)
+# quota.nearly_used is sent once per quota and month when use reaches this share of the plan's limit.
+WEBHOOK_QUOTA_THRESHOLD_PERCENT = env_int("WEBHOOK_QUOTA_THRESHOLD_PERCENT", 80, minimum=1)
+# Events and their delivery log are kept this long (deliveries still being retried longer).
+WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE |= {
+    "send-due-webhook-deliveries": {"task": "events.tasks.send_due_deliveries", "schedule": 30.0},
+    "purge-old-webhook-events": {"task": "events.tasks.purge_old_events", "schedule": 3600.0},
 }

@@ -15,6 +15,9 @@ os.environ.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:18333")
 os.environ.setdefault("S3_BUCKET", "mlplatform-test")
 # Tests make many failed key checks from 127.0.0.1 on purpose; the throttle tests lower this themselves.
 os.environ.setdefault("AUTH_FAILURES_PER_MINUTE", "100000")
+# The webhook tests' receiver listens on 127.0.0.1 over http; the SSRF tests turn this off themselves.
+os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "1")
+os.environ.setdefault("WEBHOOK_ALLOW_HTTP", "1")
 
 from config.settings.base import *  # noqa: E402, F403
 from config.settings.base import DATABASES, VAR_DIR  # noqa: E402

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ["core", "tenants", "datasets", "training", "serving", "usage", "dashboard"]
+ORDER = ["core", "tenants", "events", "datasets", "training", "serving", "usage", "dashboard"]
 # Modules that load TensorFlow: imported only inside functions of the worker and the serving process.
 TENSORFLOW = {"tensorflow", "keras", "tf2onnx", "onnxruntime"}
 

@@ -16,8 +16,9 @@ from django.apps import apps
 
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
-# Folders that are not an app's: whole-system fault tests, settings tests, and the shared helpers.
-NOT_APP_FOLDERS = {"chaos", "config", "support"}
+# Folders that are not an app's: whole-system fault tests, the client SDK and CLI (clients/python), settings tests,
+# deployment tests (the images, docker-compose.yml), and the shared helpers.
+NOT_APP_FOLDERS = {"chaos", "clients", "config", "deploy", "support"}
 
 
 def is_test_module(path: Path) -> bool:

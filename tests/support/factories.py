@@ -16,6 +16,7 @@ from datetime import date
 from django.db import models
 
 from datasets.models import Dataset, DatasetUpload
+from events.models import WebhookDelivery, WebhookEndpoint
 from serving.models import ModelVersion, PredictionUsage, RegisteredModel
 from tenants import audit, services
 from tenants.models import ApiKey, AuditEvent, Membership, Role, Tenant, TenantPlanPeriod, User
@@ -136,6 +137,26 @@ def make_prediction_usage(tenant: Tenant):
     )
 
 
+def make_webhook(tenant: Tenant):
+    from events import services as event_services
+
+    created = event_services.create_endpoint(
+        tenant=tenant, url="http://127.0.0.1:9/hook", event_types=["job.finished", "model.alias_moved"]
+    )
+    return created.endpoint
+
+
+def make_webhook_delivery(tenant: Tenant):
+    """A finished delivery (a redelivery of a pending one is refused with 409, not the route's own 2xx)."""
+    from events import services as event_services
+
+    endpoint = WebhookEndpoint.objects.for_tenant(tenant).first() or make_webhook(tenant)
+    delivery = event_services.ping(tenant=tenant, endpoint_id=endpoint.pk)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status=WebhookDelivery.Status.FAILED)
+    delivery.refresh_from_db()
+    return delivery
+
+
 OBJECT_FACTORIES: dict[type[models.Model], Callable[[Tenant], models.Model]] = {
     Membership: lambda tenant: make_member(tenant),
     ApiKey: lambda tenant: make_key(tenant, role=Role.MEMBER).api_key,
@@ -146,6 +167,8 @@ OBJECT_FACTORIES: dict[type[models.Model], Callable[[Tenant], models.Model]] = {
     ModelVersion: make_model_version,
     PredictionUsage: make_prediction_usage,
     AuditEvent: lambda tenant: audit.record(tenant=tenant, action="test.change", target=tenant),
+    WebhookEndpoint: make_webhook,
+    WebhookDelivery: make_webhook_delivery,
     UsageRecord: lambda tenant: UsageRecord.objects.create(
         tenant=tenant, day=date.today(), kind=UsageRecord.Kind.PREDICTIONS, model_name="m", version=1, quantity=5
     ),

@@ -6,6 +6,7 @@ import pytest
 from django.urls import resolve
 
 from datasets import services as dataset_services
+from events.models import WebhookDelivery
 from serving import services as registry
 from tenants.models import AuditEvent, Membership, Role, User
 from tests.conftest import client_for
@@ -96,10 +97,27 @@ def test_every_changing_endpoint_writes_one_audit_row(tenant_a, api_a):
     make_model_version(tenant, name="clicks", version=1)
     make_model_version(tenant, name="clicks", version=2)
     check(api_a.put("/api/v1/models/clicks/aliases/production", {"version": 1}, format="json"), "model.alias_set")
+    check(api_a.put("/api/v1/models/clicks/aliases/production", {"version": 2}, format="json"), "model.alias_set")
+    rolled_back = check(api_a.post("/api/v1/models/clicks/aliases/production/rollback"), "model.alias_set")
+    assert rolled_back.details["rollback"] is True and rolled_back.details["version"] == 1
     check(api_a.delete("/api/v1/models/clicks/aliases/production"), "model.alias_deleted")
     check(api_a.put("/api/v1/models/clicks/traffic", {"weights": {"1": 100}}, format="json"), "model.traffic_set")
     check(api_a.post("/api/v1/models/clicks/versions/2/archive"), "model.version_archived")
     check(api_a.delete("/api/v1/models/clicks/versions/2"), "model.version_deleted")
+
+    hook = api_a.post(
+        "/api/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "event_types": ["job.finished"]}, format="json"
+    )
+    event = check(hook, "webhook.create")
+    assert hook.json()["secret"] not in str(event.details)  # never the secret
+    hook_url = f"/api/v1/webhooks/{hook.json()['id']}"
+    check(api_a.patch(hook_url, {"description": "ops"}, format="json"), "webhook.update")
+    check(api_a.post(f"{hook_url}/rotate-secret"), "webhook.rotate_secret")
+    ping = api_a.post(f"{hook_url}/ping")
+    check(ping, "webhook.ping")
+    WebhookDelivery.objects.filter(pk=ping.json()["id"]).update(status=WebhookDelivery.Status.FAILED)
+    check(api_a.post(f"/api/v1/webhook-deliveries/{ping.json()['id']}/redeliver"), "webhook.redeliver")
+    check(api_a.delete(hook_url), "webhook.delete")
 
     missing = write_routes() - set(exercised)
     assert not missing, f"write routes this scenario never calls (add a step for each): {sorted(missing)}"
