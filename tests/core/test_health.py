@@ -76,6 +76,7 @@ def test_probes_answer_any_host_and_never_redirect_under_production_settings():
         ALLOWED_HOSTS="localhost",
         SECURE_SSL_REDIRECT="1",
         SERVING_METRICS_TOKEN="tok-123",
+        METRICS_TOKEN="metrics-tok-123",  # production refuses to load the API's middleware without it
     )
     env.pop("DEBUG", None)
     result = subprocess.run(

@@ -3,6 +3,7 @@ patterns, every gunicorn worker added up, queue lengths, jobs by state); a worke
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
@@ -73,6 +74,10 @@ def _json_lines(text: str, *, native_output: bool = False) -> list[dict]:
 
 
 def test_a_json_line_carries_the_context_extra_fields_and_the_exception_but_no_credential():
+    contextvars.Context().run(_log_and_check_json_lines)  # a fresh context: no ids from earlier tests
+
+
+def _log_and_check_json_lines() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())

@@ -63,7 +63,10 @@ def test_web_worker_cpu_and_beat_need_nothing_the_api_image_lacks(tmp_path):
     """
     site = image_site_folder("api", tmp_path / "api-image")
     env = subprocess_env(
-        DJANGO_SETTINGS_MODULE="config.settings.production", PYTHONPATH=str(site), SERVING_METRICS_TOKEN="t" * 32
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        PYTHONPATH=str(site),
+        SERVING_METRICS_TOKEN="t" * 32,
+        METRICS_TOKEN="m" * 32,
     )
     env.pop("DEBUG", None)
     code = API_IMAGE_PROCESSES % {"ml_only": ML_ONLY_MODULES}
