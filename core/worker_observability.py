@@ -29,6 +29,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from core import logs
 
@@ -102,7 +103,11 @@ def prepare_metrics(**_: Any) -> None:
         return
     from core.metrics import require_token  # when a worker starts: config.celery loads this module with the settings
 
-    require_token()  # production: no open metrics port
+    try:
+        require_token()  # production: no open metrics port
+    except ImproperlyConfigured as exc:
+        # Celery logs and ignores a receiver's exceptions; a SystemExit stops the worker, as a bad setting should.
+        raise SystemExit(str(exc)) from None
     directory = metrics_directory(port)
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):  # a previous run's values are not this run's
@@ -131,7 +136,7 @@ def prepare_metrics(**_: Any) -> None:
 def serve_metrics(**_: Any) -> None:
     """``worker_ready``: ``GET /metrics`` on ``WORKER_METRICS_HOST:WORKER_METRICS_PORT`` from a daemon thread."""
     port = settings.WORKER_METRICS_PORT
-    if not port or _state["server"] is not None:
+    if not port or _state["metrics"] is None or _state["server"] is not None:
         return
     from prometheus_client.exposition import ThreadingWSGIServer
 

@@ -120,6 +120,26 @@ def test_production_refuses_an_open_metrics_endpoint():
         MetricsMiddleware(lambda request: None)
 
 
+def test_production_refuses_a_worker_metrics_port_without_a_token():
+    env = subprocess_env(
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        SECRET_KEY="a-long-random-production-secret-key-0123456789-abcdefghijklmnop",
+        WORKER_METRICS_PORT=str(free_port()),
+        METRICS_TOKEN="",
+    )
+    env.pop("DEBUG", None)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("celery")), "-A", "config", "worker", "-P", "solo", "-Q", "default"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "METRICS_TOKEN must be set" in result.stdout + result.stderr
+
+
 # --- the API in-process: token, route patterns, jobs by state, queue lengths ------------------------------------
 
 
