@@ -46,6 +46,7 @@ import django
 django.setup()
 from django.test import Client
 
+METRICS_AUTH = "Bearer metrics-tok-123"
 answers = {}
 for name, method, path, host, headers in [
     ("healthz by IP", "get", "/healthz", "127.0.0.1:8000", {}),
@@ -57,6 +58,8 @@ for name, method, path, host, headers in [
     ("api on a foreign host", "get", "/api/v1/tenant", "10.1.2.3:8000", {}),
     ("POST healthz on a foreign host", "post", "/healthz", "10.1.2.3:8000", {}),
     ("api on our host behind TLS", "get", "/api/v1/tenant", "localhost", {"HTTP_X_FORWARDED_PROTO": "https"}),
+    ("metrics by pod IP with the token", "get", "/metrics", "10.1.2.3:8000", {"HTTP_AUTHORIZATION": METRICS_AUTH}),
+    ("metrics by pod IP without it", "get", "/metrics", "10.1.2.3:8000", {}),
 ]:
     response = getattr(Client(), method)(path, HTTP_HOST=host, **headers)
     body = response.json() if response.get("Content-Type") == "application/json" else None
@@ -95,3 +98,6 @@ def test_probes_answer_any_host_and_never_redirect_under_production_settings():
     assert answers["api on a foreign host"][0] == 400
     assert answers["POST healthz on a foreign host"][0] == 400
     assert answers["api on our host behind TLS"][0] == 401
+    # A scraper addresses the pod by IP over plain HTTP: /metrics answers before host checks and redirects.
+    assert answers["metrics by pod IP with the token"][0] == 200
+    assert answers["metrics by pod IP without it"][0] == 401
