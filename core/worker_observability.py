@@ -11,7 +11,7 @@ Metrics, when ``WORKER_METRICS_PORT`` is set: the worker's main process serves `
 - ``celery_task_failures_total{task}`` and ``celery_task_retries_total{task}``.
 
 Tasks run in the pool's child processes, so these use prometheus_client's multiprocess mode: the main process
-empties a directory of its own (``PLATFORM_VAR_DIR/worker-metrics/<port>``) and names it in
+empties a directory of its own (``PLATFORM_VAR_DIR/worker-metrics/<host>-<port>``) and names it in
 ``PROMETHEUS_MULTIPROC_DIR`` before the pool forks; every child writes its values there and the main process's
 scrape adds them up. Each worker container (docker-compose service, Kubernetes pod) is scraped on its own port.
 """
@@ -22,6 +22,7 @@ import contextlib
 import logging
 import logging.config
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -93,7 +94,8 @@ def task_retried(sender: Any = None, **_: Any) -> None:
 
 
 def metrics_directory(port: int) -> Path:
-    return Path(settings.VAR_DIR) / "worker-metrics" / str(port)
+    """This worker's own: by host name too, so workers sharing a var volume never empty each other's."""
+    return Path(settings.VAR_DIR) / "worker-metrics" / f"{socket.gethostname()}-{port}"
 
 
 def prepare_metrics(**_: Any) -> None:
