@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import socket
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
@@ -19,10 +20,10 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # --- Metrics across workers (core.metrics) -------------------------------------------------------------------
 # Every worker writes its request counts to one directory (prometheus_client's multiprocess mode) and a scrape
 # of any worker's /metrics adds up all of them. Named here, in the master, before any worker imports
-# prometheus_client; one directory per bind address, emptied when the server starts (not on a reload).
+# prometheus_client; one directory per host and bind address, emptied when the server starts (not on a reload).
 _var_dir = os.environ.get("PLATFORM_VAR_DIR") or os.path.join(os.path.dirname(os.path.dirname(__file__)), "var")
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
-    _var_dir, "api-metrics", "".join(c if c.isalnum() else "_" for c in bind)
+    _var_dir, "api-metrics", socket.gethostname() + "-" + "".join(c if c.isalnum() else "_" for c in bind)
 )
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
