@@ -456,6 +456,7 @@ def test_the_settings_load_in_production_from_these_values(rendered, tmp_path):
         "S3_ACCESS_KEY_ID": "stand-in",
         "S3_SECRET_ACCESS_KEY": secrets.token_urlsafe(20),
         "SERVING_METRICS_TOKEN": secrets.token_urlsafe(20),
+        "METRICS_TOKEN": secrets.token_urlsafe(20),
     }
     assert {var for var, value in env.items() if value is None} == set(stand_ins)
     process_env = {var: value for var, value in env.items() if value is not None} | stand_ins
@@ -485,12 +486,14 @@ def test_no_secret_value_is_in_the_repository(rendered):
     assert template["kind"] == "Secret" and template["metadata"]["name"] == k8s.SECRET_NAME
     assert "data" not in template
     assert {var: value for var, value in template["stringData"].items() if value != ""} == {}
-    assert {"SECRET_KEY", "DATABASE_URL", "S3_SECRET_ACCESS_KEY", "SERVING_METRICS_TOKEN"} <= set(
+    assert {"SECRET_KEY", "DATABASE_URL", "S3_SECRET_ACCESS_KEY", "SERVING_METRICS_TOKEN", "METRICS_TOKEN"} <= set(
         template["stringData"]
     )
     deployments = k8s.by_kind(objects, "Deployment")
     for name in ("serving", "web"):  # serving's /metrics and /readyz's details are behind this token
         assert k8s.container_env(k8s.main_container(deployments[name]), objects)["SERVING_METRICS_TOKEN"] is None
+    for name in ("web", "worker-cpu", "worker-gpu"):  # the API's and the workers' /metrics are behind this one
+        assert k8s.container_env(k8s.main_container(deployments[name]), objects)["METRICS_TOKEN"] is None
     for config_map in k8s.by_kind(objects, "ConfigMap").values():
         data = config_map["data"]
         assert not set(data) & set(template["stringData"]), "a secret's name in the ConfigMap"

@@ -21,7 +21,7 @@ SHUTDOWN_SECONDS = 1.5
 # The trap is set before the start is recorded: a SIGTERM sent as soon as both starts are seen must find it.
 STAND_IN = f"""#!/bin/sh
 trap 'sleep {SHUTDOWN_SECONDS}; echo "$CUDA_VISIBLE_DEVICES" >> "$MARKERS/finished"; exit 0' TERM
-echo "$CUDA_VISIBLE_DEVICES $*" >> "$MARKERS/started"
+echo "$CUDA_VISIBLE_DEVICES $WORKER_METRICS_PORT $*" >> "$MARKERS/started"
 while :; do sleep 0.05; done
 """
 
@@ -35,7 +35,12 @@ def test_each_gpu_gets_a_worker_and_the_script_outlives_their_warm_shutdown(tmp_
     bin_dir.mkdir()
     (bin_dir / "celery").write_text(STAND_IN)
     (bin_dir / "celery").chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "GPU_COUNT": "2", "MARKERS": str(tmp_path)}
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "GPU_COUNT": "2",
+        "MARKERS": str(tmp_path),
+        "WORKER_METRICS_PORT": "9808",
+    }
     script = subprocess.Popen(["sh", str(ROOT / "platform" / "worker-gpu.sh")], env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 20
@@ -45,6 +50,7 @@ def test_each_gpu_gets_a_worker_and_the_script_outlives_their_warm_shutdown(tmp_
             time.sleep(0.05)
         started = sorted(_lines(tmp_path / "started"))
         assert [line.split()[0] for line in started] == ["0", "1"]  # CUDA_VISIBLE_DEVICES, one device each
+        assert [line.split()[1] for line in started] == ["9808", "9809"]  # a metrics port each
         assert all("-Q gpu -c 1" in line and "--prefetch-multiplier=1" in line for line in started)
 
         sent = time.monotonic()

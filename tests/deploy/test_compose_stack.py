@@ -75,6 +75,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "compose-test-postgres-password",
     "S3_SECRET_ACCESS_KEY": "compose-test-s3-secret-key",
     "SERVING_METRICS_TOKEN": "compose-test-metrics-token",
+    "METRICS_TOKEN": "compose-test-api-metrics-token",
 }
 # Documented capacity variables an operator of a small host would set (and proof that they reach the processes).
 OPERATOR_CHOICES = {"GUNICORN_WORKERS": "2", "CPU_WORKER_CONCURRENCY": "1"}
@@ -96,6 +97,8 @@ class Local:
     s3_port: int
     web_port: int
     serving_port: int
+    cpu_metrics_port: int
+    gpu_metrics_port: int
     tmp: Path
 
 
@@ -112,6 +115,8 @@ def rewrites(local: Local) -> list[tuple[str, str]]:
         ("0.0.0.0:8000", f"127.0.0.1:{local.web_port}"),  # GUNICORN_BIND
         ("http://127.0.0.1:8000/", f"http://127.0.0.1:{local.web_port}/"),  # web's health check
         ("http://127.0.0.1:8001/", f"http://127.0.0.1:{local.serving_port}/"),  # serving's health check
+        ("9808", str(local.cpu_metrics_port)),  # worker-cpu's WORKER_METRICS_PORT
+        ("9818", str(local.gpu_metrics_port)),  # worker-gpu's (its first GPU's worker; the CPU fallback's here)
         # volumes and container-local files -> the test's folders
         ("/var/cache/mlplatform-models", str(local.tmp / "volumes" / "modelcache")),
         (BEAT_SCHEDULE, str(local.tmp / "beat" / "celerybeat-schedule")),
@@ -548,6 +553,8 @@ def compose_stack(tmp_path, request) -> Iterator[tuple[Stack, Local, dict[str, s
             s3_port=free_port_block(),
             web_port=free_port(),
             serving_port=free_port(),
+            cpu_metrics_port=free_port(),
+            gpu_metrics_port=free_port(),
             tmp=tmp_path,
         )
         user = "platform"  # compose's POSTGRES_USER: the role exists as the postgres image would create it
@@ -704,6 +711,20 @@ def test_the_compose_stack_comes_up_healthy_and_runs_the_main_job(compose_stack,
         loaded = {pid: loaded_ml_libraries(pid) for pid in stack.group_pids(name)}
         assert not any(loaded.values()), f"{name} loaded ML libraries: {loaded}"
     assert any(loaded_ml_libraries(pid) for pid in stack.group_pids("worker-gpu")), "the trainer's maps show no TF"
+    # Prometheus scrapes web and each worker with METRICS_TOKEN: requests by route, queues and jobs on web, task
+    # durations on the worker that ran them.
+    token = variables["METRICS_TOKEN"]
+    web_metrics = scrape(f"http://127.0.0.1:{local.web_port}/metrics", token)
+    assert 'training_jobs{status="succeeded"} 1.0' in web_metrics, web_metrics[:2000]
+    assert 'route="/api/v1/jobs"' in web_metrics and "celery_queue_length" in web_metrics
+    gpu_metrics = scrape(f"http://127.0.0.1:{local.gpu_metrics_port}/metrics", token)
+    assert 'celery_task_seconds_count{state="success",task="training.tasks.train_model"}' in gpu_metrics
+    assert "celery_task_seconds" in scrape(f"http://127.0.0.1:{local.cpu_metrics_port}/metrics", token)
+    for port in (local.web_port, local.cpu_metrics_port, local.gpu_metrics_port):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            scrape(f"http://127.0.0.1:{port}/metrics", "not-the-token")
+        assert refused.value.code in (401, 403)
+
     # GUNICORN_WORKERS reaches gunicorn: the master and that many workers.
     assert len(stack.group_pids("web")) == 1 + int(variables["GUNICORN_WORKERS"])
 
@@ -718,6 +739,12 @@ def test_the_compose_stack_comes_up_healthy_and_runs_the_main_job(compose_stack,
     if reporter is not None and capture is not None:
         with capture.global_and_fixture_disabled():  # shown in `make test`'s output, not only with -s
             reporter.write_line("\n" + line)
+
+
+def scrape(url: str, token: str) -> str:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
 
 
 def test_compose_refuses_to_start_without_the_operators_secrets():
