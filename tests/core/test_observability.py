@@ -32,7 +32,7 @@ from core.middleware import RequestIdLogFilter
 from tests.support.factories import make_job
 from tests.support.jobs import TINY_CTR, ctr_dataset, job_state, submit, wait_for
 from tests.support.serving import parse_metrics
-from tests.support.workers import ROOT, celery_worker, free_port, stop_process_group, subprocess_env
+from tests.support.workers import ROOT, celery_worker, free_port, gunicorn_server, subprocess_env
 from training.models import TrainingJob
 
 TOKEN = "test-metrics-token-0123456789"
@@ -228,36 +228,8 @@ def test_a_broker_that_never_answers_costs_the_scrape_a_bounded_wait(client):
 
 @contextmanager
 def _gunicorn(workers: int, **extra_env: str):
-    port = free_port()
-    log_path = ROOT / "var" / "test" / f"gunicorn-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = subprocess_env(
-        GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers), GUNICORN_THREADS="2", **extra_env
-    )
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "platform/gunicorn.conf.py", "config.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"gunicorn did not start; log:\n{log_path.read_text()[-4000:]}") from None
-                time.sleep(0.2)
+    with gunicorn_server(workers=workers, threads=2, **extra_env) as (base, log_path):
         yield base, log_path
-    finally:
-        stop_process_group(process)
 
 
 @pytest.mark.slow

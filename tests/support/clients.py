@@ -8,16 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.workers import ROOT, celery_worker, free_port, serving_process, stop_process_group, subprocess_env
+from tests.support.workers import celery_worker, gunicorn_server, serving_process
 
 MLP = str(Path(sys.executable).with_name("mlp"))
-GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 
 @dataclass(frozen=True)
@@ -29,32 +26,8 @@ class Stack:
 @contextmanager
 def api_server(*, ready_timeout: float = 60):
     """gunicorn with the deployment's config (one worker, threads) on a free port; yields its base URL."""
-    port = free_port()
-    log_path = ROOT / "var" / "test" / f"api-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [GUNICORN, "-c", "platform/gunicorn.conf.py", "config.wsgi"],
-            cwd=ROOT,
-            env=subprocess_env(GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1", GUNICORN_THREADS="4"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"the API did not start; log:\n{log_path.read_text()[-4000:]}") from None
-                time.sleep(0.2)
+    with gunicorn_server(workers=1, threads=4, ready_timeout=ready_timeout) as (base, _):
         yield base
-    finally:
-        stop_process_group(process)
 
 
 @contextmanager

@@ -140,15 +140,47 @@ def serving_process(*, ready_timeout: float = 90, port: int | None = None, worke
     base = f"http://127.0.0.1:{port}"
     serving_process.last = process
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            try:
-                urllib.request.urlopen(base + "/v2/health/ready", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"serving did not start; log:\n{log_path.read_text()[-4000:]}") from None
-                time.sleep(0.2)
+        wait_until_answers(base + "/v2/health/ready", process, log_path, ready_timeout, "serving")
         yield base
     finally:
         stop_process_group(process)
+
+
+@contextmanager
+def gunicorn_server(*, workers: int = 1, threads: int = 4, ready_timeout: float = 60, **extra_env: str):
+    """The API under gunicorn with the deployment's config on a free port; yields (base URL, log path)."""
+    port = free_port()
+    log_path = ROOT / "var" / "test" / f"gunicorn-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = subprocess_env(
+        GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(workers), GUNICORN_THREADS=str(threads), **extra_env
+    )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn.conf.py makes (and empties) its own
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "platform/gunicorn.conf.py", "config.wsgi"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(base + "/healthz", process, log_path, ready_timeout, "gunicorn")
+        yield base, log_path
+    finally:
+        stop_process_group(process)
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, log_path: Path, timeout: float, what: str) -> None:
+    """Poll ``url`` until it answers; fail with the process's log if it exits or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not start; log:\n{log_path.read_text()[-4000:]}") from None
+            time.sleep(0.2)
