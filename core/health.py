@@ -10,13 +10,13 @@ status page.
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
 from core import probes
+from core.bearer import bearer_matches
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,5 @@ def _is_operator(request: HttpRequest) -> bool:
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and user.is_staff:
         return True
-    presented = request.headers.get("Authorization", "").encode()
-    tokens = [token for token in (settings.SERVING_METRICS_TOKEN, settings.METRICS_TOKEN) if token]
-    return any(hmac.compare_digest(presented, f"Bearer {token}".encode()) for token in tokens)
+    presented = request.headers.get("Authorization", "")
+    return any(bearer_matches(presented, token) for token in (settings.SERVING_METRICS_TOKEN, settings.METRICS_TOKEN))

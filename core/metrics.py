@@ -16,7 +16,6 @@ redirect, since a scraper addresses a pod by its IP over plain HTTP. It needs ``
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from core.bearer import bearer_matches
 from core.errors import error_body
 from core.middleware import route_of
 
@@ -66,10 +66,7 @@ def register_scrape_collector(name: str, collect: ScrapeCollector) -> None:
 
 def authorized(presented: str) -> bool:
     """Whether an ``Authorization`` header value carries the metrics token (open when none is configured)."""
-    token = settings.METRICS_TOKEN
-    if not token:
-        return True
-    return hmac.compare_digest(presented.encode(), f"Bearer {token}".encode())
+    return not settings.METRICS_TOKEN or bearer_matches(presented, settings.METRICS_TOKEN)
 
 
 def require_token() -> None:

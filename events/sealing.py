@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import os
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 
@@ -29,3 +30,13 @@ def seal(secret: str, *, endpoint_id) -> bytes:
 def unseal(sealed: bytes, *, endpoint_id) -> str:
     sealed = bytes(sealed)
     return _aead(endpoint_id).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], None).decode()
+
+
+def unseal_or_none(sealed: bytes | None, *, endpoint_id) -> str | None:
+    """The secret, or None when it was sealed under another ``SECRET_KEY`` (or is missing)."""
+    if not sealed:
+        return None
+    try:
+        return unseal(sealed, endpoint_id=endpoint_id)
+    except (InvalidTag, ValueError):
+        return None

@@ -44,6 +44,10 @@ DELIVER = "events.tasks.deliver"
 Status = WebhookDelivery.Status
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 ROTATION_OVERLAP = timedelta(hours=24)
+# A claimed attempt's hold: longer than the delivery task's hard time limit (events.tasks), so the sweeper never
+# sends a second attempt while the first may still be talking to the receiver.
+ATTEMPT_TIME_LIMIT_SECONDS = 60
+ATTEMPT_LOCK_SECONDS = ATTEMPT_TIME_LIMIT_SECONDS + 30
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d1c4e-5b1a-4f4e-9a57-2f0c3e5d7a10")
 
 
@@ -89,16 +93,25 @@ def _locked_endpoint(tenant: Tenant, endpoint_id) -> WebhookEndpoint:
     return endpoint
 
 
+class SecretUnreadable(Exception):
+    """The endpoint's signing secret was sealed under another SECRET_KEY: it must be rotated."""
+
+
 def secrets_for(endpoint: WebhookEndpoint, *, now=None) -> list[str]:
-    """The secrets a body is signed with now: the current one, and the previous one during a rotation's overlap."""
+    """The secrets a body is signed with now: the current one, and the previous one during a rotation's overlap
+    (skipped when it cannot be read any more). ``SecretUnreadable`` when the current one cannot."""
     now = now or timezone.now()
-    found = [sealing.unseal(endpoint.secret_sealed, endpoint_id=endpoint.pk)]
+    current = sealing.unseal_or_none(endpoint.secret_sealed, endpoint_id=endpoint.pk)
+    if current is None:
+        raise SecretUnreadable("the signing secret cannot be read (SECRET_KEY changed?): rotate it")
+    found = [current]
     if (
         endpoint.previous_secret_sealed
         and endpoint.previous_secret_expires_at
         and endpoint.previous_secret_expires_at > now
     ):
-        found.append(sealing.unseal(endpoint.previous_secret_sealed, endpoint_id=endpoint.pk))
+        previous = sealing.unseal_or_none(endpoint.previous_secret_sealed, endpoint_id=endpoint.pk)
+        found += [previous] if previous is not None else []
     return found
 
 
@@ -110,14 +123,14 @@ def create_endpoint(
     *, tenant: Tenant, url: str, event_types: list[str], description: str = "", is_active: bool = True
 ) -> CreatedEndpoint:
     """Register an endpoint (its URL checked against SSRF now, and again at every delivery); the secret once."""
+    types = _clean_event_types(event_types)
+    network.resolve(url)  # before any lock: a lookup may take seconds
     tenant_services.lock_tenant(tenant_id=tenant.pk)
     limit = settings.WEBHOOK_MAX_ENDPOINTS_PER_TENANT
     if WebhookEndpoint.objects.for_tenant(tenant).count() >= limit:
         raise ConflictError(
             f"A tenant has at most {limit} webhook endpoints.", code="webhook_limit_reached", details={"limit": limit}
         )
-    types = _clean_event_types(event_types)
-    network.resolve(url)
     endpoint = WebhookEndpoint(
         tenant=tenant, url=url, event_types=types, description=description[:200], is_active=is_active
     )
@@ -128,13 +141,20 @@ def create_endpoint(
     return CreatedEndpoint(endpoint=endpoint, secret=secret)
 
 
-@transaction.atomic
 def update_endpoint(*, tenant: Tenant, endpoint_id, **changes: Any) -> WebhookEndpoint:
     """Change ``url``, ``event_types``, ``description`` or ``is_active``; re-enabling forgets past failures."""
-    endpoint = _locked_endpoint(tenant, endpoint_id)
+    if "url" in changes:
+        # Another tenant's id is 404 before any lookup, and the lookup (seconds, maybe) holds no row lock.
+        with transaction.atomic():
+            _locked_endpoint(tenant, endpoint_id)
+        network.resolve(changes["url"])
+    with transaction.atomic():
+        return _apply_changes(_locked_endpoint(tenant, endpoint_id), tenant, changes)
+
+
+def _apply_changes(endpoint: WebhookEndpoint, tenant: Tenant, changes: dict[str, Any]) -> WebhookEndpoint:
     fields = []
     if "url" in changes:
-        network.resolve(changes["url"])
         endpoint.url = changes["url"]
         fields.append("url")
     if "event_types" in changes:
@@ -169,8 +189,10 @@ def rotate_secret(*, tenant: Tenant, endpoint_id) -> CreatedEndpoint:
     """A new secret (shown once); the old one still signs, beside it, for 24 hours."""
     endpoint = _locked_endpoint(tenant, endpoint_id)
     secret = _new_secret()
-    endpoint.previous_secret_sealed = endpoint.secret_sealed
-    endpoint.previous_secret_expires_at = timezone.now() + ROTATION_OVERLAP
+    # The old secret keeps signing through the overlap, unless it cannot be read (then there is nothing to keep).
+    readable = sealing.unseal_or_none(endpoint.secret_sealed, endpoint_id=endpoint.pk) is not None
+    endpoint.previous_secret_sealed = endpoint.secret_sealed if readable else None
+    endpoint.previous_secret_expires_at = timezone.now() + ROTATION_OVERLAP if readable else None
     endpoint.secret_sealed = sealing.seal(secret, endpoint_id=endpoint.pk)
     endpoint.updated_at = timezone.now()
     endpoint.save(update_fields=["previous_secret_sealed", "previous_secret_expires_at", "secret_sealed", "updated_at"])
@@ -320,6 +342,11 @@ def _claim(delivery_id, *, now, force: bool) -> tuple[WebhookDelivery | None, Ou
         )
         if delivery is None or delivery.status != Status.PENDING:
             return None, Outcome(status=delivery.status if delivery else "missing")
+        if delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:  # an attempt that died before it was recorded
+            delivery.status, delivery.next_attempt_at, delivery.locked_until = Status.FAILED, None, None
+            delivery.last_error = delivery.last_error or "no attempt left"
+            delivery.save(update_fields=["status", "next_attempt_at", "locked_until", "last_error"])
+            return None, Outcome(status=Status.FAILED)
         if delivery.locked_until and delivery.locked_until > now:
             return None, Outcome(status="in_progress")
         if delivery.next_attempt_at and delivery.next_attempt_at > now:
@@ -338,7 +365,7 @@ def _claim(delivery_id, *, now, force: bool) -> tuple[WebhookDelivery | None, Ou
             # The tenant's other attempts hold their slots: wait a little, without spending an attempt.
             return None, Outcome(status="tenant_busy", retry_in=2 + random.uniform(0, 3))  # noqa: S311
         delivery.attempts += 1
-        delivery.locked_until = now + timedelta(seconds=settings.WEBHOOK_TOTAL_TIMEOUT_SECONDS + 30)
+        delivery.locked_until = now + timedelta(seconds=ATTEMPT_LOCK_SECONDS)
         delivery.save(update_fields=["attempts", "locked_until"])
         return delivery, None
 
@@ -353,16 +380,19 @@ def attempt_delivery(*, delivery_id, force: bool = False) -> Outcome:
     body = payload(event)
     timestamp = int(now.timestamp())
     try:
-        target = network.resolve(endpoint.url)
-    except network.UnsafeURL as exc:
-        answer = network.Answer(status_code=None, error=f"refused: {exc.message}", duration_ms=0)
-    else:
         headers = {
             signing.SIGNATURE_HEADER: signing.signature_header(secrets_for(endpoint, now=now), timestamp, body),
             signing.EVENT_ID_HEADER: event.id,
             signing.EVENT_TYPE_HEADER: event.type,
         }
-        answer = network.post(target, body, headers)
+        answer = network.post(network.resolve(endpoint.url), body, headers)
+    except network.UnsafeURL as exc:
+        answer = network.Answer(status_code=None, error=f"refused: {exc.message}", duration_ms=0)
+    except SecretUnreadable as exc:
+        answer = network.Answer(status_code=None, error=str(exc), duration_ms=0)
+    except Exception as exc:  # recorded as a failed attempt: a claimed delivery must never be left to loop
+        logger.exception("webhook delivery %s failed before its answer", delivery.pk)
+        answer = network.Answer(status_code=None, error=f"internal error: {exc.__class__.__name__}", duration_ms=0)
     return _record(delivery, answer, started=now)
 
 
@@ -374,7 +404,9 @@ def _record(delivery: WebhookDelivery, answer: network.Answer, *, started) -> Ou
         "" if succeeded else f"HTTP {code}" + (" (redirects are not followed)" if code and 300 <= code < 400 else "")
     )
     with transaction.atomic():
-        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=delivery.endpoint_id)
+        endpoint = WebhookEndpoint.objects.select_for_update().filter(pk=delivery.endpoint_id).first()
+        if endpoint is None:  # deleted during the attempt, and its deliveries with it
+            return Outcome(status="missing")
         DeliveryAttempt.objects.create(
             tenant_id=delivery.tenant_id,
             delivery=delivery,

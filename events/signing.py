@@ -35,16 +35,18 @@ def verify(
 
     Give it the raw body bytes as received, before any JSON parsing. Compared in constant time.
     """
+    if not isinstance(header, str) or not isinstance(body, bytes):
+        return False
     timestamp, signatures = None, []
-    for part in (header or "").split(","):
+    for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
-        elif key == "v1":
-            signatures.append(value)
+        elif key == "v1" and value.isascii():
+            signatures.append(value.encode())
     if timestamp is None or not signatures:
         return False
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         return False
-    expected = sign(secret, timestamp, body)
+    expected = sign(secret, timestamp, body).encode()
     return any(hmac.compare_digest(expected, candidate) for candidate in signatures)

@@ -8,7 +8,13 @@ from django.conf import settings
 from events import services
 
 
-@shared_task(name="events.tasks.deliver", acks_late=True)
+@shared_task(
+    name="events.tasks.deliver",
+    acks_late=True,
+    # DNS (bounded), then one attempt cut at WEBHOOK_TOTAL_TIMEOUT_SECONDS; these only stop a stuck worker.
+    soft_time_limit=services.ATTEMPT_TIME_LIMIT_SECONDS - 15,
+    time_limit=services.ATTEMPT_TIME_LIMIT_SECONDS,
+)
 def deliver(delivery_id: str, force: bool = False) -> str:
     """One attempt; a retry due within WEBHOOK_COUNTDOWN_MAX_SECONDS is sent with a countdown, a later one is left
     to ``send_due_deliveries`` (a broker holding hours-long countdowns in workers' memory is worse)."""

@@ -214,7 +214,7 @@ def start_worker(children: Children, env: dict[str, str]) -> subprocess.Popen:
             "config",
             "worker",
             "-Q",
-            "default,cpu,gpu",
+            "default,cpu,gpu,webhooks",
             "-c",
             "1",
             "-n",

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from django.conf import settings
 from django.core.cache import cache
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 
 from core import storage
 from core.errors import ConflictError, ServiceError
@@ -90,6 +90,7 @@ def acquire_download_slot(*, tenant_id) -> str:
     except ValueError:  # expired between add and incr
         cache.add(key, 1, timeout=_DOWNLOAD_SLOT_SECONDS)
         held = 1
+    cache.touch(key, _DOWNLOAD_SLOT_SECONDS)  # the count lives as long as its newest stream may
     if held > settings.MODEL_ARCHIVE_CONCURRENT_PER_TENANT:
         release_download_slot(key)
         raise ServiceError(
@@ -127,11 +128,17 @@ def iter_archive(*, version: ModelVersion, slot: str | None = None) -> Iterator[
             release_download_slot(slot)
 
 
-def archive_response(*, version: ModelVersion) -> StreamingHttpResponse:
-    """The streamed archive as a download (API and dashboard), after the size and concurrency checks."""
+def archive_response(*, version: ModelVersion, head: bool = False) -> HttpResponse | StreamingHttpResponse:
+    """The streamed archive as a download (API and dashboard), after the size and concurrency checks.
+
+    ``head``: the headers alone. A server would otherwise build (and throw away) the whole archive for a HEAD.
+    """
     check_archive_size(version=version)
-    slot = acquire_download_slot(tenant_id=version.tenant_id)
-    response = StreamingHttpResponse(iter_archive(version=version, slot=slot), content_type="application/gzip")
+    if head:
+        response: HttpResponse | StreamingHttpResponse = HttpResponse(content_type="application/gzip")
+    else:
+        slot = acquire_download_slot(tenant_id=version.tenant_id)
+        response = StreamingHttpResponse(iter_archive(version=version, slot=slot), content_type="application/gzip")
     response["Content-Disposition"] = f'attachment; filename="{version.model.name}-{version.version}.tar.gz"'
     return response
 

@@ -145,7 +145,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
     @action(detail=True, methods=["get"])
     def download(self, request, model_name=None, version=None):
         """The version as one .tar.gz (``<model>/<version>/…``, the TensorFlow Serving layout), streamed."""
-        return exports.archive_response(version=self.get_object())
+        return exports.archive_response(version=self.get_object(), head=request.method == "HEAD")
 
     @extend_schema(responses={204: None})
     def destroy(self, request, model_name=None, version=None):

@@ -198,8 +198,10 @@ CELERY_TASK_QUEUES = [
     Queue("default", Exchange("default"), routing_key="default"),
     Queue("cpu", Exchange("cpu"), routing_key="cpu"),
     Queue("gpu", Exchange("gpu"), routing_key="gpu"),
+    Queue("webhooks", Exchange("webhooks"), routing_key="webhooks"),
 ]
-# Explicit routing: training on GPU workers; validation, evaluation and housekeeping on CPU.
+# Explicit routing: training on GPU workers; validation, evaluation and housekeeping on CPU; webhook deliveries on
+# a worker of their own (many threads: they wait on tenants' receivers, which must never hold up the CPU queue).
 CELERY_TASK_ROUTES = {
     "training.tasks.train_*": {"queue": "gpu", "routing_key": "gpu"},
     "training.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
@@ -207,6 +209,7 @@ CELERY_TASK_ROUTES = {
     "tenants.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
     "usage.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
     "serving.tasks.*": {"queue": "cpu", "routing_key": "cpu"},
+    "events.tasks.deliver": {"queue": "webhooks", "routing_key": "webhooks"},
     "events.tasks.*": {"queue": "default", "routing_key": "default"},
     "core.tasks.*": {"queue": "default", "routing_key": "default"},
 }

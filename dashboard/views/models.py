@@ -185,7 +185,7 @@ class VersionDownloadView(TenantPage):
             version=self.kwargs["version"],
         )
         try:
-            return exports.archive_response(version=version)
+            return exports.archive_response(version=version, head=request.method == "HEAD")
         except ServiceError as error:
             return refusal(request, title="Not downloaded", message=error.message, status=error.status_code)
 

@@ -21,7 +21,6 @@ Two kinds of series:
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import os
 import sys
@@ -36,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from core.bearer import bearer_matches
 from serving.runtime.cache import Key, ModelCache
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -46,14 +46,8 @@ SNAPSHOT_PREFIX = "versions-"
 
 
 def authorized(presented: bytes | None) -> bool:
-    """Whether an ``Authorization`` header carries the metrics token (open when none is configured).
-
-    Compared with ``hmac.compare_digest`` so the answer time does not tell how much of a guess was right.
-    """
-    token = settings.SERVING_METRICS_TOKEN
-    if not token:
-        return True
-    return hmac.compare_digest(presented or b"", f"Bearer {token}".encode())
+    """Whether an ``Authorization`` header carries the metrics token (open when none is configured)."""
+    return not settings.SERVING_METRICS_TOKEN or bearer_matches(presented, settings.SERVING_METRICS_TOKEN)
 
 
 def require_token() -> None:

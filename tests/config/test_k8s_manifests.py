@@ -29,7 +29,7 @@ from tests.support import k8s
 from tests.support.serving import serving_server
 
 OVERLAYS = k8s.OVERLAYS
-APP_SERVICES = ("web", "serving", "worker-cpu", "worker-gpu", "beat")
+APP_SERVICES = ("web", "serving", "worker-cpu", "worker-gpu", "worker-webhooks", "beat")
 SCALED = {"web", "worker-cpu", "serving"}
 ML_IMAGE = "mlplatform-ml"  # the image with TensorFlow: the trainer and serving only
 API_IMAGE = "mlplatform-api"
@@ -191,7 +191,7 @@ def test_serving_probes_are_the_serving_apps_health_endpoints(rendered):
 def test_workers_and_beat_have_no_probe_through_a_dependency(rendered):
     """Celery processes have no HTTP endpoint; a probe through the broker would restart them all in an outage."""
     _, objects = rendered
-    for name in ("worker-cpu", "worker-gpu", "beat"):
+    for name in ("worker-cpu", "worker-gpu", "worker-webhooks", "beat"):
         assert not _probes(k8s.main_container(k8s.workloads(objects)[name])), name
 
 
@@ -302,12 +302,19 @@ def _covers(mount: str, path: PurePosixPath) -> bool:
 
 
 def test_a_read_only_root_leaves_writable_what_the_app_writes(rendered):
-    """With a read-only root, the staging directory of uploads (web, the CPU workers) and serving's model cache
-    are writable mounts, and no mount hides the static files collected into the image (the dashboard's)."""
+    """With a read-only root, the staging directory of uploads (web, the CPU workers), serving's model cache and
+    the folders where processes add up their metrics are writable mounts, and no mount hides the static files
+    collected into the image (the dashboard's)."""
     from django.conf import settings
 
     _, objects = rendered
-    writers = {"web": "DATASET_STAGING_DIR", "worker-cpu": "DATASET_STAGING_DIR", "serving": "SERVING_CACHE_DIR"}
+    writers = {
+        "web": ["DATASET_STAGING_DIR", "API_METRICS"],
+        "worker-cpu": ["DATASET_STAGING_DIR", "WORKER_METRICS"],
+        "worker-gpu": ["WORKER_METRICS"],
+        "worker-webhooks": ["WORKER_METRICS"],
+        "serving": ["SERVING_CACHE_DIR"],
+    }
     for name, workload in k8s.workloads(objects).items():
         container = k8s.main_container(workload)
         env = k8s.container_env(container, objects)
@@ -316,11 +323,14 @@ def test_a_read_only_root_leaves_writable_what_the_app_writes(rendered):
             "DATASET_STAGING_DIR": var_dir / settings.DATASET_STAGING_DIR.relative_to(settings.VAR_DIR),
             "STATIC_ROOT": var_dir / Path(settings.STATIC_ROOT).relative_to(settings.VAR_DIR),
             "SERVING_CACHE_DIR": PurePosixPath(env.get("SERVING_CACHE_DIR") or var_dir / "model-cache"),
+            # platform/gunicorn.conf.py and core.worker_observability.metrics_directory write below these.
+            "API_METRICS": var_dir / "api-metrics",
+            "WORKER_METRICS": var_dir / "worker-metrics",
         }
         mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
-        if name in writers:
-            assert any(_covers(m, where[writers[name]]) for m in mounts), f"{name}: {where[writers[name]]} read-only"
+        for needed in writers.get(name, []):
+            assert any(_covers(m, where[needed]) for m in mounts), f"{name}: {where[needed]} is read-only"
         hiding = [m for m in mounts if _covers(m, where["STATIC_ROOT"])]
         assert not hiding, f"{name}: {hiding} hides {where['STATIC_ROOT']}, collected into the image"
 
@@ -492,7 +502,7 @@ def test_no_secret_value_is_in_the_repository(rendered):
     deployments = k8s.by_kind(objects, "Deployment")
     for name in ("serving", "web"):  # serving's /metrics and /readyz's details are behind this token
         assert k8s.container_env(k8s.main_container(deployments[name]), objects)["SERVING_METRICS_TOKEN"] is None
-    for name in ("web", "worker-cpu", "worker-gpu"):  # the API's and the workers' /metrics are behind this one
+    for name in ("web", "worker-cpu", "worker-gpu", "worker-webhooks"):  # /metrics of the API and the workers
         assert k8s.container_env(k8s.main_container(deployments[name]), objects)["METRICS_TOKEN"] is None
     for config_map in k8s.by_kind(objects, "ConfigMap").values():
         data = config_map["data"]

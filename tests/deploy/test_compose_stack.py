@@ -2,14 +2,14 @@
 
 There is no Docker daemon here, so the test does what ``docker compose up`` would with the same inputs: it reads
 ``docker-compose.yml`` (anchors, merges and ``${VAR...}`` interpolation from the operator's variables of
-``compose.env.example``), and runs web, serving, worker-cpu, worker-gpu and beat with their own command and
-environment, through the image's ENTRYPOINT and with the image's ENV (``platform/Dockerfile``, per build target),
-from the repository root as WORKDIR. What only Docker provides is emulated (a host name, a home, a filesystem of
-its own, and only the image's packages: what its requirements file does not install cannot be imported), and
-everything compose names that differs here is rewritten through one table (``rewrites``): the compose host
-names become this machine's PostgreSQL (a database of the test's own), a Redis server and a SeaweedFS the test
-starts, and the published ports become free ones. A rewrite that no longer matches, or a compose host name left
-after rewriting, fails the test: the compose file and the code cannot drift apart unnoticed.
+``compose.env.example``), and runs web, serving, worker-cpu, worker-gpu, worker-webhooks and beat with their own
+command and environment, through the image's ENTRYPOINT and with the image's ENV (``platform/Dockerfile``, per
+build target), from the repository root as WORKDIR. What only Docker provides is emulated (a host name, a home, a
+filesystem of its own, and only the image's packages: what its requirements file does not install cannot be
+imported), and everything compose names that differs here is rewritten through one table (``rewrites``): the
+compose host names become this machine's PostgreSQL (a database of the test's own), a Redis server and a SeaweedFS
+the test starts, and the published ports become free ones. A rewrite that no longer matches, or a compose host name
+left after rewriting, fails the test: the compose file and the code cannot drift apart unnoticed.
 
 Then each service's own health check runs (as a process, in the service's environment) until it passes, in
 ``depends_on`` order, and the main job goes through the stack like an operator and a tenant: ``manage.py
@@ -67,7 +67,7 @@ from tests.support.workers import free_port
 
 pytestmark = pytest.mark.slow
 
-APP_SERVICES = ("web", "serving", "worker-cpu", "worker-gpu", "beat")
+APP_SERVICES = ("web", "serving", "worker-cpu", "worker-gpu", "worker-webhooks", "beat")
 INFRA_SERVICES = ("postgres", "redis", "s3")  # replaced by this machine's PostgreSQL, a Redis and a SeaweedFS
 # The operator's secrets (compose.env.example leaves them empty for the operator to fill in).
 SECRETS = {
@@ -82,7 +82,9 @@ OPERATOR_CHOICES = {"GUNICORN_WORKERS": "2", "CPU_WORKER_CONCURRENCY": "1"}
 POSTGRES_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 HEALTHY_WITHIN_SECONDS = 150
 JOB_WITHIN_SECONDS = 180
-LEFTOVER_HOST = re.compile(r"(?<![\w.-])(postgres|redis|s3|web|serving|worker-cpu|worker-gpu|beat):\d+|0\.0\.0\.0")
+LEFTOVER_HOST = re.compile(
+    r"(?<![\w.-])(postgres|redis|s3|web|serving|worker-cpu|worker-gpu|worker-webhooks|beat):\d+|0\.0\.0\.0"
+)
 BEAT_SCHEDULE = "/tmp/celerybeat-schedule"  # noqa: S108 - a path inside beat's container, rewritten below
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what compose binds in a container; loopback here
 ML_LIBRARIES = ("tensorflow", "onnxruntime", "_pywrap_tf", "libtf")
@@ -99,6 +101,7 @@ class Local:
     serving_port: int
     cpu_metrics_port: int
     gpu_metrics_port: int
+    webhooks_metrics_port: int
     tmp: Path
 
 
@@ -117,6 +120,7 @@ def rewrites(local: Local) -> list[tuple[str, str]]:
         ("http://127.0.0.1:8001/", f"http://127.0.0.1:{local.serving_port}/"),  # serving's health check
         ("9808", str(local.cpu_metrics_port)),  # worker-cpu's WORKER_METRICS_PORT
         ("9818", str(local.gpu_metrics_port)),  # worker-gpu's (its first GPU's worker; the CPU fallback's here)
+        ("9828", str(local.webhooks_metrics_port)),  # worker-webhooks'
         # volumes and container-local files -> the test's folders
         ("/var/cache/mlplatform-models", str(local.tmp / "volumes" / "modelcache")),
         (BEAT_SCHEDULE, str(local.tmp / "beat" / "celerybeat-schedule")),
@@ -555,6 +559,7 @@ def compose_stack(tmp_path, request) -> Iterator[tuple[Stack, Local, dict[str, s
             serving_port=free_port(),
             cpu_metrics_port=free_port(),
             gpu_metrics_port=free_port(),
+            webhooks_metrics_port=free_port(),
             tmp=tmp_path,
         )
         user = "platform"  # compose's POSTGRES_USER: the role exists as the postgres image would create it
@@ -707,7 +712,7 @@ def test_the_compose_stack_comes_up_healthy_and_runs_the_main_job(compose_stack,
     client.api("DELETE", f"/api/v1/datasets/uploads/{upload['id']}")
 
     # The API image's processes never load TensorFlow or ONNX Runtime; the trainer's did (the check sees them).
-    for name in ("web", "worker-cpu", "beat"):
+    for name in ("web", "worker-cpu", "worker-webhooks", "beat"):
         loaded = {pid: loaded_ml_libraries(pid) for pid in stack.group_pids(name)}
         assert not any(loaded.values()), f"{name} loaded ML libraries: {loaded}"
     assert any(loaded_ml_libraries(pid) for pid in stack.group_pids("worker-gpu")), "the trainer's maps show no TF"
@@ -720,7 +725,8 @@ def test_the_compose_stack_comes_up_healthy_and_runs_the_main_job(compose_stack,
     gpu_metrics = scrape(f"http://127.0.0.1:{local.gpu_metrics_port}/metrics", token)
     assert 'celery_task_seconds_count{state="success",task="training.tasks.train_model"}' in gpu_metrics
     assert "celery_task_seconds" in scrape(f"http://127.0.0.1:{local.cpu_metrics_port}/metrics", token)
-    for port in (local.web_port, local.cpu_metrics_port, local.gpu_metrics_port):
+    scrape(f"http://127.0.0.1:{local.webhooks_metrics_port}/metrics", token)  # answers (no task has run there yet)
+    for port in (local.web_port, local.cpu_metrics_port, local.gpu_metrics_port, local.webhooks_metrics_port):
         with pytest.raises(urllib.error.HTTPError) as refused:
             scrape(f"http://127.0.0.1:{port}/metrics", "not-the-token")
         assert refused.value.code in (401, 403)

@@ -264,6 +264,9 @@ def test_an_endpoint_failing_for_long_is_disabled_and_says_so(api_a, tenant_a, r
         "http://2130706433/hook",  # a "host name" that resolves to 127.0.0.1
         "http://0.0.0.0/hook",
         "http://224.0.0.1/hook",
+        "http://[2002:7f00:1::1]/hook",  # 6to4 around 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/hook",  # 6to4 around the metadata service
+        "http://[fec0::1]/hook",  # IPv6 site-local
     ],
 )
 @override_settings(WEBHOOK_ALLOW_PRIVATE_NETWORKS=False)
@@ -272,7 +275,34 @@ def test_private_addresses_are_refused_at_registration(api_a, tenant_a, url):
     response = api_a.post("/api/v1/webhooks", {"url": url, "event_types": ["job.finished"]}, format="json")
     assert response.status_code == 400, response.json()
     assert response.json()["error"]["code"] == "webhook_url_refused"
+    assert "address" not in response.json()["error"]["details"]  # the refusal never echoes what a name resolved to
     assert tenant_rows(tenant_a.tenant) == before
+
+
+@override_settings(WEBHOOK_ALLOW_PRIVATE_NETWORKS=False)
+def test_a_name_that_does_not_resolve_reads_like_a_private_one():
+    """Otherwise a tenant could map the platform's internal names (redis, postgres, ...) through the refusals."""
+    refusals = []
+    for url in ("https://no-such-host.invalid/hook", "https://localhost/hook"):
+        with pytest.raises(network.UnsafeURL) as refused:
+            network.resolve(url)
+        refusals.append((refused.value.message, refused.value.details))
+    assert refusals[0] == refusals[1]
+
+
+def test_a_malformed_url_is_a_400_not_a_500(api_a, tenant_a):
+    for url in ("https://[abc/hook", "https://[::1/x", "http://[v1.zz]/"):
+        response = api_a.post("/api/v1/webhooks", {"url": url, "event_types": ["job.finished"]}, format="json")
+        assert response.status_code == 400, (url, response.content)
+        assert response.json()["error"]["code"] == "webhook_url_refused"
+
+
+def test_verify_refuses_hostile_headers_without_raising():
+    body = b"{}"
+    good = signing.signature_header(["whsec_x"], int(time.time()), body)
+    assert signing.verify("whsec_x", good, body)
+    for header in (None, "", "t=²,v1=00", "t=1,v1=é", f"t={int(time.time())},v1=é", "t=9" * 40, "v1=,t=", "=,=,"):
+        assert signing.verify("whsec_x", header, body) is False
 
 
 def test_a_host_name_resolving_to_loopback_is_refused():
@@ -288,6 +318,8 @@ def test_metadata_and_plain_http_rules_hold_even_when_private_networks_are_allow
         network.resolve("http://169.254.169.254/latest/meta-data/")
     with override_settings(WEBHOOK_ALLOW_HTTP=False), pytest.raises(network.UnsafeURL, match="https"):
         network.resolve("http://127.0.0.1/hook")
+    with pytest.raises(network.UnsafeURL):
+        network.resolve("http://[2002:a9fe:a9fe::1]/")  # the metadata service inside 6to4
     for bad in ("https://user:pw@example.com/", "ftp://example.com/", "https://exa mple.com/", "https://:99999/"):
         with pytest.raises(network.UnsafeURL):
             network.resolve(bad)
@@ -360,6 +392,52 @@ def test_a_receiver_trickling_its_answer_is_cut_at_the_deadline(api_a, tenant_a)
     finally:
         stop.set()
         trickler.close()
+
+
+def test_a_receiver_dragging_out_the_tls_handshake_is_cut_at_the_deadline(api_a, tenant_a):
+    """The connect timeout bounds each wait of the handshake; the attempt's deadline bounds all of it."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # takes the TCP connection, never says a word of TLS
+    try:
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}/hook"
+        created = api_a.post("/api/v1/webhooks", {"url": url, "event_types": ["job.finished"]}, format="json").json()
+        api_a.post(f"/api/v1/webhooks/{created['id']}/ping")
+        started = time.monotonic()
+        with override_settings(WEBHOOK_CONNECT_TIMEOUT_SECONDS=30, WEBHOOK_TOTAL_TIMEOUT_SECONDS=1):
+            assert deliver_due(tenant_a.tenant) == ["pending"]
+        assert time.monotonic() - started < 5
+        assert WebhookDelivery.objects.get().last_error == "timed out (the attempt's deadline)"
+    finally:
+        silent.close()
+
+
+def test_an_unreadable_secret_fails_the_attempt_and_rotation_mends_it(api_a, tenant_a, receiver):
+    """A secret sealed under another SECRET_KEY: each attempt is recorded as failed (never an endless loop), and a
+    rotation drops the unreadable one instead of signing with it for a day."""
+    created = register(api_a, receiver)
+    WebhookEndpoint.objects.update(secret_sealed=b"\0" * 60)
+    api_a.post(f"/api/v1/webhooks/{created['id']}/ping")
+    assert deliver_due(tenant_a.tenant) == ["pending"]
+    delivery = WebhookDelivery.objects.get()
+    assert "rotate" in delivery.last_error and delivery.attempts == 1 and receiver.received == []
+    rotated = api_a.post(f"/api/v1/webhooks/{created['id']}/rotate-secret").json()
+    receiver.secret = rotated["secret"]
+    assert WebhookEndpoint.objects.get().previous_secret_sealed is None
+    WebhookDelivery.objects.update(next_attempt_at=timezone.now())
+    assert deliver_due(tenant_a.tenant) == ["succeeded"]
+    assert signing.verify(
+        receiver.secret, receiver.received[0].headers[signing.SIGNATURE_HEADER], receiver.received[0].body
+    )
+
+
+def test_a_delivery_out_of_attempts_is_failed_not_sent(api_a, tenant_a, receiver, settings):
+    """An attempt that died after its claim (a killed worker) still counts: the next claim past the last fails."""
+    created = register(api_a, receiver)
+    api_a.post(f"/api/v1/webhooks/{created['id']}/ping")
+    WebhookDelivery.objects.update(attempts=settings.WEBHOOK_MAX_ATTEMPTS)
+    assert deliver_due(tenant_a.tenant) == ["failed"]
+    assert receiver.received == []
 
 
 def test_bad_input_is_a_4xx_envelope_and_changes_nothing(api_a, tenant_a, receiver, settings):

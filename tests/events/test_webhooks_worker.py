@@ -25,7 +25,7 @@ def test_a_worker_delivers_after_a_retry(api_a, tenant_a, monkeypatch):
         ).json()
         receiver.secret = created["secret"]
         make_model_version(tenant_a.tenant, name="clicks", version=1)
-        with celery_worker("default"):
+        with celery_worker("webhooks", pool="threads"):  # as deployed: the webhooks queue, a thread pool
             assert (
                 api_a.put("/api/v1/models/clicks/aliases/production", {"version": 1}, format="json").status_code == 200
             )

@@ -214,3 +214,12 @@ def test_another_tenants_model_is_404_everywhere(api_b, two_versions):
         response = getattr(api_b, method)(url)
         assert response.status_code == 404, url
         assert response.json()["error"]["code"] == "not_found"
+
+
+def test_head_answers_the_headers_without_building_an_archive(api_a, two_versions):
+    with override_settings(MODEL_ARCHIVE_CONCURRENT_PER_TENANT=1):
+        held = api_a.get("/api/v1/models/clicks/versions/1/download")  # the tenant's only slot
+        head = api_a.head("/api/v1/models/clicks/versions/2/download")
+        assert head.status_code == 200 and head.content == b""  # no slot needed, nothing read from storage
+        assert head["Content-Disposition"] == 'attachment; filename="clicks-2.tar.gz"'
+        b"".join(held.streaming_content)

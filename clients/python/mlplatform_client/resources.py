@@ -7,8 +7,8 @@ small loop over them (uploads, waiting for a dataset, following a job, downloadi
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -286,26 +286,20 @@ class ModelsAPI(_Group):
         response = self.client.request(
             "GET", f"/api/v1/models/{_p(name)}/versions/{int(version)}/download", stream=True, timeout=600
         )
-        buffer = Path(archive) if archive else None
-        sink: Any = buffer.open("wb") if buffer else io.BytesIO()
-        try:
+        # On disk, never in memory (an archive may be gigabytes): the kept archive, or a temporary file.
+        opened = Path(archive).open("w+b") if archive else tempfile.TemporaryFile(prefix="mlp-download-")  # noqa: SIM115
+        root = Path(destination)
+        with opened as sink, response:
             for chunk in response.iter_content(uploads.CHUNK):
                 sink.write(chunk)
                 if progress:
                     progress(len(chunk))
-            if buffer:
-                sink.close()
-                sink = buffer.open("rb")
             sink.seek(0)
-            root = Path(destination)
             with tarfile.open(fileobj=sink, mode="r:gz") as tar:
                 members = _checked_members(tar, name, int(version))
                 # The members are checked above; the "data" filter (Python 3.11.4+) checks them again.
                 safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 tar.extractall(root, members=members, **safe)  # noqa: S202 - members checked
-        finally:
-            sink.close()
-            response.close()
         folder = root / name / str(int(version))
         verify_files(folder, expected)
         return folder

@@ -10,7 +10,7 @@ class Command(BaseCommand):
     help = "Send a probe task to a worker queue and print the worker's runtime report as JSON."
 
     def add_arguments(self, parser):
-        parser.add_argument("--queue", default="default", choices=["default", "cpu", "gpu"])
+        parser.add_argument("--queue", default="default", choices=["default", "cpu", "gpu", "webhooks"])
         parser.add_argument("--timeout", type=float, default=60)
         parser.add_argument("--probe-id", default=None)
 
