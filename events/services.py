@@ -44,6 +44,7 @@ DELIVER = "events.tasks.deliver"
 Status = WebhookDelivery.Status
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 ROTATION_OVERLAP = timedelta(hours=24)
+PENDING_PER_ENDPOINT_FOR_REQUESTS = 20  # pings and redeliveries refused (429) while this many wait
 # A claimed attempt's hold: longer than the delivery task's hard time limit (events.tasks), so the sweeper never
 # sends a second attempt while the first may still be talking to the receiver.
 ATTEMPT_TIME_LIMIT_SECONDS = 60
@@ -204,6 +205,7 @@ def rotate_secret(*, tenant: Tenant, endpoint_id) -> CreatedEndpoint:
 def ping(*, tenant: Tenant, endpoint_id) -> WebhookDelivery:
     """Send a ``webhook.ping`` event to this endpoint alone (also when it is disabled: to test it first)."""
     endpoint = _locked_endpoint(tenant, endpoint_id)
+    _refuse_backlog(endpoint)
     event = WebhookEvent.objects.create(tenant_id=endpoint.tenant_id, type=PING, data={"webhook": str(endpoint.pk)})
     audit.record(tenant=tenant, action="webhook.ping", target=endpoint, details={"event": event.id})
     return _queue_delivery(endpoint, event, force=True)
@@ -226,8 +228,22 @@ def redeliver(*, tenant: Tenant, delivery_id) -> WebhookDelivery:
     endpoint = _locked_endpoint(tenant, original.endpoint_id)
     if not endpoint.is_active:
         raise ConflictError("The webhook is disabled; enable it first.", code="webhook_disabled")
+    _refuse_backlog(endpoint)
     audit.record(tenant=tenant, action="webhook.redeliver", target=original, details={"event": original.event_id})
     return _queue_delivery(endpoint, original.event)
+
+
+def _refuse_backlog(endpoint: WebhookEndpoint) -> None:
+    """Pings and redeliveries are the tenant's own to ask for: not while the endpoint already has a backlog (each
+    delivery may cost up to WEBHOOK_MAX_ATTEMPTS attempts of a worker's time)."""
+    pending = WebhookDelivery.objects.filter(endpoint=endpoint, status=Status.PENDING).count()
+    if pending >= PENDING_PER_ENDPOINT_FOR_REQUESTS:
+        raise ServiceError(
+            f"This webhook has {pending} deliveries waiting; try again once they are sent.",
+            code="webhook_backlog",
+            status_code=429,
+            details={"pending": pending, "limit": PENDING_PER_ENDPOINT_FOR_REQUESTS},
+        )
 
 
 def _queue_delivery(endpoint: WebhookEndpoint, event: WebhookEvent, *, force: bool = False) -> WebhookDelivery:

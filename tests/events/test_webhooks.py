@@ -563,3 +563,14 @@ def test_operators_read_webhooks_in_the_admin_without_secrets(tenant_a, client):
         assert response.status_code == 200, path
         assert endpoint.secret.encode() not in response.content
     assert client.post(f"/admin/events/webhookdelivery/{delivery.pk}/change/", {}).status_code == 403
+
+
+def test_pings_and_redeliveries_are_refused_while_a_backlog_waits(api_a, tenant_a, receiver):
+    created = register(api_a, receiver)
+    for _ in range(services.PENDING_PER_ENDPOINT_FOR_REQUESTS):
+        assert api_a.post(f"/api/v1/webhooks/{created['id']}/ping").status_code == 202
+    refused = api_a.post(f"/api/v1/webhooks/{created['id']}/ping")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "webhook_backlog"
+    assert WebhookDelivery.objects.count() == services.PENDING_PER_ENDPOINT_FOR_REQUESTS
+    deliver_due(tenant_a.tenant)
+    assert api_a.post(f"/api/v1/webhooks/{created['id']}/ping").status_code == 202
