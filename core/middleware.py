@@ -20,7 +20,9 @@ from django.core.exceptions import DisallowedHost
 from core import logs
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# An incoming X-Request-ID is kept when it looks like one (the API here, serving in serving.runtime.access).
+SAFE_REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+_SAFE_REQUEST_ID = re.compile(SAFE_REQUEST_ID_PATTERN)
 access_logger = logging.getLogger("api.access")
 UNMATCHED_ROUTE = "unmatched"
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")

@@ -288,6 +288,11 @@ def emit(
     return event
 
 
+def scalar_values(mapping: dict[str, Any] | None) -> dict[str, int | float]:
+    """The numbers of ``mapping`` (metrics without their curves and matrices): what an event's data carries."""
+    return {k: v for k, v in (mapping or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def quota_nearly_used(*, tenant: Tenant | Any, quota: str, used: float, limit: float, period: str) -> bool:
     """Emit ``quota.nearly_used`` the first time ``used`` reaches WEBHOOK_QUOTA_THRESHOLD of ``limit`` in ``period``.
 

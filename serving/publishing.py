@@ -82,7 +82,7 @@ def publish(*, version: ModelVersion, export_dir: Path, manifest_fields: dict[st
 
 def _announce_ready(version: ModelVersion) -> None:
     """``model.version_ready`` to the tenant's webhooks (scalar metrics, the runtime that will serve it)."""
-    scalars = {k: v for k, v in version.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    scalars = events.scalar_values(version.metrics)
     events.emit(
         tenant=version.tenant_id,
         event_type="model.version_ready",

@@ -632,7 +632,7 @@ def _emit_finished(
     model_version: int | None = None,
 ) -> None:
     """``job.finished`` to the tenant's webhooks, in the transaction that ends the job (scalar metrics only)."""
-    scalars = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    scalars = events.scalar_values(metrics)
     events.emit(
         tenant=job.tenant_id,
         event_type="job.finished",

@@ -25,12 +25,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.logs import tenant_id_var
-from core.middleware import request_id_var
+from core.middleware import SAFE_REQUEST_ID_PATTERN, request_id_var
 from serving.runtime.http import header
 
 logger = logging.getLogger("serving.access")
 VERSION = "mlplatform.version"  # set in the ASGI scope once a prediction's version is chosen
-_SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
+_SAFE_REQUEST_ID = re.compile(SAFE_REQUEST_ID_PATTERN.encode())  # the header arrives as bytes here
 _SCOPE = r"(?:/versions/[^/:]+|/labels/[^/:]+)?"  # a version or label after the model's name
 _ROUTES = tuple(
     (re.compile(pattern), template)

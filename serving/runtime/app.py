@@ -15,16 +15,20 @@ a lease on the loaded model -> the batcher -> the answer, metered. Errors are ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 
 from core import logs
@@ -52,6 +56,7 @@ from serving.runtime.signatures import InputError, Signature
 from serving.selectors import KeyGrant, ModelRoutes
 
 logger = logging.getLogger(__name__)
+DB_THREADS = 4  # the pool every database call of the serving process goes through (routes, keys, metering)
 
 _V1 = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
@@ -85,7 +90,7 @@ class ServingApp:
     def __init__(self) -> None:
         self.max_instances = settings.SERVING_MAX_INSTANCES
         self.max_body = settings.SERVING_MAX_BODY_BYTES
-        self._db = ThreadPoolExecutor(4, thread_name_prefix="serving-db")
+        self._db = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="serving-db")
         self._infer = ThreadPoolExecutor(settings.SERVING_CONCURRENT_BATCHES, thread_name_prefix="serving-infer")
         self._loads = ThreadPoolExecutor(1, thread_name_prefix="serving-load")
         self.cache = ModelCache(
@@ -183,6 +188,7 @@ class ServingApp:
             )
         except Exception:
             logger.warning("could not remove this serving process's report", exc_info=True)
+        close_pool_connections(self._db, DB_THREADS)
 
     async def _dispatch(self, scope: dict[str, Any], receive: Callable, send: Callable) -> int:
         path = scope["path"]
@@ -448,3 +454,21 @@ def _require(scope: dict[str, Any], method: str) -> None:
 def _client(scope) -> str:
     client = scope.get("client")
     return client[0] if client else "unknown"
+
+
+def close_pool_connections(pool: ThreadPoolExecutor, threads: int) -> None:
+    """Close the database connection each thread of ``pool`` holds, then stop the pool.
+
+    A connection belongs to the thread that opened it, so each of the pool's threads must close its own: one task
+    per thread, held at a barrier until all have started, lands on every thread. Without this a stopped app (a
+    test's, or a reload's) would leave its connections open until the process ends.
+    """
+    barrier = threading.Barrier(threads)
+
+    def close_own() -> None:
+        connections.close_all()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=5)
+
+    futures.wait([pool.submit(close_own) for _ in range(threads)], timeout=10)
+    pool.shutdown(wait=False)

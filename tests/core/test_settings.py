@@ -32,7 +32,7 @@ def test_reliability_settings_reach_the_app():
     assert conf.worker_prefetch_multiplier == 1
     assert conf.accept_content == ["json"]
     assert conf.task_serializer == "json"
-    assert {q.name for q in conf.task_queues} == {"default", "cpu", "gpu"}
+    assert {q.name for q in conf.task_queues} == {"default", "cpu", "gpu", "webhooks"}
     assert conf.task_create_missing_queues is False
 
 
@@ -43,6 +43,8 @@ def test_reliability_settings_reach_the_app():
         ("datasets.tasks.validate_dataset", "cpu"),
         ("usage.tasks.aggregate_usage", "cpu"),
         ("core.tasks.probe_runtime", "default"),
+        ("events.tasks.deliver", "webhooks"),
+        ("events.tasks.send_due_deliveries", "default"),
     ],
 )
 def test_routing(task, queue):
