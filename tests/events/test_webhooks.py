@@ -343,14 +343,19 @@ def test_redirects_are_not_followed(api_a, tenant_a, receiver):
     assert "redirects are not followed" in WebhookDelivery.objects.get().last_error and len(receiver.received) == 1
 
 
+def ping(client, url: str) -> None:
+    """Register ``url`` for job.finished and queue a ping to it (the delivery the test then runs)."""
+    created = client.post("/api/v1/webhooks", {"url": url, "event_types": ["job.finished"]}, format="json").json()
+    assert client.post(f"/api/v1/webhooks/{created['id']}/ping").status_code == 202
+
+
 def test_a_slow_receiver_times_out(api_a, tenant_a):
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(1)  # accepts the connection, never answers
     try:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
-        created = api_a.post("/api/v1/webhooks", {"url": url, "event_types": ["job.finished"]}, format="json").json()
-        api_a.post(f"/api/v1/webhooks/{created['id']}/ping")
+        ping(api_a, url)
         started = time.monotonic()
         with override_settings(WEBHOOK_READ_TIMEOUT_SECONDS=0.5):
             assert deliver_due(tenant_a.tenant) == ["pending"]
@@ -382,8 +387,7 @@ def test_a_receiver_trickling_its_answer_is_cut_at_the_deadline(api_a, tenant_a)
     threading.Thread(target=serve, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{trickler.getsockname()[1]}/hook"
-        created = api_a.post("/api/v1/webhooks", {"url": url, "event_types": ["job.finished"]}, format="json").json()
-        api_a.post(f"/api/v1/webhooks/{created['id']}/ping")
+        ping(api_a, url)
         started = time.monotonic()
         with override_settings(WEBHOOK_READ_TIMEOUT_SECONDS=0.5, WEBHOOK_TOTAL_TIMEOUT_SECONDS=1):
             assert deliver_due(tenant_a.tenant) == ["pending"]
@@ -401,8 +405,7 @@ def test_a_receiver_dragging_out_the_tls_handshake_is_cut_at_the_deadline(api_a,
     silent.listen(1)  # takes the TCP connection, never says a word of TLS
     try:
         url = f"https://127.0.0.1:{silent.getsockname()[1]}/hook"
-        created = api_a.post("/api/v1/webhooks", {"url": url, "event_types": ["job.finished"]}, format="json").json()
-        api_a.post(f"/api/v1/webhooks/{created['id']}/ping")
+        ping(api_a, url)
         started = time.monotonic()
         with override_settings(WEBHOOK_CONNECT_TIMEOUT_SECONDS=30, WEBHOOK_TOTAL_TIMEOUT_SECONDS=1):
             assert deliver_due(tenant_a.tenant) == ["pending"]
