@@ -80,6 +80,9 @@ class BuildContext:
     column_stats: dict[str, dict[str, Any]]  # feature column -> its stats from the dataset's profile ({} if none)
     data: TrainingData
     classes: int  # label classes in the loaded data
+    # A private job (DP-SGD): its per-example gradients are vectorized, so recurrent layers must be unrolled
+    # (``tf.vectorized_map`` cannot vectorize a rolled LSTM's loop). The math is the same either way.
+    private: bool = False
 
     @property
     def column(self) -> str:

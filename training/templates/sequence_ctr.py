@@ -55,7 +55,7 @@ def build(ctx: BuildContext) -> keras.Model:
 
     column = ctx.column
     vocab_size = derived_vocab_size(params=ctx.params, column_stats=ctx.column_stats.get(column, {}))  # capped
-    return models.sequence_ctr(column=column, params=ctx.params, vocab_size=vocab_size)
+    return models.sequence_ctr(column=column, params=ctx.params, vocab_size=vocab_size, unroll=ctx.private)
 
 
 TEMPLATE = Template(

@@ -39,7 +39,9 @@ def build(ctx: BuildContext) -> keras.Model:
     from training.trainer import models
 
     texts = ctx.train_features()[ctx.column].astype(str)  # the vectorizer is adapted on the training split only
-    return models.text_classifier(column=ctx.column, params=ctx.params, texts=texts, classes=ctx.classes)
+    return models.text_classifier(
+        column=ctx.column, params=ctx.params, texts=texts, classes=ctx.classes, unroll=ctx.private
+    )
 
 
 TEMPLATE = Template(

@@ -126,21 +126,26 @@ def compile_model(model: keras.Model, *, task: str, learning_rate: float) -> ker
     return model
 
 
-def sequence_ctr(*, column: str, params: dict[str, Any], vocab_size: int) -> keras.Model:
+def sequence_ctr(*, column: str, params: dict[str, Any], vocab_size: int, unroll: bool = False) -> keras.Model:
+    """The seed model; ``unroll`` unrolls its LSTM (a private job's per-example gradients are vectorized, and
+    ``tf.vectorized_map`` cannot vectorize the loop of a rolled LSTM)."""
     vocab = params["vocab_size"] or vocab_size
     raw = keras.Input(shape=(), dtype="string", name=column)
     ids = IdSequence(params["max_len"], vocab + 2, name="id_sequence")(raw)
     x = keras.layers.Embedding(vocab + 2, params["embedding_dim"], name="embedding")(ids)
     x = keras.layers.Conv1D(params["conv_filters"], params["conv_kernel"], activation="relu", padding="same")(x)
     x = keras.layers.MaxPooling1D(params["pool_size"])(x)
-    x = keras.layers.LSTM(params["lstm_units"])(x)
+    x = keras.layers.LSTM(params["lstm_units"], unroll=unroll)(x)
     output = keras.layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)
     return compile_model(
         keras.Model(raw, output, name="sequence_ctr"), task="binary", learning_rate=params["learning_rate"]
     )
 
 
-def text_classifier(*, column: str, params: dict[str, Any], texts: np.ndarray, classes: int) -> keras.Model:
+def text_classifier(
+    *, column: str, params: dict[str, Any], texts: np.ndarray, classes: int, unroll: bool = False
+) -> keras.Model:
+    """Text to class probabilities; ``unroll`` unrolls the bidirectional LSTM (as in ``sequence_ctr``)."""
     tokenize = params["tokenize"]
     if tokenize == "auto":
         sample = texts[:2000]
@@ -157,7 +162,7 @@ def text_classifier(*, column: str, params: dict[str, Any], texts: np.ndarray, c
     tokens = vectorizer(raw)
     x = keras.layers.Embedding(params["max_tokens"] + 1, params["embedding_dim"], mask_zero=True)(tokens)
     if params["encoder"] == "bilstm":
-        x = keras.layers.Bidirectional(keras.layers.LSTM(params["lstm_units"]))(x)
+        x = keras.layers.Bidirectional(keras.layers.LSTM(params["lstm_units"], unroll=unroll))(x)
     else:
         x = MaskedMean(name="masked_mean")(x)
         x = keras.layers.Dense(params["embedding_dim"], activation="relu")(x)

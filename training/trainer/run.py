@@ -123,6 +123,12 @@ def transient(exc: BaseException) -> bool:
     return False
 
 
+def privacy_plan(job: TrainingJob) -> dict[str, Any]:
+    """The job's privacy plan (``TrainingJob.privacy``, resolved when the job was created), ``{}`` for a job that
+    is not private."""
+    return dict(getattr(job, "privacy", None) or {})
+
+
 def run_job(*, job_id: str, worker: str) -> None:
     job = job_services.claim_job(job_id=job_id, worker=job_services.worker_identity(worker))
     if job is None:
@@ -131,7 +137,9 @@ def run_job(*, job_id: str, worker: str) -> None:
     started = time.monotonic()
     device = "cpu"
     try:
-        device = configure_devices(mixed_precision=job.params.get("mixed_precision", False))
+        # DP-SGD clips float32 per-example gradients: a private job trains in float32 (no loss scaling to undo).
+        mixed = job.params.get("mixed_precision", False) and not privacy_plan(job)
+        device = configure_devices(mixed_precision=mixed)
         resilient(job_services.record_device, job=job, device=device)
         resilient(job_services.log, job, f"training on {device}")
         metrics, version = train_and_publish(job)
@@ -246,18 +254,24 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         data, model, initial_epoch, initial_step = _load_and_build(job)
     params = job.params
     template = templates.get(job.template)
+    plan = privacy_plan(job)
     failures: list[BaseException] = []  # what the pipelines met reading the dataset (TensorFlow hides it)
-    train = to_dataset(
-        job,
-        data,
-        template=template,
-        validation=False,
-        first_epoch=initial_epoch,
-        skip_batches=initial_step,
-        failures=failures,
-    )
+    if plan:
+        with phases.phase("load"):
+            train = private_dataset(job, data, template=template, first_epoch=initial_epoch, first_step=initial_step)
+        steps = int(plan["steps_per_epoch"])
+    else:
+        train = to_dataset(
+            job,
+            data,
+            template=template,
+            validation=False,
+            first_epoch=initial_epoch,
+            skip_batches=initial_step,
+            failures=failures,
+        )
+        steps = math.ceil(data.train_rows / params["batch_size"])
     validation = to_dataset(job, data, template=template, validation=True, failures=failures)
-    steps = math.ceil(data.train_rows / params["batch_size"])
     if initial_epoch < params["epochs"]:
         if initial_epoch or initial_step:
             where = f"epoch {initial_epoch}" + (f" and {initial_step} batches of the next" if initial_step else "")
@@ -288,10 +302,19 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     final = _progress(params["epochs"], params["epochs"], steps, steps)
     if resilient(job_services.heartbeat, job=job, progress=final) == Status.CANCELLING:
         raise Cancelled
+    if plan:
+        check_private_steps(job, model, plan)
     with phases.phase("evaluate"), reading_errors(failures):
         metrics = evaluate(model, validation, data, template=template)
     scores = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
     resilient(job_services.log, job, f"evaluated: {scores}")
+    reference = None
+    if plan.get("reference"):
+        with phases.phase("reference"), reading_errors(failures):
+            reference = train_reference(job, data, template=template, validation=validation, failures=failures)
+    if plan:
+        metrics["privacy"] = privacy_metrics(plan, reference)
+    model = served_model(model)  # a private job's PrivateModel as the plain functional model (the same weights)
     registry = publishing.publisher()  # serving's registry, bound when Django starts (training may not import it)
     version = resilient(registry.reserve_version, job=job)  # the same row when repeated
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
@@ -299,6 +322,8 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         with phases.phase("export"):
             model.export(str(export_dir), format="tf_saved_model", verbose=False)
         fields = manifest_fields(job, model, data, template=template)
+        if plan:
+            fields["privacy"] = privacy_statement(plan, reference)
         with phases.phase("compile"):
             fields |= compile_for_serving(model, export_dir, data, template=template, signature=fields["signature"])
         with phases.phase("upload_register"):
@@ -393,7 +418,6 @@ def to_dataset(
     import tensorflow as tf
 
     batch_size = job.params["batch_size"]
-    binary = template.task == "binary"
     starts = [first_epoch]
 
     def batches():
@@ -426,8 +450,25 @@ def to_dataset(
             yield _batch(Rows.concat(pending, data.feature_columns))
 
     def _batch(rows: Rows):
-        labels = rows.labels.astype("float32" if binary else "int64")
-        return model_inputs(template, rows), labels
+        return training_batch(template, rows)
+
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=batch_signature(data, template=template))
+    if not skip_batches:  # Keras then knows an epoch's length (a resumed first epoch is shorter)
+        rows = data.val_rows if validation else data.train_rows
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
+    if validation and data.val_rows <= VALIDATION_CACHE_ROWS:
+        dataset = dataset.cache()  # its order never changes: read from storage once, not every epoch
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def training_batch(template: templates.Template, rows: Rows):
+    """(inputs, labels) of a training batch, as the model takes them."""
+    return model_inputs(template, rows), rows.labels.astype("float32" if template.task == "binary" else "int64")
+
+
+def batch_signature(data: TrainingData, *, template: templates.Template):
+    """The tf.data ``output_signature`` of ``training_batch``'s (inputs, labels), any number of rows."""
+    import tensorflow as tf
 
     def spec(values: np.ndarray, shape):
         return tf.TensorSpec(shape, tf.string if values.dtype == object else tf.float32)
@@ -437,18 +478,128 @@ def to_dataset(
         inputs = {name: spec(values, (None, 1)) for name, values in sample.features.items()}
     else:
         inputs = spec(next(iter(sample.features.values())), (None,))
-    labels = tf.TensorSpec((None,), tf.float32 if binary else tf.int64)
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=(inputs, labels))
-    if not skip_batches:  # Keras then knows an epoch's length (a resumed first epoch is shorter)
-        rows = data.val_rows if validation else data.train_rows
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
-    if validation and data.val_rows <= VALIDATION_CACHE_ROWS:
-        dataset = dataset.cache()  # its order never changes: read from storage once, not every epoch
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return inputs, tf.TensorSpec((None,), tf.float32 if template.task == "binary" else tf.int64)
 
 
-def build(job: TrainingJob, data: TrainingData):
-    """A new compiled model from the job's template, given what it may read of the job and the dataset."""
+# --- private jobs (DP-SGD, ``training.trainer.private``) -------------------------------------------------------
+
+
+def private_dataset(
+    job: TrainingJob, data: TrainingData, *, template: templates.Template, first_epoch: int, first_step: int
+):
+    """A private job's training pipeline: the whole training split in memory (``training.privacy`` refuses a
+    dataset above ``PRIVACY_MAX_TRAIN_ROWS``), Poisson-sampled at the plan's rate, the plan's steps per epoch."""
+    from training.trainer import private as dp
+
+    if len(data.train_sample) == data.train_rows:
+        rows = data.train_sample  # the sample is the whole split already
+    else:
+        rows = Rows.concat(list(data.rows(validation=False)), data.feature_columns)
+    plan = privacy_plan(job)
+    resilient(
+        job_services.log,
+        job,
+        f"private training (DP-SGD): {plan['steps']} steps, {plan['steps_per_epoch']} per epoch, each row in a step "
+        f"with probability {plan['sample_rate']:.6g}; noise multiplier {plan['noise_multiplier']:.4g}, clip norm "
+        f"{plan['clip_norm']:.4g}, planned epsilon {plan['epsilon']:.4g} at delta {plan['delta']:.3g}",
+    )
+    return dp.poisson_dataset(
+        rows,
+        plan=plan,
+        first_epoch=first_epoch,
+        first_step=first_step,
+        to_batch=lambda batch: training_batch(template, batch),
+        signature=batch_signature(data, template=template),
+    )
+
+
+def check_private_steps(job: TrainingJob, model, plan: dict[str, Any]) -> None:
+    """The model took exactly the plan's steps (its optimizer counts them across resumes: checkpoints keep it);
+    any other count would not be what the accountant's epsilon is for, so the job fails rather than publish."""
+    trained = int(model.optimizer.iterations.numpy())
+    if trained != int(plan["steps"]):
+        raise RuntimeError(f"private training took {trained} steps; its privacy plan accounts for {plan['steps']}")
+    resilient(job_services.log, job, f"private training took {trained} steps, as planned")
+
+
+def train_reference(
+    job: TrainingJob, data: TrainingData, *, template: templates.Template, validation, failures: list[BaseException]
+) -> dict[str, Any]:
+    """A non-private model of the same params and seed on the same split (not published, no checkpoints): its
+    validation metrics, for the tenant to see what the privacy cost in utility. Cancels and stops still apply."""
+    import keras
+
+    keras.utils.set_random_seed(job.seed)
+    model = build(job, data, private=False)
+    train = to_dataset(job, data, template=template, validation=False, failures=failures)
+    callback = reference_callback(job)
+    model.fit(train, epochs=job.params["epochs"], verbose=0, callbacks=[callback], shuffle=False)
+    if callback.cancelled:
+        raise Cancelled
+    if callback.stop_code:
+        raise Stopped(callback.stop_code)
+    metrics = evaluate(model, validation, data, template=template)
+    scores = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
+    resilient(job_services.log, job, f"non-private reference (not published) evaluated: {scores}")
+    return metrics
+
+
+def reference_callback(job: TrainingJob):
+    """Beats while the reference trains and stops it on a cancel or a stop (no checkpoints: it is not published)."""
+    import keras
+
+    class ReferenceCallback(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cancelled, self.stop_code, self.beaten = False, "", time.monotonic()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if time.monotonic() - self.beaten < HEARTBEAT_EVERY_SECONDS:
+                return
+            self.beaten = time.monotonic()
+            epochs = job.params["epochs"]
+            state = resilient(job_services.heartbeat, job=job, progress=_progress(epochs, epochs, 0, 0))
+            if state == Status.CANCELLING:
+                self.cancelled = self.model.stop_training = True
+            elif state in job_services.STOP_CODES:
+                self.stop_code, self.model.stop_training = state, True
+
+    return ReferenceCallback()
+
+
+def privacy_metrics(plan: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
+    """What the job's metrics say under ``privacy``: the guarantee (its steps were checked against the plan's),
+    and the reference's metrics when the plan asked for one."""
+    values: dict[str, Any] = {"epsilon": plan["epsilon"], "delta": plan["delta"], "steps": int(plan["steps"])}
+    if reference is not None:
+        values["reference"] = {"metrics": reference}
+    return values
+
+
+def privacy_statement(plan: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
+    """The version manifest's ``privacy``: the statement of ``training.privacy`` (how DP-fy ML's form), and the
+    non-private reference's metrics when there was one."""
+    from training import privacy
+
+    statement = dict(privacy.statement(plan=plan))
+    if reference is not None:
+        statement["reference"] = {"metrics": reference}
+    return statement
+
+
+def served_model(model):
+    """What is exported and compiled: a private job's PrivateModel as the plain functional model over the same
+    layers (so the same weights; its training step is not part of what is served)."""
+    from training.trainer import private as dp
+
+    return dp.functional(model)
+
+
+def build(job: TrainingJob, data: TrainingData, *, private: bool | None = None):
+    """A new compiled model from the job's template, given what it may read of the job and the dataset; a private
+    job's (``private`` defaults to whether the job has a privacy plan) as a PrivateModel configured by its plan."""
+    plan = privacy_plan(job)
+    private = bool(plan) if private is None else private
     types = {c["name"]: c["type"] for c in job.dataset.schema}
     stats = (job.dataset.stats or {}).get("columns", {})
     context = templates.BuildContext(
@@ -458,15 +609,21 @@ def build(job: TrainingJob, data: TrainingData):
         column_stats={c: stats.get(c) or {} for c in job.feature_columns},
         data=data,
         classes=len(data.label_names),
+        private=private,
     )
-    return templates.get(job.template).build(context)
+    model = templates.get(job.template).build(context)
+    if private:
+        from training.trainer import private as dp
+
+        model = dp.make_private(model, plan)
+    return model
 
 
 def last_checkpoint(job: TrainingJob) -> tuple[Any, int, int] | None:
     """(model, epochs completed, batches done in the next epoch) of the job's last checkpoint, or None."""
     import keras
 
-    from training.trainer import models  # noqa: F401 - registers the custom layers load_model needs
+    from training.trainer import models, private  # noqa: F401 - register the custom classes load_model needs
 
     meta = _checkpoint_pointer(job)
     if meta is None:
@@ -486,8 +643,18 @@ def _checkpoint_pointer(job: TrainingJob) -> dict[str, Any] | None:
 
 
 def restore_or_build(job: TrainingJob, data: TrainingData) -> tuple[Any, int, int]:
-    """The model from the last checkpoint (with the epochs and batches it completed), or a new one."""
-    return last_checkpoint(job) or (build(job, data), 0, 0)
+    """The model from the last checkpoint (with the epochs and batches it completed), or a new one; a private
+    job's checkpoint configured by its plan again (the plan, not the checkpoint, holds the DP settings)."""
+    checkpoint = last_checkpoint(job)
+    if checkpoint is None:
+        return build(job, data), 0, 0
+    model, epoch, step = checkpoint
+    plan = privacy_plan(job)
+    if plan:
+        from training.trainer import private as dp
+
+        model = dp.make_private(model, plan)
+    return model, epoch, step
 
 
 def save_checkpoint(job: TrainingJob, model, epoch: int, step: int = 0) -> None:
@@ -585,7 +752,7 @@ def compile_published(job: TrainingJob, saved_model_dir: Path) -> dict[str, Any]
     checkpoint = last_checkpoint(job)
     if checkpoint is None:
         return {"runtime": "tensorflow", "runtime_reason": "not compiled: the job kept no checkpoint"}
-    model = checkpoint[0]
+    model = served_model(checkpoint[0])
     data, template = load_job_data(job), templates.get(job.template)
     signature = manifest_fields(job, model, data, template=template)["signature"]
     return compile_for_serving(model, saved_model_dir, data, template=template, signature=signature)
