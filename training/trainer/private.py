@@ -218,27 +218,21 @@ def sampling_rng() -> np.random.Generator:
     return np.random.default_rng()
 
 
-def poisson_dataset(
-    rows: Rows, *, plan: dict[str, Any], first_epoch: int, first_step: int, to_batch, signature
-) -> tf.data.Dataset:
+def poisson_dataset(rows: Rows, *, plan: dict[str, Any], first_step: int, to_batch, signature) -> tf.data.Dataset:
     """The training split as ``model.fit`` takes it: each epoch exactly ``steps_per_epoch`` Poisson-sampled
-    batches (of varying size, some possibly empty), the first epoch of a resumed job only its remaining ones.
+    batches (of varying size, some possibly empty); with ``first_step``, that many fewer (the rest of a resumed
+    epoch, which the trainer fits on its own). Its length is known to Keras.
 
     ``to_batch`` turns Rows into (inputs, labels) as the trainer feeds the template; ``signature`` is their
-    ``output_signature``. Keras starts the pipeline once per epoch, so the n-th start is epoch ``first_epoch + n``.
+    ``output_signature``. Every epoch draws afresh from a generator seeded by the operating system.
     """
-    steps_per_epoch, rate = int(plan["steps_per_epoch"]), float(plan["sample_rate"])
+    steps = int(plan["steps_per_epoch"]) - first_step
+    rate = float(plan["sample_rate"])
     rng = sampling_rng()
-    starts = [first_epoch]
 
     def batches():
-        epoch = starts[0]
-        starts[0] += 1
-        steps = steps_per_epoch - (first_step if epoch == first_epoch else 0)
         for batch in poisson_batches(rows, sample_rate=rate, steps=steps, rng=rng):
             yield to_batch(batch)
 
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    if not first_step:  # Keras then knows an epoch's length (a resumed first epoch is shorter)
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch))
-    return dataset.prefetch(2)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)

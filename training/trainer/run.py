@@ -258,38 +258,51 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     failures: list[BaseException] = []  # what the pipelines met reading the dataset (TensorFlow hides it)
     if plan:
         with phases.phase("load"):
-            train = private_dataset(job, data, template=template, first_epoch=initial_epoch, first_step=initial_step)
+            rows = private_rows(job, data)
         steps = int(plan["steps_per_epoch"])
     else:
-        train = to_dataset(
+        steps = math.ceil(data.train_rows / params["batch_size"])
+
+    def pipeline(first_epoch: int, skip: int):
+        if plan:
+            return private_dataset(job, rows, data, template=template, first_step=skip)
+        return to_dataset(
             job,
             data,
             template=template,
             validation=False,
-            first_epoch=initial_epoch,
-            skip_batches=initial_step,
+            first_epoch=first_epoch,
+            skip_batches=skip,
             failures=failures,
         )
-        steps = math.ceil(data.train_rows / params["batch_size"])
+
     validation = to_dataset(job, data, template=template, validation=True, failures=failures)
     if initial_epoch < params["epochs"]:
         if initial_epoch or initial_step:
             where = f"epoch {initial_epoch}" + (f" and {initial_step} batches of the next" if initial_step else "")
             resilient(job_services.log, job, f"resuming from the checkpoint after {where}")
         callback = job_callback(job, epochs=params["epochs"], steps=steps, first_step=initial_step)
+        # A resumed epoch's remaining batches are a fit of their own: every pipeline then has a known length.
+        # One whose length Keras must find out ends in an OutOfRange step, which still counts an optimizer
+        # iteration, and Keras takes that first epoch's length for every later one (their last batches dropped).
+        parts = [(initial_epoch, initial_epoch + 1, initial_step)] if initial_step else []
+        parts.append((initial_epoch + (1 if initial_step else 0), params["epochs"], 0))
         with phases.phase("fit"), reading_errors(failures):
-            try:
-                model.fit(
-                    train,
-                    validation_data=validation,
-                    epochs=params["epochs"],
-                    initial_epoch=initial_epoch,
-                    verbose=0,
-                    callbacks=[callback],
-                    shuffle=False,  # the pipeline shuffles each epoch in its own reproducible order
-                )
-            finally:
-                callback.on_train_end()  # Keras skips it when fit raises: the monitor thread must not outlive fit
+            for first, end, skip in parts:
+                if first >= end or callback.cancelled or callback.stop_code:
+                    continue
+                try:
+                    model.fit(
+                        pipeline(first, skip),
+                        validation_data=validation,
+                        epochs=end,
+                        initial_epoch=first,
+                        verbose=0,
+                        callbacks=[callback],
+                        shuffle=False,  # the pipeline shuffles each epoch in its own reproducible order
+                    )
+                finally:
+                    callback.on_train_end()  # Keras skips it when fit raises: the monitor thread must not outlive fit
         if callback.cancelled:
             raise Cancelled
         if callback.stop_code:
@@ -453,9 +466,10 @@ def to_dataset(
         return training_batch(template, rows)
 
     dataset = tf.data.Dataset.from_generator(batches, output_signature=batch_signature(data, template=template))
-    if not skip_batches:  # Keras then knows an epoch's length (a resumed first epoch is shorter)
-        rows = data.val_rows if validation else data.train_rows
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size)))
+    # Keras then knows an epoch's length. With ``skip_batches`` the pipeline is that one shorter epoch's (a resumed
+    # epoch is fitted on its own: ``train_and_publish``).
+    rows = data.val_rows if validation else data.train_rows
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(rows / batch_size) - skip_batches))
     if validation and data.val_rows <= VALIDATION_CACHE_ROWS:
         dataset = dataset.cache()  # its order never changes: read from storage once, not every epoch
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -484,13 +498,9 @@ def batch_signature(data: TrainingData, *, template: templates.Template):
 # --- private jobs (DP-SGD, ``training.trainer.private``) -------------------------------------------------------
 
 
-def private_dataset(
-    job: TrainingJob, data: TrainingData, *, template: templates.Template, first_epoch: int, first_step: int
-):
-    """A private job's training pipeline: the whole training split in memory (``training.privacy`` refuses a
-    dataset above ``PRIVACY_MAX_TRAIN_ROWS``), Poisson-sampled at the plan's rate, the plan's steps per epoch."""
-    from training.trainer import private as dp
-
+def private_rows(job: TrainingJob, data: TrainingData) -> Rows:
+    """A private job's whole training split, in memory (``training.privacy`` refuses a dataset above
+    ``PRIVACY_MAX_TRAIN_ROWS``): Poisson sampling draws any row at any step."""
     if len(data.train_sample) == data.train_rows:
         rows = data.train_sample  # the sample is the whole split already
     else:
@@ -503,10 +513,17 @@ def private_dataset(
         f"with probability {plan['sample_rate']:.6g}; noise multiplier {plan['noise_multiplier']:.4g}, clip norm "
         f"{plan['clip_norm']:.4g}, planned epsilon {plan['epsilon']:.4g} at delta {plan['delta']:.3g}",
     )
+    return rows
+
+
+def private_dataset(job: TrainingJob, rows: Rows, data: TrainingData, *, template: templates.Template, first_step: int):
+    """A private job's training pipeline: ``rows`` Poisson-sampled at the plan's rate, the plan's steps per epoch
+    (``first_step`` fewer: the rest of a resumed epoch, fitted alone)."""
+    from training.trainer import private as dp
+
     return dp.poisson_dataset(
         rows,
-        plan=plan,
-        first_epoch=first_epoch,
+        plan=privacy_plan(job),
         first_step=first_step,
         to_batch=lambda batch: training_batch(template, batch),
         signature=batch_signature(data, template=template),
