@@ -123,6 +123,13 @@ def transient(exc: BaseException) -> bool:
     return False
 
 
+def private_module():
+    """``training.trainer.private``, imported when a job trains: it imports TensorFlow at module level."""
+    from training.trainer import private  # TensorFlow: never loaded by importing this module
+
+    return private
+
+
 def privacy_plan(job: TrainingJob) -> dict[str, Any]:
     """The job's privacy plan (``TrainingJob.privacy``, resolved when the job was created), ``{}`` for a job that
     is not private."""
@@ -519,8 +526,7 @@ def private_rows(job: TrainingJob, data: TrainingData) -> Rows:
 def private_dataset(job: TrainingJob, rows: Rows, data: TrainingData, *, template: templates.Template, first_step: int):
     """A private job's training pipeline: ``rows`` Poisson-sampled at the plan's rate, the plan's steps per epoch
     (``first_step`` fewer: the rest of a resumed epoch, fitted alone)."""
-    from training.trainer import private as dp
-
+    dp = private_module()
     return dp.poisson_dataset(
         rows,
         plan=privacy_plan(job),
@@ -596,7 +602,7 @@ def privacy_metrics(plan: dict[str, Any], reference: dict[str, Any] | None) -> d
 def privacy_statement(plan: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
     """The version manifest's ``privacy``: the statement of ``training.privacy`` (how DP-fy ML's form), and the
     non-private reference's metrics when there was one."""
-    from training import privacy
+    from training import privacy  # the API's accountant module, pure Python; imported where the statement is made
 
     statement = dict(privacy.statement(plan=plan))
     if reference is not None:
@@ -607,8 +613,7 @@ def privacy_statement(plan: dict[str, Any], reference: dict[str, Any] | None) ->
 def served_model(model):
     """What is exported and compiled: a private job's PrivateModel as the plain functional model over the same
     layers (so the same weights; its training step is not part of what is served)."""
-    from training.trainer import private as dp
-
+    dp = private_module()
     return dp.functional(model)
 
 
@@ -630,8 +635,7 @@ def build(job: TrainingJob, data: TrainingData, *, private: bool | None = None):
     )
     model = templates.get(job.template).build(context)
     if private:
-        from training.trainer import private as dp
-
+        dp = private_module()
         model = dp.make_private(model, plan)
     return model
 
@@ -668,8 +672,7 @@ def restore_or_build(job: TrainingJob, data: TrainingData) -> tuple[Any, int, in
     model, epoch, step = checkpoint
     plan = privacy_plan(job)
     if plan:
-        from training.trainer import private as dp
-
+        dp = private_module()
         model = dp.make_private(model, plan)
     return model, epoch, step
 
