@@ -426,3 +426,22 @@ def test_a_private_job_resumed_mid_epoch_keeps_the_planned_step_count(api_a, set
     lines = [line["message"] for line in api_a.get(f"/api/v1/jobs/{job_id}/logs").json()["lines"]]
     assert f"resuming from the checkpoint after epoch 0 and {step} batches of the next" in lines
     assert f"private training took {plan['steps']} steps, as planned" in lines
+
+
+@pytest.mark.django_db
+def test_two_private_jobs_with_the_same_seed_end_with_different_weights(api_a, monkeypatch):
+    first, second = (_train_private(api_a, monkeypatch, "tabular_classifier", rows=200) for _ in range(2))
+    assert first.seed == second.seed
+    weights = [run.last_checkpoint(job)[0].get_weights() for job in (first, second)]
+    assert len(weights[0]) == len(weights[1])
+    assert not all(np.allclose(a, b) for a, b in zip(*weights, strict=True))  # noise and sampling are not the seed's
+
+
+def test_an_empty_batch_is_a_noise_only_step():
+    keras.utils.set_random_seed(10)
+    model = private.make_private(_tabular(), {"clip_norm": 1.0, "noise_multiplier": 1.0, "expected_batch_size": 4})
+    empty = {"age": tf.zeros((0, 1), tf.float32), "city": tf.zeros((0, 1), tf.string)}
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    logs = model.train_on_batch(empty, tf.zeros((0,), tf.int64), return_dict=True)
+    assert int(model.optimizer.iterations.numpy()) == 1 and all(np.isfinite(list(logs.values())))
+    assert all(not np.allclose(a, b.numpy()) for a, b in zip(before, model.trainable_variables, strict=True))

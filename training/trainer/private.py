@@ -171,7 +171,8 @@ class PrivateModel(keras.Model):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         gradients = self.noisy_gradients(x, y)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
-        # Reported to the tenant, not private (the statement says so): the batch's loss and metrics as usual.
+        # Reported to the tenant, not private (the statement says so): the batch's loss and metrics, the model run
+        # in inference mode after the step (an empty batch leaves them as they were).
         y_pred = self(x, training=False)
         self._loss_tracker.update_state(self._example_loss(y, y_pred))
         return self.compute_metrics(x, y, y_pred)
