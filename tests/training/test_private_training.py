@@ -391,7 +391,10 @@ def test_a_reference_is_trained_beside_and_reported_not_published(api_a, monkeyp
 
 
 @pytest.mark.django_db
-def test_a_private_job_resumed_mid_epoch_keeps_the_planned_step_count(api_a, settings, monkeypatch):
+@pytest.mark.parametrize("private_job", [True, False], ids=["private", "not_private"])
+def test_a_job_resumed_mid_epoch_keeps_its_step_count(api_a, settings, monkeypatch, private_job):
+    """Resumed a few steps into its first epoch, a job trains exactly the steps it would have without the break
+    (a private job: the plan's; any job: epochs x batches per epoch, none counted twice or dropped later)."""
     settings.TRAINING_CHECKPOINT_SECONDS = 0
     settings.TRAINING_OUTAGE_WAIT_SECONDS = 0
     monkeypatch.setattr(run, "HEARTBEAT_EVERY_SECONDS", 0.05)
@@ -399,33 +402,38 @@ def test_a_private_job_resumed_mid_epoch_keeps_the_planned_step_count(api_a, set
     dataset_id = ready_dataset(api_a, sample_csv("ctr", rows), label="clicked")
     job_id = submit_job(api_a, dataset_id, params=params).json()["id"]
     plan = make_plan(train_rows=480, batch_size=16, epochs=2)
-    set_plan(job_id, plan, monkeypatch)
+    if private_job:
+        set_plan(job_id, plan, monkeypatch)
     dispatch_queued_jobs()
     save = run.save_checkpoint
-    pointers: list[tuple[int, int]] = []
+    lost: list[tuple[int, int]] = []
 
     def save_then_lose_storage(job, model, epoch, step=0):
         save(job, model, epoch, step)
-        pointers.append((epoch, step))
-        if len(pointers) == 1:  # storage goes away just after the first mid-epoch checkpoint
+        if step >= 2 and not lost:  # storage goes away after the first mid-epoch checkpoint past a step or two
+            lost.append((epoch, step))
             raise ClientError({"Error": {"Code": "503"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
 
     monkeypatch.setattr(run, "save_checkpoint", save_then_lose_storage)
     run_job(job_id=job_id, worker="gpu-host")
     job = TrainingJob.objects.get(pk=job_id)
     assert job.status == "queued", job.error
-    epoch, step = pointers[0]
-    assert epoch == 0 and 0 < step < plan["steps_per_epoch"]
+    epoch, step = lost[0]
+    steps_per_epoch = plan["steps_per_epoch"] if private_job else -(-run.load_job_data(job).train_rows // 16)
+    assert epoch == 0 and 2 <= step < steps_per_epoch
     assert json.loads(storage.get_bytes(checkpoint_prefix(job) + "latest.json"))["step"] == step
 
     dispatch_queued_jobs()
     run_job(job_id=job_id, worker="gpu-host")
     job = TrainingJob.objects.get(pk=job_id)
     assert job.status == "succeeded", job.error_traceback[-3000:]
-    assert job.metrics["privacy"]["steps"] == plan["steps"]
     lines = [line["message"] for line in api_a.get(f"/api/v1/jobs/{job_id}/logs").json()["lines"]]
     assert f"resuming from the checkpoint after epoch 0 and {step} batches of the next" in lines
-    assert f"private training took {plan['steps']} steps, as planned" in lines
+    trained = int(run.last_checkpoint(job)[0].optimizer.iterations.numpy())
+    assert trained == 2 * steps_per_epoch
+    if private_job:
+        assert trained == plan["steps"] == job.metrics["privacy"]["steps"]
+        assert f"private training took {plan['steps']} steps, as planned" in lines
 
 
 @pytest.mark.django_db
