@@ -247,13 +247,13 @@ def _verify(folder: Path, files: dict[str, dict[str, Any]], spec: VersionSpec) -
 def warm_up() -> None:
     """Start ONNX Runtime once at start-up (a few MB), so no user's request pays for its import.
 
-    TensorFlow is started only by the first version that needs it (``_start_tensorflow``).
+    TensorFlow is started only by the first version that needs it (``start_tensorflow``).
     """
     compiled.session_providers()
 
 
-def _start_tensorflow() -> None:
-    """Import TensorFlow and start its runtime once, before the first TensorFlow version is loaded."""
+def start_tensorflow() -> None:
+    """Import TensorFlow and start its runtime once, before the first TensorFlow version or explainer is loaded."""
     if _TENSORFLOW_STARTED.is_set():
         return
     import tensorflow as tf
@@ -291,7 +291,7 @@ def load(spec: VersionSpec) -> ServedModel:
     names = compiled.compiled_files(spec.manifest)
     folder = fetch(spec, names)
     if names is None:
-        _start_tensorflow()
+        start_tensorflow()
     with _LOAD_LOCK:
         before = _rss_bytes()
         model = _load_compiled(spec, folder, names) if names else _load_saved_model(spec, folder)
