@@ -92,7 +92,8 @@ def test_explanations_are_complete_match_predict_and_are_metered_apart(api_a, te
         assert status == 200 and explained["predictions"] == predicted["predictions"]  # exactly :predict's answer
         assert set(explained) == {"predictions", "explanations"} and len(explained["explanations"]) == len(instances)
         output_name = "probability" if "probability" in predicted["predictions"][0] else "probabilities"
-        for row, (explanation, prediction) in enumerate(zip(explained["explanations"], predicted["predictions"], strict=True)):
+        pairs = zip(explained["explanations"], predicted["predictions"], strict=True)
+        for row, (explanation, prediction) in enumerate(pairs):
             (attribution,) = explanation["attributions"]
             value, baseline = attribution["instance_output_value"], attribution["baseline_output_value"]
             assert attribution["output_name"] == output_name
