@@ -8,7 +8,8 @@ in the process (``ExplainSlots``). Versions answered by the compiled runtime kee
 
 The explain signature answers, rows first (the contract of issue 17): ``predictions`` (what ``serving_default``
 answers), ``output_index`` (N,), ``instance_output`` (N,), ``baseline_output`` (N,), ``attributions`` (N, P) and
-``tokens`` (N, P): what each attribution is of.
+``tokens`` (N, P): what each attribution is of. The answer's predictions are the serving runtime's own (the
+compiled one agrees with TensorFlow to ~1e-7, not bit for bit), so they are exactly what :predict answers.
 """
 
 from __future__ import annotations
@@ -210,12 +211,23 @@ class ExplainSlots:
 
 
 def explain_response(
-    arrays: dict[str, np.ndarray], parsed: protocols.Parsed, signature: Signature, manifest: dict[str, Any]
+    arrays: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    parsed: protocols.Parsed,
+    signature: Signature,
+    manifest: dict[str, Any],
 ) -> dict[str, Any]:
-    """KServe v1's explainer answer: ``predictions`` exactly as :predict answers them, then one explanation per
-    instance with Vertex-style attributions; ``approximation_error`` is |sum(attributions) - (output - baseline)|
-    over every attribution (padding included: it is part of the sum the method guarantees)."""
-    predictions = protocols.tfserving_response(signature.decode_outputs(arrays["predictions"]), parsed)
+    """KServe v1's explainer answer: ``predictions`` exactly as :predict answers them (``outputs``: what the
+    version's serving runtime answered for these rows, through the same response builder), then one explanation
+    per instance with Vertex-style attributions from the explain signature's tensors (``arrays``);
+    ``approximation_error`` is |sum(attributions) - (output - baseline)| over every attribution (padding included:
+    it is part of the sum the method guarantees).
+    """
+    predictions = protocols.tfserving_response(outputs, parsed)
+    served = outputs[signature.output_names[0]]
+    explained = signature.decode_outputs(arrays["predictions"])[signature.output_names[0]]
+    if served.shape == explained.shape and not np.allclose(served, explained, atol=1e-4):
+        logger.warning("the explain and serving signatures disagree by %.2g", float(np.abs(served - explained).max()))
     unit = (explanation_of(manifest) or {}).get("unit")
     output_name = signature.output_names[0]
     labels = signature.label_names
