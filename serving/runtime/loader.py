@@ -164,14 +164,25 @@ def fetch(spec: VersionSpec, names: tuple[str, ...] | None = None) -> Path:
         raise IntegrityError(f"{spec.label}: the manifest lists no usable files")
     target = local_dir(spec)
     if target.is_dir():
+        # A version fetched for its compiled files only lacks the SavedModel's: explaining it needs them too.
+        present = {name: expected for name, expected in files.items() if (target / name).is_file()}
         try:
-            _verify(target, files, spec)
+            _verify(target, present, spec)
+            if len(present) < len(files):
+                _download(spec, {name: files[name] for name in files if name not in present}, into=target)
             os.utime(target)  # its last use, for the disk budget
             return target
         except IntegrityError:
             logger.error("%s: the disk cache failed verification; fetching it again", spec.label)
             shutil.rmtree(target, ignore_errors=True)
-    staging = target.with_name(f".{target.name}-{uuid.uuid4().hex[:8]}")
+    _download(spec, files, into=target)
+    return target
+
+
+def _download(spec: VersionSpec, files: dict[str, dict[str, Any]], *, into: Path) -> None:
+    """Download ``files`` beside ``into`` and verify them, then move them there: the whole folder when it does not
+    exist yet, else file by file (each replaced atomically), so a reader never sees a file unverified."""
+    staging = into.with_name(f".{into.name}-{uuid.uuid4().hex[:8]}")
     try:
         for name in files:
             path = staging / name
@@ -179,15 +190,19 @@ def fetch(spec: VersionSpec, names: tuple[str, ...] | None = None) -> Path:
             with open(path, "wb") as handle:
                 storage.download_stream(spec.object_prefix + name, handle)
         _verify(staging, files, spec)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            staging.rename(target)
-        except OSError:  # another process fetched it first; theirs was verified the same way
-            shutil.rmtree(staging, ignore_errors=True)
+        into.parent.mkdir(parents=True, exist_ok=True)
+        if not into.is_dir():
+            try:
+                staging.rename(into)
+                return
+            except OSError:  # another process made the folder first (perhaps with fewer files): add ours to it
+                pass
+        for name in files:
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, into / name)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def _median_seconds(call_once, times: int = 7) -> float:
 
 
 @pytest.mark.parametrize("template", list(TEMPLATES))
-def test_explanations_are_complete_match_predict_and_are_metered_apart(api_a, tenant_a, tenant_b, template):
+def test_explanations_are_complete_match_predict_and_are_metered_apart(api_a, tenant_a, tenant_b, template, caplog):
     version, instances = _trained(api_a, template)
     manifest, name = version.manifest, version.model.name
     assert manifest["explanation"]["signature"] == "explain"
@@ -163,6 +163,8 @@ def test_explanations_are_complete_match_predict_and_are_metered_apart(api_a, te
     assert usage.errors == 2 and usage.requests == 1 + 1 + 2 + 7 + 7
     assert not PredictionUsage.objects.filter(tenant=tenant_b.tenant).exists()
     assert not PredictionUsage.objects.filter(model_name=old.model.name).exists()  # the 409 is refused unmetered
+    # The SavedModel's files joined the compiled ones :predict had fetched; nothing was fetched again as corrupt.
+    assert "failed verification" not in caplog.text
 
 
 def test_limits_and_input_checks_come_before_tensorflow(tenant_a, tenant_b):
