@@ -374,9 +374,14 @@ def test_sdk_and_cli_explain(stack, tenant_a, tenant_b, tmp_path):
     with pytest.raises(ValueError):
         client.explain("ctr", VISITORS, version=1, alias="production")
 
-    env = cli_env(stack, tenant_a.raw_key, tmp_path / "home")
+    # This checkout's client (the shared virtualenv's editable install may point at another checkout).
+    env = cli_env(stack, tenant_a.raw_key, tmp_path / "home", PYTHONPATH=str(ROOT / "clients" / "python"))
     answer = mlp("explain", "ctr", "--json", json.dumps({"instances": VISITORS[:1]}), "--version", "1", env=env)
     assert "explained by ctr version 1" in answer.stderr
     body = json.loads(answer.stdout)
     assert body["predictions"] == explained.predictions[:1] and len(body["explanations"]) == 1
+    predicted = mlp("predict", "ctr", "--json", json.dumps({"instances": VISITORS[:1]}), "--version", "1", env=env)
+    assert json.loads(predicted.stdout)["predictions"] == body["predictions"]
+    both = mlp("explain", "ctr", "--json", "{}", "--version", "1", "--alias", "x", env=env, expect=2)
+    assert "not both" in both.stderr
     assert "must be" in mlp("explain", "ctr", "--json", '{"inputs": ["1"]}', env=env, expect=2).stderr
