@@ -183,10 +183,11 @@ class ExplainSlots:
         self.per_tenant = per_tenant
         self.total = total
         self._held: dict[str, int] = {}
+        self._total = 0
 
     @property
     def in_flight(self) -> int:
-        return sum(self._held.values())
+        return self._total
 
     @contextmanager
     def slot(self, tenant_id: str) -> Iterator[None]:
@@ -197,12 +198,14 @@ class ExplainSlots:
                 f"This tenant already has {self.per_tenant} explanations in progress; wait for their answers.",
                 headers={"Retry-After": "1"},
             )
-        if self.in_flight >= self.total:
+        if self._total >= self.total:
             raise HTTPError(503, "The server is busy explaining; retry shortly.", headers={"Retry-After": "2"})
         self._held[tenant_id] = held + 1
+        self._total += 1
         try:
             yield
         finally:
+            self._total -= 1
             left = self._held[tenant_id] - 1
             if left:
                 self._held[tenant_id] = left

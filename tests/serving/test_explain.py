@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -194,6 +196,32 @@ def test_limits_and_input_checks_come_before_tensorflow(tenant_a, tenant_b):
         status, answer, _ = call(base, "POST", "/v1/models/plain:explain", raw=b"{not json", key=key)
         assert status == 409 and "explanations_unavailable" in answer["error"]  # decided before the body is read
         assert app.explainers.loads == 0 and app.explainers.keys() == ()
+
+
+def test_one_tenants_explanations_in_flight_are_capped_without_holding_up_another(tenant_a, tenant_b):
+    """With the explain thread busy, a tenant's second explanation is a 429 at once; another tenant's still queues.
+    (These versions' manifests promise an explain signature their SavedModels lack: answered 503, never 500.)"""
+    for tenant in (tenant_a, tenant_b):
+        publish_model(tenant.tenant, name="clicks", manifest_fields={"explanation": EXPLANATION})
+    body = {"instances": ["1 2"]}
+    with serving_server(SERVING_EXPLAINS_PER_TENANT=1) as (base, app), ThreadPoolExecutor(2) as pool:
+        busy = threading.Event()
+        app._explain_pool.submit(busy.wait, 60)  # the explain thread is taken until the test lets it go
+        try:
+            first = pool.submit(call, base, "POST", "/v1/models/clicks:explain", body, tenant_a.raw_key)
+            wait_for(lambda: app.explain_slots.in_flight == 1, 30, "the first explanation did not start")
+            status, answer, headers = call(base, "POST", "/v1/models/clicks:explain", body, tenant_a.raw_key)
+            assert status == 429 and headers["Retry-After"] == "1" and "1 explanations in progress" in answer["error"]
+            other = pool.submit(call, base, "POST", "/v1/models/clicks:explain", body, tenant_b.raw_key)
+            wait_for(lambda: app.explain_slots.in_flight == 2, 30, "the other tenant's explanation was refused")
+            status, answer, _ = call(base, "POST", "/v1/models/clicks:predict", body, tenant_a.raw_key)
+            assert status == 200  # predictions are not behind explanations
+        finally:
+            busy.set()
+        for pending in (first, other):
+            status, answer, _ = pending.result(timeout=60)
+            assert status == 503 and "cannot be explained" in answer["error"], answer
+    assert app.explain_slots.in_flight == 0
 
 
 def test_explanations_in_flight_are_limited_per_tenant_and_in_all():
