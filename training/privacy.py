@@ -189,6 +189,21 @@ def composed_epsilon(*, plans: list[dict[str, Any]], delta: float, accountant: s
     return event_epsilon(event=event, delta=delta, accountant=accountant)
 
 
+def spent_and_after(
+    *, plans: list[dict[str, Any]], extra: dict[str, Any] | None, delta: float, accountant: str
+) -> tuple[float, float]:
+    """Epsilon at ``delta`` of ``plans`` composed, and of ``plans`` plus ``extra``: one accountant composes them
+    in turn, so checking a new job against a budget costs one pass over the jobs, not two."""
+    counter = _accountant(accountant)
+    for each in plans:
+        counter.compose(plan_event(plan=each))
+    before = float(counter.get_epsilon(delta)) if plans else 0.0
+    if extra is None:
+        return before, before
+    counter.compose(plan_event(plan=extra))
+    return before, float(counter.get_epsilon(delta))
+
+
 def budget_accountant(*, plans: list[dict[str, Any]]) -> str:
     """The accountant a budget composes with: the plans' own when they agree, else RDP (a bound for any mix)."""
     chosen = {plan.get("accountant", "pld") for plan in plans}

@@ -141,21 +141,19 @@ def privacy_jobs_counted(*, dataset) -> QuerySet[TrainingJob]:
     )
 
 
-def privacy_spent(*, dataset, delta: float, extra_plans: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Epsilon at ``delta`` of every counted job on the dataset (plus ``extra_plans``), composed.
+def privacy_spent(*, dataset, delta: float, extra_plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Epsilon at ``delta`` of every counted job on the dataset composed (``epsilon``), and with ``extra_plan``
+    too (``epsilon_after``).
 
     The jobs' own accountant when they all used one and there are at most ``PRIVACY_MAX_BUDGET_JOBS`` of them
     (PLD's cost grows with each job), else RDP: a valid upper bound for any mix, in time linear in the jobs.
     """
     jobs = list(privacy_jobs_counted(dataset=dataset).values("id", "status", "model_name", "privacy", "created_at"))
-    plans = [job["privacy"] for job in jobs] + list(extra_plans or [])
-    accountant = privacy.budget_accountant(plans=plans) if len(plans) <= settings.PRIVACY_MAX_BUDGET_JOBS else "rdp"
-    return {
-        "epsilon": privacy.composed_epsilon(plans=plans, delta=delta, accountant=accountant),
-        "delta": delta,
-        "accountant": accountant,
-        "jobs": jobs,
-    }
+    plans = [job["privacy"] for job in jobs]
+    every = plans + ([extra_plan] if extra_plan else [])
+    accountant = privacy.budget_accountant(plans=every) if len(every) <= settings.PRIVACY_MAX_BUDGET_JOBS else "rdp"
+    spent, after = privacy.spent_and_after(plans=plans, extra=extra_plan, delta=delta, accountant=accountant)
+    return {"epsilon": spent, "epsilon_after": after, "delta": delta, "accountant": accountant, "jobs": jobs}
 
 
 def privacy_budget(*, dataset) -> dict[str, Any]:

@@ -346,10 +346,10 @@ def _check_privacy_budget(*, dataset: Dataset, plan: dict[str, Any]) -> None:
             code="privacy_required",
             details={"budget_epsilon": budget, "budget_delta": delta},
         )
-    spent = selectors.privacy_spent(dataset=locked, delta=delta)["epsilon"]
-    after = selectors.privacy_spent(dataset=locked, delta=delta, extra_plans=[plan])
-    if after["epsilon"] > budget:
-        needed = after["epsilon"] - spent
+    after = selectors.privacy_spent(dataset=locked, delta=delta, extra_plan=plan)
+    spent = after["epsilon"]
+    if after["epsilon_after"] > budget:
+        needed = after["epsilon_after"] - spent
         remaining = max(0.0, budget - spent)
         raise ServiceError(
             f"This job would spend epsilon {needed:.3g} of the dataset's privacy budget; {remaining:.3g} of "
@@ -361,7 +361,7 @@ def _check_privacy_budget(*, dataset: Dataset, plan: dict[str, Any]) -> None:
                 "spent_epsilon": spent,
                 "remaining_epsilon": remaining,
                 "needed_epsilon": needed,
-                "epsilon_after": after["epsilon"],
+                "epsilon_after": after["epsilon_after"],
                 "accountant": after["accountant"],
             },
         )
