@@ -18,10 +18,10 @@ PRIVACY_REQUEST_SCHEMA = {
         "job's privacy."
     ),
     "properties": {
-        "target_epsilon": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+        "target_epsilon": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 100},
         "noise_multiplier": {"type": "number", "minimum": 0.3, "maximum": 100},
         "delta": {"type": "number", "description": "default: 1/(10 N) rounded down to one figure, at most 1e-5"},
-        "clip_norm": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 1.0},
+        "clip_norm": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 100, "default": 1.0},
         "accountant": {"type": "string", "enum": ["pld", "rdp"], "default": "pld"},
         "reference": {"type": "boolean", "default": False},
         "accept_low_utility": {"type": "boolean", "default": False},
