@@ -19,7 +19,8 @@ What accounting costs, measured here (2 shared cores): RDP takes 15-150 ms whate
 with the number of steps (4 s at 2,000,000 steps, 17 s at 20,000,000, 10 s at 400,000,000). Hence the bounds:
 at most ``PRIVACY_MAX_STEPS`` steps, sigma in [0.3, 100], epsilon at most 100, calibration under PLD stops after
 ``PRIVACY_CALIBRATION_SECONDS`` keeping the smallest sigma found that meets the target, and a budget composes
-at most ``PRIVACY_MAX_BUDGET_JOBS`` jobs.
+at most ``PRIVACY_MAX_BUDGET_JOBS`` jobs with PLD (20 jobs of 3,510 steps took 10 s; RDP 1 s, epsilon 7% higher),
+more with RDP. Plans whose RDP epsilon is above twice the largest allowed are refused without computing PLD.
 """
 
 from __future__ import annotations

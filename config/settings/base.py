@@ -349,10 +349,11 @@ PRIVACY_MAX_NOISE_RATIO = env_float("PRIVACY_MAX_NOISE_RATIO", 0.02, minimum=0.0
 PRIVACY_MAX_TRAIN_ROWS = env_int("PRIVACY_MAX_TRAIN_ROWS", 2_000_000, minimum=1)
 # Bounds on accounting work in the API process: PLD's cost grows with the number of steps (about 4 s at
 # 2,000,000 steps here), calibration under PLD stops after this many seconds with the smallest noise multiplier
-# found that meets the target, and a dataset's budget composes at most this many private jobs.
+# found that meets the target, and a dataset's budget composes at most this many private jobs with PLD (about 0.5 s
+# per job of 3,500 steps here, under the dataset's lock), more with RDP (0.05 s per job, epsilon about 7% higher).
 PRIVACY_MAX_STEPS = env_int("PRIVACY_MAX_STEPS", 1_000_000, minimum=1)
 PRIVACY_CALIBRATION_SECONDS = env_int("PRIVACY_CALIBRATION_SECONDS", 10, minimum=1)
-PRIVACY_MAX_BUDGET_JOBS = env_int("PRIVACY_MAX_BUDGET_JOBS", 20, minimum=1)
+PRIVACY_MAX_BUDGET_JOBS = env_int("PRIVACY_MAX_BUDGET_JOBS", 10, minimum=1)
 CELERY_BEAT_SCHEDULE |= {
     "dispatch-training-jobs": {"task": "training.tasks.dispatch_jobs", "schedule": 30.0},
     "requeue-stale-training-jobs": {"task": "training.tasks.requeue_stale_jobs", "schedule": 60.0},
