@@ -182,6 +182,20 @@ def epsilon(*, sample_rate: float, noise_multiplier: float, steps: int, delta: f
     return event_epsilon(event=event, delta=delta, accountant=accountant)
 
 
+def plan_epsilon(
+    *, plan: dict[str, Any], steps: int | None = None, delta: float | None = None, accountant: str | None = None
+) -> float:
+    """Epsilon of a stored plan at its delta by its accountant, or of its first ``steps`` steps (a run stopped
+    early: each checkpoint is a prefix of the run, covered by the epsilon of the steps it took)."""
+    return epsilon(
+        sample_rate=float(plan["sample_rate"]),
+        noise_multiplier=float(plan["noise_multiplier"]),
+        steps=int(plan["steps"] if steps is None else steps),
+        delta=float(plan["delta"] if delta is None else delta),
+        accountant=accountant or plan["accountant"],
+    )
+
+
 def composed_epsilon(*, plans: list[dict[str, Any]], delta: float, accountant: str) -> float:
     """Epsilon at ``delta`` of every plan's job run on the same rows (their events composed); 0 for none."""
     if not plans:

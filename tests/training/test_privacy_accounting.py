@@ -55,6 +55,14 @@ def test_the_issues_figure():
     assert (round(sixty["epsilon_rdp"], 1), round(sixty["epsilon"], 1)) == (2.6, 2.4)  # the issue's 2.60 / 2.38
 
 
+def test_a_plans_epsilon_can_be_read_again_and_for_fewer_steps():
+    plan = privacy.plan(request={"noise_multiplier": 1.1, "delta": 1e-5}, epochs=15, **ISSUE)
+    assert privacy.plan_epsilon(plan=plan) == plan["epsilon"]
+    assert privacy.plan_epsilon(plan=plan, accountant="rdp") == plan["epsilon_rdp"]
+    early = privacy.plan_epsilon(plan=plan, steps=234)  # stopped after one epoch
+    assert early == reference_epsilon(256 / 60_000, 1.1, 234, 1e-5, "pld") and early < plan["epsilon"]
+
+
 def test_a_plan_has_every_key_of_the_contract():
     plan = privacy.plan(request={"target_epsilon": 2.0, "reference": True}, epochs=3, **ISSUE)
     assert set(plan) >= {
