@@ -293,13 +293,11 @@ def calibrate_noise_multiplier(
             feasible, feasible_eps = guess, value
         else:
             infeasible, infeasible_eps = guess, value
-    if not close_enough() and not math.isfinite(infeasible_eps):
-        infeasible_eps = eps(infeasible, "pld")
-        if infeasible_eps <= target_epsilon:
-            return infeasible, infeasible_eps
+    if close_enough() or not math.isfinite(infeasible_eps):  # met, or out of time before a bracket was found
+        return feasible, feasible_eps
     # Illinois secant between the bracket's ends.
     lo, hi = math.log(infeasible), math.log(feasible)
-    f_lo = math.log(infeasible_eps) - log_target if math.isfinite(infeasible_eps) else 1.0
+    f_lo = math.log(infeasible_eps) - log_target
     f_hi = math.log(feasible_eps) - log_target
     side = 0
     while not close_enough() and time.monotonic() < deadline and hi - lo > CALIBRATION_RELATIVE_TOLERANCE / 10:
