@@ -196,12 +196,22 @@ def plan_epsilon(
     )
 
 
+def merged_events(plans: list[dict[str, Any]]) -> list[dp_accounting.DpEvent]:
+    """The plans' events, those with the same sample rate and noise multiplier merged into one of their summed
+    steps (the same mechanism run T1 then T2 times is that mechanism run T1 + T2 times): a tenant re-running one
+    configuration costs the accountant one event, not one per job."""
+    steps: dict[tuple[float, float], int] = {}
+    for plan in plans:
+        key = (float(plan["sample_rate"]), float(plan["noise_multiplier"]))
+        steps[key] = steps.get(key, 0) + int(plan["steps"])
+    return [dp_event(sample_rate=q, noise_multiplier=sigma, steps=total) for (q, sigma), total in steps.items()]
+
+
 def composed_epsilon(*, plans: list[dict[str, Any]], delta: float, accountant: str) -> float:
     """Epsilon at ``delta`` of every plan's job run on the same rows (their events composed); 0 for none."""
     if not plans:
         return 0.0
-    event = dp_accounting.ComposedDpEvent([plan_event(plan=plan) for plan in plans])
-    return event_epsilon(event=event, delta=delta, accountant=accountant)
+    return event_epsilon(event=dp_accounting.ComposedDpEvent(merged_events(plans)), delta=delta, accountant=accountant)
 
 
 def spent_and_after(
@@ -210,8 +220,8 @@ def spent_and_after(
     """Epsilon at ``delta`` of ``plans`` composed, and of ``plans`` plus ``extra``: one accountant composes them
     in turn, so checking a new job against a budget costs one pass over the jobs, not two."""
     counter = _accountant(accountant)
-    for each in plans:
-        counter.compose(plan_event(plan=each))
+    for event in merged_events(plans):
+        counter.compose(event)
     before = float(counter.get_epsilon(delta)) if plans else 0.0
     if extra is None:
         return before, before

@@ -145,13 +145,18 @@ def privacy_spent(*, dataset, delta: float, extra_plan: dict[str, Any] | None = 
     """Epsilon at ``delta`` of every counted job on the dataset composed (``epsilon``), and with ``extra_plan``
     too (``epsilon_after``).
 
-    The jobs' own accountant when they all used one and there are at most ``PRIVACY_MAX_BUDGET_JOBS`` of them
-    (PLD's cost grows with each job), else RDP: a valid upper bound for any mix, in time linear in the jobs.
+    The jobs' own accountant when they all used one and they make at most ``PRIVACY_MAX_BUDGET_JOBS`` events
+    (jobs of one sample rate and noise multiplier are one event) of at most ``PRIVACY_MAX_STEPS`` steps each (PLD's
+    cost grows with both), else RDP: a valid upper bound for any mix, in time linear in the events.
     """
     jobs = list(privacy_jobs_counted(dataset=dataset).values("id", "status", "model_name", "privacy", "created_at"))
     plans = [job["privacy"] for job in jobs]
     every = plans + ([extra_plan] if extra_plan else [])
-    accountant = privacy.budget_accountant(plans=every) if len(every) <= settings.PRIVACY_MAX_BUDGET_JOBS else "rdp"
+    events = privacy.merged_events(plans)
+    small = len(events) + bool(extra_plan) <= settings.PRIVACY_MAX_BUDGET_JOBS and all(
+        event.count <= settings.PRIVACY_MAX_STEPS for event in events
+    )
+    accountant = privacy.budget_accountant(plans=every) if small else "rdp"
     spent, after = privacy.spent_and_after(plans=plans, extra=extra_plan, delta=delta, accountant=accountant)
     return {"epsilon": spent, "epsilon_after": after, "delta": delta, "accountant": accountant, "jobs": jobs}
 

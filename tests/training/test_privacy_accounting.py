@@ -178,6 +178,18 @@ def test_plans_compose_to_more_than_one_and_less_than_their_sum(accountant):
     assert privacy.budget_accountant(plans=[plans[0], {**plans[1], "accountant": "other"}]) == "rdp"
 
 
+def test_jobs_of_one_configuration_are_one_event():
+    plan = privacy.plan(request={"noise_multiplier": 1.1, "delta": 1e-5}, epochs=2, **ISSUE)
+    other = privacy.plan(request={"noise_multiplier": 2.0, "delta": 1e-5}, epochs=2, **ISSUE)
+    events = privacy.merged_events([plan, other, plan])
+    assert [(e.event.event.noise_multiplier, e.count) for e in events] == [(1.1, 2 * 468), (2.0, 468)]
+    separate = dp_accounting.ComposedDpEvent([privacy.plan_event(plan=p) for p in (plan, other, plan)])
+    for accountant, tolerance in (("rdp", 1e-9), ("pld", 1e-3)):
+        merged = privacy.composed_epsilon(plans=[plan, other, plan], delta=1e-6, accountant=accountant)
+        unmerged = privacy.event_epsilon(event=separate, delta=1e-6, accountant=accountant)
+        assert merged == pytest.approx(unmerged, rel=tolerance)
+
+
 NAN, INF = float("nan"), float("inf")
 
 
