@@ -313,6 +313,11 @@ class Preview(TypedDict):
     rows: list[list[Any]]
 
 
+class PrivacyBudgetInputRequest(TypedDict):
+    epsilon: float | None
+    delta: float | None
+
+
 class RegisteredModel(TypedDict):
     name: str
     aliases: dict[str, int]
@@ -342,6 +347,7 @@ class TrainingJob(TypedDict):
     model_name: str
     model_version: NotRequired[int | None]
     params: NotRequired[Any]
+    privacy: dict[str, Any]
     label_column: str
     feature_columns: NotRequired[Any]
     validation_split: NotRequired[float]
@@ -373,6 +379,7 @@ class TrainingJobCreateRequest(TypedDict):
     validation_split: NotRequired[float]
     seed: NotRequired[int]
     max_runtime_seconds: NotRequired[int]
+    privacy: NotRequired[Any]
 
 
 class UploadCompleteRequest(TypedDict):
@@ -472,6 +479,7 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/datasets/uploads/{id}"),
         ("GET", "/api/v1/datasets/{id}"),
         ("GET", "/api/v1/datasets/{id}/preview"),
+        ("GET", "/api/v1/datasets/{id}/privacy"),
         ("GET", "/api/v1/jobs"),
         ("GET", "/api/v1/jobs/{id}"),
         ("GET", "/api/v1/jobs/{id}/logs"),
@@ -509,6 +517,7 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/webhooks"),
         ("POST", "/api/v1/webhooks/{id}/ping"),
         ("POST", "/api/v1/webhooks/{id}/rotate-secret"),
+        ("PUT", "/api/v1/datasets/{id}/privacy"),
         ("PUT", "/api/v1/models/{name}/aliases/{alias}"),
         ("PUT", "/api/v1/models/{name}/traffic"),
     }

@@ -39,6 +39,8 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/datasets/{id}"),
         ("DELETE", "/api/v1/datasets/{id}"),
         ("GET", "/api/v1/datasets/{id}/preview"),
+        ("GET", "/api/v1/datasets/{id}/privacy"),
+        ("PUT", "/api/v1/datasets/{id}/privacy"),
         ("POST", "/api/v1/datasets/uploads"),
         ("GET", "/api/v1/datasets/uploads/{id}"),
         ("POST", "/api/v1/datasets/uploads/{id}/part-urls"),
@@ -90,6 +92,14 @@ class DatasetsAPI(_Group):
 
     def preview(self, dataset_id: str, *, rows: int = 10) -> dict[str, Any]:
         return self.client.get(f"/api/v1/datasets/{_p(dataset_id)}/preview", rows=rows)
+
+    def privacy(self, dataset_id: str) -> dict[str, Any]:
+        """The dataset's privacy budget, what its private jobs spent and what is left."""
+        return self.client.get(f"/api/v1/datasets/{_p(dataset_id)}/privacy")
+
+    def set_privacy_budget(self, dataset_id: str, *, epsilon: float | None, delta: float | None) -> dict[str, Any]:
+        """Set the budget (both numbers) or clear it (both None); admins only."""
+        return self.client.put(f"/api/v1/datasets/{_p(dataset_id)}/privacy", {"epsilon": epsilon, "delta": delta})
 
     def upload(
         self,
@@ -156,6 +166,7 @@ class JobsAPI(_Group):
         validation_split: float | None = None,
         seed: int | None = None,
         max_runtime_seconds: int | None = None,
+        privacy: dict[str, Any] | None = None,
     ) -> TrainingJob:
         body: dict[str, Any] = {
             "dataset": dataset,
@@ -169,6 +180,7 @@ class JobsAPI(_Group):
             "validation_split": validation_split,
             "seed": seed,
             "max_runtime_seconds": max_runtime_seconds,
+            "privacy": privacy,
         }
         body |= {k: v for k, v in optional.items() if v is not None}
         return self.client.post("/api/v1/jobs", body)
