@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from markdown_it import MarkdownIt
 
@@ -163,3 +165,27 @@ def test_the_card_needs_the_read_scope(tenant_a):
     viewer_key = make_key(tenant_a.tenant, scopes=("read",), role=Role.VIEWER).raw_key
     assert client_for(viewer_key).get(CARD.format("ctr", 1)).status_code == 200
     assert client_for(None).get(CARD.format("ctr", 1)).status_code in (401, 403)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sdk_and_the_cli_read_the_card(live_server, tenant_a, tenant_b, tmp_path):
+    from mlplatform_client import Client, NotFoundError
+
+    from tests.support.clients import Stack, cli_env, mlp, mlp_json
+
+    explained_version(tenant_a.tenant)
+    client = Client(api_url=live_server.url, api_key=tenant_a.raw_key, serving_url=live_server.url)
+    card = client.model_card("ctr", 1)
+    assert card["privacy"]["statement"] == PRIVACY and card["explanation"] == EXPLANATION
+    assert client.models.card("ctr", 1, markdown=True).startswith("# Model card: ctr v1\n")
+    with pytest.raises(NotFoundError):
+        Client(api_url=live_server.url, api_key=tenant_b.raw_key).model_card("ctr", 1)
+
+    stack = Stack(api_url=live_server.url, serving_url=live_server.url)
+    # A worktree's SDK ahead of the installed one, if this run put it on the path.
+    path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+    env = cli_env(stack, tenant_a.raw_key, tmp_path / "home", **path)
+    assert mlp_json("models", "card", "ctr", "1", env=env)["global_explanations"]["top"][0]["feature"] == "12"
+    text = mlp("models", "card", "ctr", "1", "--markdown", env=env).stdout
+    assert text.startswith("# Model card: ctr v1\n") and "## Privacy" in text
+    assert mlp("models", "card", "ctr", "1", env=cli_env(stack, tenant_b.raw_key, tmp_path / "b", **path), expect=4)
