@@ -22,6 +22,7 @@ from typing import Any
 
 from datasets.models import Dataset, PiiMode
 from serving.models import ModelVersion
+from training import templates
 from training.compiled import serving_runtime
 
 NOT_PRIVATE = "Not trained with differential privacy."
@@ -56,6 +57,7 @@ def version_card(*, version: ModelVersion) -> dict[str, Any]:
         "validation_split": job.validation_split if job else None,
         "pii": present("data.pii", _pii(version.dataset, _first(manifest, job, "feature_columns") or [])),
     }
+    kinds = _kinds(manifest, version.template)
     statement = manifest.get("privacy") if isinstance(manifest.get("privacy"), dict) else None
     return {
         "model": version.model.name,
@@ -65,8 +67,8 @@ def version_card(*, version: ModelVersion) -> dict[str, Any]:
         "job": present("job", _job(version, manifest)),
         "template": {
             "name": manifest.get("template") or version.template,
-            "task": manifest.get("task"),
-            "input_kind": manifest.get("input_kind"),
+            "task": kinds.get("task"),
+            "input_kind": kinds.get("input_kind"),
             "params": present("template.params", params),
         },
         "data": data,
@@ -95,6 +97,14 @@ def privacy_summary(statement: dict[str, Any] | None) -> str:
         f"Trained with differential privacy: ({_number(epsilon)}, {_number(delta)})-DP for {unit} "
         f"({statement.get('adjacency') or 'add or remove one row'}), accounted by {accountant}."
     )
+
+
+def _kinds(manifest: dict[str, Any], template: str) -> dict[str, str]:
+    """The task and input kind as serving reads them (older manifests: from their template's declaration)."""
+    try:
+        return templates.manifest_kinds({"template": template} | manifest)
+    except ValueError:
+        return {}
 
 
 def _dataset(version: ModelVersion, manifest: dict[str, Any]) -> dict[str, Any] | None:

@@ -146,22 +146,14 @@ class TryPredictionView(TenantPage):
         model = get_object_or_404(selectors.models_of(tenant=self.caller.tenant), name=self.kwargs["name"])
         if len(request.body) > MAX_TRY_BODY:
             return JsonResponse(error_body("payload_too_large", "At most 64 KiB here."), status=413)
-        path = f"/v1/models/{quote(model.name)}"
         version = request.GET.get("version", "")
-        if version:
-            if not (version.isascii() and version.isdigit() and len(version) <= 9):
-                return JsonResponse(error_body("invalid_version", "version is a number."), status=400)
-            path += f"/versions/{version}"
-        token = tokens.mint(tenant=self.caller.tenant, user=self.caller.user)
+        if version and not (version.isascii() and version.isdigit() and len(version) <= 9):
+            return JsonResponse(error_body("invalid_version", "version is a number."), status=400)
         try:
-            answer = requests.post(
-                settings.SERVING_URL.rstrip("/") + path + ":predict",
-                data=request.body,
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-                timeout=10,  # a 'try it' call never holds an API worker for long
+            answer = serving_post(
+                caller=self.caller, model_name=model.name, version=version, verb=":predict", body=request.body
             )
-        except requests.RequestException as exc:
-            logger.warning("try-it prediction could not reach serving at %s: %s", settings.SERVING_URL, exc)
+        except ServingUnreachable:
             return JsonResponse(
                 error_body("serving_unavailable", "The serving process did not answer; try again shortly."),
                 status=502,
@@ -170,6 +162,31 @@ class TryPredictionView(TenantPage):
         if "X-Model-Version" in answer.headers:
             response["X-Model-Version"] = answer.headers["X-Model-Version"]
         return response
+
+
+class ServingUnreachable(Exception):
+    """The serving process did not answer (down, refused, timed out)."""
+
+
+def serving_post(*, caller, model_name: str, verb: str, body: bytes, version: str = "") -> requests.Response:
+    """POST ``body`` to the serving process's ``verb`` (``:predict``, ``:explain``) for the model, as the person.
+
+    The request carries a short-lived token of the signed-in member's rights now (``serving.tokens``), so serving
+    applies the same scoping, scopes, rate limit and metering as to an API key; the dashboard adds none of its own.
+    ``version`` (digits, checked by the caller) pins a version; empty lets serving route.
+    """
+    path = f"/v1/models/{quote(model_name)}" + (f"/versions/{version}" if version else "")
+    token = tokens.mint(tenant=caller.tenant, user=caller.user)
+    try:
+        return requests.post(
+            settings.SERVING_URL.rstrip("/") + path + verb,
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            timeout=10,  # a dashboard call never holds an API worker for long
+        )
+    except requests.RequestException as exc:
+        logger.warning("dashboard %s could not reach serving at %s: %s", verb, settings.SERVING_URL, exc)
+        raise ServingUnreachable from exc
 
 
 class VersionDownloadView(TenantPage):
