@@ -156,7 +156,11 @@ class VersionDetailPage(TenantPage):
             signature=(version.manifest or {}).get("signature", {}),
             card=card,
             global_rows=global_rows(card["global_explanations"]),
-            can_explain=self.can(Role.MEMBER) and version.status == ModelVersion.Status.READY and bool(fields),
+            # Only a version exported with an explain signature can answer (older ones: serving's 409).
+            can_explain=self.can(Role.MEMBER)
+            and version.status == ModelVersion.Status.READY
+            and card["explanation"] is not None
+            and bool(fields),
             explain_fields=[dict(field, value=typed.get(field["name"], "")) for field in fields],
             explained=self.explained,
         )

@@ -100,3 +100,28 @@ def pii_dataset(tenant, *, mode: str = "hash") -> Dataset:
     return make_dataset(
         tenant, content=content, name="clicks-pii", label_column="clicked", column_tags={"email": "pii"}, pii_mode=mode
     )
+
+
+def tabular_version(tenant, *, name: str = "churn") -> ModelVersion:
+    """A tabular version (a number column and a text column) with an explain signature, no dataset row."""
+    row = make_model_version(tenant, name=name)
+    manifest = {
+        "template": "tabular_classifier",
+        "task": "binary",
+        "input_kind": "columns",
+        "feature_columns": ["age", "city"],
+        "label_column": "churned",
+        "label_names": ["no", "yes"],
+        "signature": {
+            "name": "serving_default",
+            "inputs": {
+                "age": {"dtype": "float32", "shape": [None, 1]},
+                "city": {"dtype": "string", "shape": [None, 1]},
+            },
+        },
+        "explanation": EXPLANATION | {"unit": "feature", "baseline": "each column's training mean or mode"},
+        "global_explanations": global_explanations(["city", "age"]) | {"unit": "feature"},
+    }
+    ModelVersion.objects.filter(pk=row.pk).update(manifest=manifest, template="tabular_classifier")
+    row.refresh_from_db()
+    return row
