@@ -302,7 +302,9 @@ def card_markdown(*, card: dict[str, Any]) -> str:
     else:
         add(
             f"Method: {md(explanation.get('method'))}, {md(explanation.get('steps'))} steps, "
-            f"{md(explanation.get('rule'))} rule, per {md(explanation.get('unit'))}; "
+            f"{md(explanation.get('rule'))} rule, per {md(explanation.get('unit'))}"
+            + (f" of {md(explanation['output'])}" if explanation.get("output") else "")
+            + "; "
             f"baseline: {md(explanation.get('baseline'))}; attributed at: {md(explanation.get('attributed_at'))}."
         )
     add("")
@@ -311,8 +313,8 @@ def card_markdown(*, card: dict[str, Any]) -> str:
         add("Global explanations: absent.")
     else:
         add(
-            f"Global explanations: mean absolute attribution over {md(global_explanations.get('rows'))} "
-            f"validation rows, per {md(global_explanations.get('unit'))}."
+            f"Global explanations: {md(global_explanations.get('method'))} "
+            f"({md(global_explanations.get('rows'))} rows), per {md(global_explanations.get('unit'))}, largest first."
         )
         add("")
         top = [t for t in global_explanations.get("top") or [] if isinstance(t, dict)]

@@ -39,6 +39,7 @@ EXPLANATION = {
     "baseline": "all-padding sequence (id 0 at every position)",
     "attributed_at": "the embedding layer's output",
     "unit": "id_position",
+    "output": "the probability",
 }
 
 
@@ -47,7 +48,12 @@ def global_explanations(features: list[str]) -> dict:
         {"feature": name, "mean_abs_attribution": round(0.05 / (i + 1), 4), "count": 60 - i}
         for i, name in enumerate(features)
     ]
-    return {"method": "integrated_gradients", "rows": 128, "unit": "id_position", "top": top}
+    return {
+        "method": "mean absolute integrated-gradients attribution over 128 validation rows",
+        "rows": 128,
+        "unit": "id_position",
+        "top": top,
+    }
 
 
 def explained_version(
