@@ -313,13 +313,13 @@ def card_markdown(*, card: dict[str, Any]) -> str:
         add("Global explanations: absent.")
     else:
         add(
-            f"Global explanations: {md(global_explanations.get('method'))} "
-            f"({md(global_explanations.get('rows'))} rows), per {md(global_explanations.get('unit'))}, largest first."
+            f"Global explanations: {md(global_explanations.get('method'))}; "
+            f"per {md(global_explanations.get('unit'))}, largest first."
         )
         add("")
         top = [t for t in global_explanations.get("top") or [] if isinstance(t, dict)]
         lines += _md_table(
-            ("Rank", "Feature", "Mean abs. attribution", "Count"),
+            ("Rank", "Feature", "Mean abs. attribution", "Seen"),
             [
                 (str(i), md(t.get("feature")), md(t.get("mean_abs_attribution")), md(t.get("count")))
                 for i, t in enumerate(top, 1)

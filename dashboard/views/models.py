@@ -454,6 +454,7 @@ def read_explanation(answer: requests.Response) -> dict[str, Any]:
         "ranked": sorted(rows, key=lambda r: -abs(r["value"]))[:20],
         "prediction": json.dumps(prediction, ensure_ascii=False)[:2000],
         "output": str(attribution.get("output_display_name") or attribution.get("output_name") or ""),
+        "output_name": str(attribution.get("output_name") or "output"),
         "output_index": attribution.get("output_index"),
         "instance_output": _number(attribution.get("instance_output_value")),
         "baseline_output": _number(attribution.get("baseline_output_value")),
