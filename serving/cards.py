@@ -58,7 +58,8 @@ def version_card(*, version: ModelVersion) -> dict[str, Any]:
         "pii": present("data.pii", _pii(version.dataset, _first(manifest, job, "feature_columns") or [])),
     }
     kinds = _kinds(manifest, version.template)
-    statement = manifest.get("privacy") if isinstance(manifest.get("privacy"), dict) else None
+    # An empty statement (as an empty plan means) is no guarantee: only a stated one makes the version private.
+    statement = manifest.get("privacy") if isinstance(manifest.get("privacy"), dict) and manifest["privacy"] else None
     return {
         "model": version.model.name,
         "version": version.version,

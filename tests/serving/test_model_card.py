@@ -79,6 +79,10 @@ def test_an_old_version_shows_its_missing_pieces_as_absent(api_a, tenant_a):
         "explanation",
         "global_explanations",
     }
+    ModelVersion.objects.filter(model__name="old").update(manifest={"privacy": {}, "explanation": "garbage"})
+    card = api_a.get(CARD.format("old", 1)).json()
+    assert card["privacy"]["differentially_private"] is False and card["explanation"] is None
+    assert card["data"]["dataset"] is None and card["template"]["task"] == "binary"  # from its template
     text = api_a.get(CARD.format("old", 1), {"format": "markdown"}).content.decode()
     assert "Not trained with differential privacy" in text and "Method: absent" in text
     assert "Global explanations: absent" in text and "the dataset row no longer exists" in text
