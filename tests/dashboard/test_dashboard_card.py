@@ -178,3 +178,28 @@ def test_viewers_see_the_card_but_not_the_form(tenant_a):
         assert 'id="card-privacy"' in html and 'id="explain-form"' not in html
         assert viewer.post(version_url("ctr"), {"input": "12"}).status_code == 403
     assert calls == []
+
+
+def test_a_text_model_takes_a_text_and_colours_its_tokens(tenant_a):
+    version = explained_version(tenant_a.tenant, name="reviews")
+    manifest = version.manifest | {
+        "template": "text_classifier",
+        "task": "multiclass",
+        "input_kind": "text",
+        "feature_columns": ["review"],
+        "label_names": ["negative", "positive"],
+        "explanation": version.manifest["explanation"] | {"unit": "token"},
+    }
+    ModelVersion.objects.filter(pk=version.pk).update(manifest=manifest, template="text_classifier")
+    owner = signed_in(tenant_a.owner)
+    assert '<textarea id="explain-input" name="input"' in owner.get(version_url("reviews")).content.decode()
+    answer = sequence_answer([("great", 0.2), ("product", 0.05)])
+    attribution = answer["explanations"][0]["attributions"][0]
+    attribution |= {"output_name": "probabilities", "output_index": 1, "output_display_name": "positive"}
+    attribution["feature_attributions"] = {"review": attribution["feature_attributions"].pop("item_sequence")}
+    with stand_in_serving(200, answer) as (base, calls), override_settings(SERVING_URL=base):
+        page = owner.post(version_url("reviews"), {"input": "Great product!"})
+    assert page.status_code == 200 and json.loads(calls[0].body) == {"instances": ["Great product!"]}
+    html = page.content.decode()
+    assert 'id="explained-output">positive<' in html and "probabilities of" in html
+    assert '<span class="token positive" style="--weight: 0.2500" title="product: 0.05">product</span>' in html
