@@ -67,6 +67,9 @@ class ModelDetailPage(TenantPage):
         shown = [m for m in COMPARED_METRICS if any(m in (v.metrics or {}) for v in versions)]
         ready = [v for v in versions if v.status == ModelVersion.Status.READY]
         aliases = {a.name: a.version.version for a in model.aliases.all()}
+        # The global explanations shown are production's version's when it is ready, else the latest ready one's.
+        production = aliases.get(ModelAlias.DEFAULT)
+        shown_version = next((v for v in ready if v.version == production), ready[0] if ready else None)
         context.update(
             model=model,
             versions=versions,
@@ -79,9 +82,9 @@ class ModelDetailPage(TenantPage):
             events=RegistryEvent.objects.for_tenant(self.caller.tenant).filter(model=model)[:20],
             can_predict=self.can(Role.MEMBER),
             example=json.dumps(_example_request(ready[0]) if ready else {"instances": []}, ensure_ascii=False),
-            global_version=ready[0] if ready else None,
-            global_rows=global_rows(_global_of(ready[0]) if ready else None),
-            global_explanations=_global_of(ready[0]) if ready else None,
+            global_version=shown_version,
+            global_rows=global_rows(_global_of(shown_version) if shown_version else None),
+            global_explanations=_global_of(shown_version) if shown_version else None,
         )
         return context
 

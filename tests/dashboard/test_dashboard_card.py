@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from datasets.models import Dataset
 from serving import tokens
-from serving.models import ModelVersion
+from serving.models import ModelVersion, RegisteredModel
 from tenants.models import Role
 from tests.support.cards import HOSTILE, explained_version, old_version, tabular_version
 from tests.support.dashboard import signed_in, stand_in_serving
@@ -203,3 +203,16 @@ def test_a_text_model_takes_a_text_and_colours_its_tokens(tenant_a):
     html = page.content.decode()
     assert 'id="explained-output">positive<' in html and "probabilities of" in html
     assert '<span class="token positive" style="--weight: 0.2500" title="product: 0.05">product</span>' in html
+
+
+def test_the_model_page_shows_productions_global_explanations(tenant_a):
+    from serving import services
+
+    explained_version(tenant_a.tenant, features=["first"])
+    second = explained_version(tenant_a.tenant, version=2, features=["second"])
+    RegisteredModel.objects.filter(pk=second.model_id).update(last_version=2)
+    owner = signed_in(tenant_a.owner)
+    assert '<td class="mono">second</td>' in owner.get(reverse("dashboard:model", args=["ctr"])).content.decode()
+    services.set_alias(tenant=tenant_a.tenant, model_name="ctr", alias="production", version=1)
+    page = owner.get(reverse("dashboard:model", args=["ctr"])).content.decode()
+    assert '<td class="mono">first</td>' in page and "What v1 looks at" in page
