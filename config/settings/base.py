@@ -377,6 +377,15 @@ SERVING_MAX_BODY_BYTES = env_int("SERVING_MAX_BODY_BYTES", 4 * 1024 * 1024, mini
 # the interpreter lock); each tenant may have SERVING_DECODES_PER_TENANT of them in flight (more get 429).
 SERVING_DECODE_PROCESSES = env_int("SERVING_DECODE_PROCESSES", 2, minimum=1)
 SERVING_DECODES_PER_TENANT = env_int("SERVING_DECODES_PER_TENANT", 1, minimum=1)
+# Explanations (:explain, integrated gradients: about 50 model calls per instance) have limits of their own:
+# instances per request, explanations one tenant may have in flight in the process (more get 429), and in all (more
+# get 503), SavedModels kept loaded for explaining (least recently used go first), and the threads they run on (apart
+# from the predictions' batcher and threads, so predictions keep their path).
+SERVING_EXPLAIN_MAX_INSTANCES = env_int("SERVING_EXPLAIN_MAX_INSTANCES", 16, minimum=1)
+SERVING_EXPLAINS_PER_TENANT = env_int("SERVING_EXPLAINS_PER_TENANT", 2, minimum=1)
+SERVING_EXPLAINS_IN_FLIGHT = env_int("SERVING_EXPLAINS_IN_FLIGHT", 16, minimum=1)
+SERVING_EXPLAINERS_MAX = env_int("SERVING_EXPLAINERS_MAX", 4, minimum=1)
+SERVING_EXPLAIN_THREADS = env_int("SERVING_EXPLAIN_THREADS", 1, minimum=1)
 # How long keys, tenants and alias/traffic routes are cached; an alias move is live within this.
 SERVING_ROUTE_TTL_SECONDS = env_int("SERVING_ROUTE_TTL_SECONDS", 2, minimum=0)
 SERVING_METERING_FLUSH_SECONDS = env_int("SERVING_METERING_FLUSH_SECONDS", 5, minimum=1)

@@ -238,6 +238,8 @@ class Phases:
 def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     import keras
 
+    from training.trainer import explain  # TensorFlow: imported by the attempt, not with this module
+
     phases = Phases(job)
     if job.dispatched_at:
         phases.seconds["queue_wait"] = round((job.started_at - job.created_at).total_seconds(), 4)
@@ -292,13 +294,15 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         metrics = evaluate(model, validation, data, template=template)
     scores = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
     resilient(job_services.log, job, f"evaluated: {scores}")
+    with phases.phase("explain"):
+        explainer, explanation_fields = explanations(job, model, data, template=template)
     registry = publishing.publisher()  # serving's registry, bound when Django starts (training may not import it)
     version = resilient(registry.reserve_version, job=job)  # the same row when repeated
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         export_dir = Path(tmp) / "model"
         with phases.phase("export"):
-            model.export(str(export_dir), format="tf_saved_model", verbose=False)
-        fields = manifest_fields(job, model, data, template=template)
+            explain.export(model, export_dir, explainer=explainer)
+        fields = manifest_fields(job, model, data, template=template) | explanation_fields
         with phases.phase("compile"):
             fields |= compile_for_serving(model, export_dir, data, template=template, signature=fields["signature"])
         with phases.phase("upload_register"):
@@ -312,6 +316,22 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         f"published {job.model_name} v{version.version} at {version.object_prefix}; served by {served_by}",
     )
     return metrics, version.version
+
+
+def explanations(job: TrainingJob, model, data: TrainingData, *, template: templates.Template):
+    """The model's explainer (exported as the ``explain`` signature) and the manifest's ``explanation`` and
+    ``global_explanations``, averaged over the first validation rows; (None, {}) for a model it cannot explain."""
+    from training.trainer import explain
+
+    explainer, reason = explain.explainer_for(model, input_kind=template.input_kind, binary=template.task == "binary")
+    if explainer is None:
+        resilient(job_services.log, job, f"no explanations for this model: {reason}")
+        return None, {}
+    rows = min(len(data.val_sample), explain.GLOBAL_ROWS)
+    overall = explain.global_explanations(explainer, model_inputs(template, data.val_sample), rows=rows)
+    top = ", ".join(entry["feature"] for entry in overall["top"][:5])
+    resilient(job_services.log, job, f"explanations: most attributed over {rows} validation rows: {top}")
+    return explainer, {"explanation": explainer.describe(), "global_explanations": overall}
 
 
 def load_job_data(job: TrainingJob) -> TrainingData:
