@@ -393,9 +393,11 @@ def explain_instance(version: ModelVersion, fields: list[dict[str, Any]], typed:
 def _serving_message(answer: requests.Response) -> str:
     """Serving's own error message (its envelope), or a plain sentence when it sent none."""
     try:
-        message = answer.json()["error"]["message"]
+        error = answer.json()["error"]
     except (ValueError, KeyError, TypeError):
-        message = None
+        error = None
+    # The serving process's body is {"error": "<code>: <message>"}; the platform's envelope is also understood.
+    message = error.get("message") if isinstance(error, dict) else error
     if isinstance(message, str) and message:
         return f"Serving refused the explanation ({answer.status_code}): {message[:500]}"
     return f"Serving answered {answer.status_code} without an explanation."

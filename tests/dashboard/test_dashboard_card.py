@@ -1,13 +1,17 @@
 """The version page's model card, global explanations and "explain an input" form.
 
 The form reaches the serving process's ``:explain`` through ``SERVING_URL`` with the signed-in member's token,
-the same call the "try it" box makes for ``:predict`` (``dashboard.views.models.serving_post``). Serving's
-``:explain`` is built on another branch, so these tests put a stand-in at ``SERVING_URL`` that answers in the
-contract's shape (issue 17) and records what the page sent; the rows it reads are real.
+the same call the "try it" box makes for ``:predict`` (``dashboard.views.models.serving_post``). The first test
+trains a tiny model with the real trainer and explains through the real serving app, as the try-it tests do.
+The others, which need answers the real app does not give (a feature model without training one, unreadable
+answers, a 5xx), put a stand-in at ``SERVING_URL`` that answers in the contract's shape (issue 17) and records
+what the page sent; the rows they read are real.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -52,6 +56,42 @@ def sequence_answer(tokens_and_values: list[tuple[str, float]]) -> dict:
 
 def version_url(name: str, version: int = 1) -> str:
     return reverse("dashboard:version", kwargs={"name": name, "version": version})
+
+
+def test_a_trained_versions_card_and_explanations_through_the_real_serving_process(api_a, tenant_a, tenant_b):
+    from tests.support.jobs import TINY_CTR, ready_dataset, sample_csv, submit_job
+    from tests.support.serving import publish_model, serving_server
+    from training.models import TrainingJob
+    from training.trainer.run import run_job
+
+    content = sample_csv("ctr", 200)
+    dataset_id = ready_dataset(api_a, content, label="clicked", name="clicks")
+    submitted = submit_job(api_a, dataset_id, model_name="ctr", params=TINY_CTR).json()
+    run_job(job_id=submitted["id"], worker="test-worker")
+    job = TrainingJob.objects.get(pk=submitted["id"])
+    assert job.status == "succeeded", job.error_traceback[-3000:]
+    card = api_a.get("/api/v1/models/ctr/versions/1/card").json()
+    assert card["job"]["id"] == str(job.pk) and card["data"]["dataset"]["id"] == dataset_id
+    assert card["explanation"]["signature"] == "explain" and card["global_explanations"]["top"]
+    assert card["privacy"]["differentially_private"] is False and card["absent"] == []
+    publish_model(tenant_a.tenant, name="before-explanations")  # no explain signature
+
+    ids = next(csv.DictReader(io.StringIO(content)))["item_sequence"]  # the first row's item ids
+    owner, member = signed_in(tenant_a.owner), signed_in(make_member(tenant_a.tenant).user)
+    with serving_server() as (base, _app), override_settings(SERVING_URL=base):
+        page = member.post(version_url("ctr"), {"input": ids})
+        refused = owner.post(version_url("before-explanations"), {"input": "1 2"})
+        stranger = signed_in(tenant_b.owner).post(version_url("ctr"), {"input": ids})
+    assert page.status_code == 200, page.content[page.content.find(b"messages") : page.content.find(b"messages") + 600]
+    html = page.content.decode()
+    first_rank = card["global_explanations"]["top"][0]["feature"]
+    assert f'data-rank="1"><td class="num">1</td><td class="mono">{first_rank}</td>' in html
+    tokens_shown = html[html.index('id="explained-tokens"') : html.index('id="explained-rows"')]
+    assert tokens_shown.count('<span class="token') == len(ids.split()[-TINY_CTR["max_len"] :])
+    error = float(html.split("approximation error ")[1].split(".<")[0].rstrip("."))
+    assert 0 <= error <= 0.05
+    assert refused.status_code == 409 and b"explanations_unavailable" in refused.content
+    assert stranger.status_code == 404
 
 
 def test_the_version_page_shows_the_card_and_the_ranked_global_explanations(tenant_a):
@@ -150,10 +190,10 @@ def test_the_form_sends_typed_columns_and_draws_feature_bars(tenant_a):
 def test_serving_refusals_and_unreadable_answers_are_shown_not_500(tenant_a):
     explained_version(tenant_a.tenant)
     owner = signed_in(tenant_a.owner)
-    refusal = {"error": {"code": "explanations_unavailable", "message": "v1 has no explain signature <b>"}}
-    with stand_in_serving(409, refusal) as (base, _), override_settings(SERVING_URL=base):
+    refusal = {"error": "rate_limited: too many explanations <b>"}  # serving's own error body
+    with stand_in_serving(429, refusal) as (base, _), override_settings(SERVING_URL=base):
         page = owner.post(version_url("ctr"), {"input": "12"})
-    assert page.status_code == 409 and b"v1 has no explain signature &lt;b&gt;" in page.content
+    assert page.status_code == 429 and b"too many explanations &lt;b&gt;" in page.content
     not_a_number = sequence_answer([("12", 0.1)])
     not_a_number["explanations"][0]["attributions"][0]["feature_attributions"]["item_sequence"][0]["attribution"] = "x"
     for broken in (b"not json", {"predictions": []}, not_a_number, {"explanations": [{}]}, [1]):
