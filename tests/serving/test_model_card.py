@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from markdown_it import MarkdownIt
 
@@ -176,6 +174,7 @@ def test_the_sdk_and_the_cli_read_the_card(live_server, tenant_a, tenant_b, tmp_
     from mlplatform_client import Client, NotFoundError
 
     from tests.support.clients import Stack, cli_env, mlp, mlp_json
+    from tests.support.workers import ROOT
 
     explained_version(tenant_a.tenant)
     client = Client(api_url=live_server.url, api_key=tenant_a.raw_key, serving_url=live_server.url)
@@ -186,8 +185,8 @@ def test_the_sdk_and_the_cli_read_the_card(live_server, tenant_a, tenant_b, tmp_
         Client(api_url=live_server.url, api_key=tenant_b.raw_key).model_card("ctr", 1)
 
     stack = Stack(api_url=live_server.url, serving_url=live_server.url)
-    # A worktree's SDK ahead of the installed one, if this run put it on the path.
-    path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+    # This checkout's client (the shared virtualenv's editable install may point at another checkout).
+    path = {"PYTHONPATH": str(ROOT / "clients" / "python")}
     env = cli_env(stack, tenant_a.raw_key, tmp_path / "home", **path)
     assert mlp_json("models", "card", "ctr", "1", env=env)["global_explanations"]["top"][0]["feature"] == "12"
     text = mlp("models", "card", "ctr", "1", "--markdown", env=env).stdout
