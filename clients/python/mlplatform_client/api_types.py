@@ -178,6 +178,23 @@ class Membership(TypedDict):
     created_at: str
 
 
+class ModelCard(TypedDict):
+    model: str
+    version: int
+    status: str
+    published_at: str | None
+    job: dict[str, Any] | None
+    template: dict[str, Any]
+    data: dict[str, Any]
+    metrics: dict[str, Any]
+    per_class: dict[str, Any] | None
+    privacy: dict[str, Any]
+    explanation: dict[str, Any] | None
+    global_explanations: dict[str, Any] | None
+    runtime: dict[str, Any]
+    absent: list[str]
+
+
 class ModelVersion(TypedDict):
     model: str
     version: int
@@ -489,6 +506,7 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/models"),
         ("GET", "/api/v1/models/{model_name}/versions"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}"),
+        ("GET", "/api/v1/models/{model_name}/versions/{version}/card"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}/download"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}/files"),
         ("GET", "/api/v1/models/{name}"),

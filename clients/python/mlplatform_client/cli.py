@@ -480,7 +480,7 @@ def jobs_templates(state: State):
 
 @cli.group()
 def models():
-    """The model registry: list, promote, roll back, download, export."""
+    """The model registry: list, promote, roll back, download, export, model cards."""
 
 
 @models.command("list")
@@ -553,6 +553,20 @@ def models_download(state: State, name, version, destination, archive, via):
             )
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     emit(state, {"path": str(folder), "files": files}, lambda d: out.print(f"{d['path']} ({len(files)} files)"))
+
+
+@models.command("card")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--markdown", is_flag=True, help="The card as Markdown (to paste into a review) instead of JSON.")
+@click.pass_obj
+@handle_errors
+def models_card(state: State, name, version, markdown):
+    """VERSION's model card: lineage, PII handling, params, metrics, privacy statement, explanations."""
+    if markdown:
+        click.echo(state.client.models.card(name, version, markdown=True), nl=False)
+    else:
+        emit(state, state.client.models.card(name, version))
 
 
 @models.command("export")

@@ -83,6 +83,10 @@ class Client:
         """A prediction from the serving process; see :func:`mlplatform_client.serving.predict`."""
         return self._predict(self, model, body, **options)
 
+    def model_card(self, model: str, version: int, *, markdown: bool = False):
+        """A version's model card (JSON, or Markdown text); see :meth:`ModelsAPI.card`."""
+        return self.models.card(model, version, markdown=markdown)
+
     def explain(self, model: str, instances: list[Any], *, version: int | None = None, alias: str | None = None):
         """Explanations of the predictions for ``instances``; see :func:`mlplatform_client.serving.explain`."""
         return self._explain(self, model, instances, version=version, alias=alias)

@@ -21,6 +21,7 @@ from mlplatform_client import errors, uploads
 from mlplatform_client.api_types import (
     Dataset,
     DatasetList,
+    ModelCard,
     ModelVersion,
     ModelVersionList,
     RegisteredModel,
@@ -64,6 +65,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/models/{model_name}/versions/{version}/archive"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}/files"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}/download"),
+        ("GET", "/api/v1/models/{model_name}/versions/{version}/card"),
         ("GET", "/api/v1/tenant"),
     }
 )
@@ -271,6 +273,15 @@ class ModelsAPI(_Group):
     def files(self, name: str, version: int) -> VersionFiles:
         """The version's files with presigned GET URLs: ``{"model", "version", "expires_at", "files": [...]}``."""
         return self.client.get(f"/api/v1/models/{_p(name)}/versions/{int(version)}/files")
+
+    def card(self, name: str, version: int, *, markdown: bool = False) -> ModelCard | str:
+        """The version's model card: data lineage (dataset, sha256, PII handling), template and params, metrics,
+        the privacy statement, the explanation method and global explanations; pieces an older version lacks are
+        ``None`` and named in ``absent``. ``markdown=True``: the card as Markdown text, to paste into a review."""
+        path = f"/api/v1/models/{_p(name)}/versions/{int(version)}/card"
+        if markdown:
+            return self.client.request("GET", path, params={"format": "markdown"}).text
+        return self.client.get(path)
 
     def export(self, name: str, *, engine: str = "tf-serving", base_path: str | None = None) -> str:
         """Configuration for an existing engine reading our S3 layout: TF Serving's ``model_config_list``
