@@ -59,6 +59,10 @@ class Dataset(TenantOwnedModel):
     stats = models.JSONField(default=dict, blank=True)
     row_count = models.PositiveBigIntegerField(null=True, blank=True)
     errors = models.JSONField(default=list, blank=True)
+    # The differential-privacy budget of the rows (training.privacy): every job on the dataset must then be private,
+    # and their composed epsilon at this delta stays within this epsilon. Null: no budget.
+    privacy_budget_epsilon = models.FloatField(null=True, blank=True)
+    privacy_budget_delta = models.FloatField(null=True, blank=True)
     duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     validated_at = models.DateTimeField(null=True, blank=True)

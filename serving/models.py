@@ -92,7 +92,7 @@ class RegistryEvent(TenantOwnedModel):
 
 
 class PredictionUsage(TenantOwnedModel):
-    """Predictions metered per tenant, model, version and hour (written by the serving process)."""
+    """Predictions and explanations metered per tenant, model, version and hour (written by the serving process)."""
 
     model_name = models.CharField(max_length=63)
     version = models.PositiveIntegerField()
@@ -100,6 +100,7 @@ class PredictionUsage(TenantOwnedModel):
     requests = models.PositiveBigIntegerField(default=0)
     predictions = models.PositiveBigIntegerField(default=0)  # instances answered
     errors = models.PositiveBigIntegerField(default=0)
+    explanations = models.PositiveBigIntegerField(default=0)  # instances explained (:explain), apart from predictions
 
     class Meta:
         ordering = ["-period_start", "model_name", "version"]

@@ -105,3 +105,33 @@ class ExportQuerySerializer(StrictInputSerializer):
         required=False,
         help_text="Where the engine finds the version folders, if not the platform's bucket (e.g. your own copy).",
     )
+
+
+class CardQuerySerializer(StrictInputSerializer):
+    """``?format=json|markdown`` (an ``Accept: text/markdown`` header asks for Markdown too)."""
+
+    format = serializers.ChoiceField(choices=["json", "markdown"], required=False)
+
+
+class ModelCardSerializer(serializers.Serializer):
+    """A version's model card (``serving.cards``): each piece a version lacks is null and named in ``absent``."""
+
+    model = serializers.CharField()
+    version = serializers.IntegerField()
+    status = serializers.CharField()
+    published_at = serializers.DateTimeField(allow_null=True)
+    job = serializers.DictField(allow_null=True, help_text="id, status, finished_at, deleted: the publishing job.")
+    template = serializers.DictField(help_text="name, task, input_kind, params.")
+    data = serializers.DictField(
+        help_text="dataset (id, name, version, sha256, row_count, format, deleted), feature_columns, label_column, "
+        "label_names, validation_split, pii (mode, columns, statement)."
+    )
+    metrics = serializers.DictField(help_text="Scalar metrics on the held-out split.")
+    per_class = serializers.DictField(allow_null=True)
+    privacy = serializers.DictField(
+        help_text="differentially_private, summary, statement (the manifest's privacy statement, or null)."
+    )
+    explanation = serializers.DictField(allow_null=True, help_text="The explanation method (null: none exported).")
+    global_explanations = serializers.DictField(allow_null=True, help_text="Top attributions on the validation split.")
+    runtime = serializers.DictField(help_text="runtime (onnxruntime or tensorflow), reason, parity.")
+    absent = serializers.ListField(child=serializers.CharField(), help_text="The pieces this version lacks.")

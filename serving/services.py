@@ -189,10 +189,15 @@ class UsageKey:
     period_start: datetime  # the hour, UTC
 
 
-def record_prediction_usage(*, counts: dict[UsageKey, tuple[int, int, int]]) -> None:
-    """Add (requests, predictions, errors) per tenant, model, version and hour; one transaction."""
+def record_prediction_usage(*, counts: dict[UsageKey, tuple[int, ...]]) -> None:
+    """Add (requests, predictions, errors[, explanations]) per tenant, model, version and hour; one transaction.
+
+    Explanations are counted apart from predictions (an explanation costs about 50 predictions' compute and is
+    billed at its own price); a request counts once whichever it asked for.
+    """
     with transaction.atomic():
-        for key, (requests, predictions, errors) in counts.items():
+        for key, values in counts.items():
+            requests, predictions, errors, explanations = (*values, 0)[:4]
             usage, _ = PredictionUsage.objects.for_tenant(key.tenant_id).get_or_create(
                 tenant_id=key.tenant_id, model_name=key.model_name, version=key.version, period_start=key.period_start
             )
@@ -200,6 +205,7 @@ def record_prediction_usage(*, counts: dict[UsageKey, tuple[int, int, int]]) -> 
                 requests=F("requests") + requests,
                 predictions=F("predictions") + predictions,
                 errors=F("errors") + errors,
+                explanations=F("explanations") + explanations,
             )
             ModelVersion.objects.for_tenant(key.tenant_id).filter(
                 model__name=key.model_name, version=key.version

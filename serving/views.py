@@ -12,16 +12,19 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 
 from core import naming
 from core.errors import NotFoundError
 from core.serializers import validated_input
-from serving import exports, services
+from serving import cards, exports, services
 from serving.models import ModelVersion, RegisteredModel
 from serving.serializers import (
     AliasInputSerializer,
+    CardQuerySerializer,
     ExportQuerySerializer,
+    ModelCardSerializer,
     ModelVersionListSerializer,
     ModelVersionSerializer,
     RegisteredModelSerializer,
@@ -32,6 +35,21 @@ from tenants.scoping import TenantScopedViewSet
 
 MODEL_NAME = naming.MODEL_NAME_PATTERN
 ALIAS_NAME = naming.ALIAS_NAME_PATTERN
+
+
+class JSONOnlyNegotiation(DefaultContentNegotiation):
+    """Errors and JSON answers in JSON whatever ``?format=`` or ``Accept`` say; the view picks Markdown itself.
+
+    DRF would read ``?format=markdown`` as a renderer's name and answer 404 (no such renderer) before the view runs.
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+def _asks_for_markdown(request) -> bool:
+    accepted = [part.split(";")[0].strip().lower() for part in request.headers.get("Accept", "").split(",")]
+    return "text/markdown" in accepted and "application/json" not in accepted[: accepted.index("text/markdown")]
 
 
 class RegisteredModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
@@ -140,6 +158,25 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
             "files": exports.presigned_files(version=found),
         }
         return Response(VersionFilesSerializer(body).data)
+
+    @extend_schema(
+        parameters=[CardQuerySerializer],
+        responses={(200, "application/json"): ModelCardSerializer, (200, "text/markdown"): OpenApiTypes.STR},
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=JSONOnlyNegotiation)
+    def card(self, request, model_name=None, version=None):
+        """The version's model card: lineage, PII handling, params, metrics, privacy statement, explanations.
+
+        JSON, or Markdown (to paste into a review) with ``?format=markdown`` or ``Accept: text/markdown``.
+        """
+        found = self.get_object()  # another tenant's model or version is 404 whatever the query says
+        query = CardQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        card = cards.version_card(version=found)
+        wanted = query.validated_data.get("format")
+        if wanted == "markdown" or (wanted is None and _asks_for_markdown(request)):
+            return HttpResponse(cards.card_markdown(card=card), content_type="text/markdown; charset=utf-8")
+        return Response(card)
 
     @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])

@@ -92,6 +92,7 @@ class PlanAdmin(ServiceWriteAdmin):
         "price_cpu_hour",
         "price_gb_month",
         "price_per_1k_predictions",
+        "price_per_1k_explanations",
     ]
     search_fields = ["slug", "name"]
 

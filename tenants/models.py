@@ -68,6 +68,8 @@ class Plan(models.Model):
     price_cpu_hour = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0.0800"))
     price_gb_month = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0.0230"))
     price_per_1k_predictions = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0.0500"))
+    # An explanation (integrated gradients: about 50 model calls, on TensorFlow) costs about 50 predictions.
+    price_per_1k_explanations = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("2.5000"))
 
     class Meta:
         ordering = ["slug"]
@@ -95,6 +97,7 @@ PRICE_FIELDS = (
     "price_cpu_hour",
     "price_gb_month",
     "price_per_1k_predictions",
+    "price_per_1k_explanations",
 )
 
 
@@ -112,6 +115,7 @@ class PlanPrice(models.Model):
     price_cpu_hour = models.DecimalField(max_digits=12, decimal_places=4)
     price_gb_month = models.DecimalField(max_digits=12, decimal_places=4)
     price_per_1k_predictions = models.DecimalField(max_digits=12, decimal_places=4)
+    price_per_1k_explanations = models.DecimalField(max_digits=12, decimal_places=4)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

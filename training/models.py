@@ -57,6 +57,8 @@ class TrainingJob(TenantOwnedModel):
     estimated_memory_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True)  # seconds per phase of the last attempt
     model_version = models.PositiveIntegerField(null=True, blank=True)
+    # The differential-privacy plan (training.privacy.plan) fixed before the job was created; {} = not private.
+    privacy = models.JSONField(default=dict, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tenants.models import Tenant
+from training import privacy
 from training.models import JobAttempt, JobLogLine, JobMetric, TrainingJob
 
 
@@ -122,3 +124,69 @@ def job_counts_by_status(*, timeout_seconds: float) -> tuple[dict[str, int], flo
             counts[row["status"]] = row["jobs"]
         oldest = TrainingJob.objects.filter(status=TrainingJob.Status.QUEUED).aggregate(at=Min("created_at"))["at"]
     return counts, (timezone.now() - oldest).total_seconds() if oldest else None
+
+
+# --- differential privacy budgets ------------------------------------------------------------
+
+
+def privacy_jobs_counted(*, dataset) -> QuerySet[TrainingJob]:
+    """The private jobs whose epsilon a dataset's budget has spent: queued, running, cancelling or succeeded, or
+    failed or cancelled after they started (a job that never started saw no row and gives its share back)."""
+    ended = [TrainingJob.Status.FAILED, TrainingJob.Status.CANCELLED]
+    return (
+        TrainingJob.objects.filter(tenant_id=dataset.tenant_id, dataset_id=dataset.pk)
+        .exclude(privacy={})
+        .filter(~Q(status__in=ended) | Q(started_at__isnull=False))
+        .order_by("created_at", "id")
+    )
+
+
+def privacy_spent(*, dataset, delta: float, extra_plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Epsilon at ``delta`` of every counted job on the dataset composed (``epsilon``), and with ``extra_plan``
+    too (``epsilon_after``).
+
+    The jobs' own accountant when they all used one and they make at most ``PRIVACY_MAX_BUDGET_JOBS`` events
+    (jobs of one sample rate and noise multiplier are one event) of at most ``PRIVACY_MAX_STEPS`` steps each (PLD's
+    cost grows with both), else RDP: a valid upper bound for any mix, in time linear in the events.
+    """
+    jobs = list(privacy_jobs_counted(dataset=dataset).values("id", "status", "model_name", "privacy", "created_at"))
+    plans = [job["privacy"] for job in jobs]
+    every = plans + ([extra_plan] if extra_plan else [])
+    events = privacy.merged_events(plans)
+    small = len(events) + bool(extra_plan) <= settings.PRIVACY_MAX_BUDGET_JOBS and all(
+        event.count <= settings.PRIVACY_MAX_STEPS for event in events
+    )
+    accountant = privacy.budget_accountant(plans=every) if small else "rdp"
+    spent, after = privacy.spent_and_after(plans=plans, extra=extra_plan, delta=delta, accountant=accountant)
+    return {"epsilon": spent, "epsilon_after": after, "delta": delta, "accountant": accountant, "jobs": jobs}
+
+
+def privacy_budget(*, dataset) -> dict[str, Any]:
+    """What ``GET /datasets/<id>/privacy`` shows: the budget, what the counted jobs spent at its delta, what is
+    left, and the jobs. Without a budget, spent is shown at the default delta of the whole dataset."""
+    budget_epsilon, budget_delta = dataset.privacy_budget_epsilon, dataset.privacy_budget_delta
+    delta = budget_delta if budget_delta is not None else privacy.default_delta(train_rows=dataset.row_count or 1)
+    spent = privacy_spent(dataset=dataset, delta=delta)
+    return {
+        "dataset": str(dataset.pk),
+        "budget": None if budget_epsilon is None else {"epsilon": budget_epsilon, "delta": budget_delta},
+        "accountant": spent["accountant"],
+        "delta": delta,
+        "spent_epsilon": spent["epsilon"],
+        "remaining_epsilon": None if budget_epsilon is None else max(0.0, budget_epsilon - spent["epsilon"]),
+        "jobs": [
+            {
+                "job": str(job["id"]),
+                "status": job["status"],
+                "model_name": job["model_name"],
+                "created_at": job["created_at"],
+                "epsilon": job["privacy"].get("epsilon"),
+                "delta": job["privacy"].get("delta"),
+                "accountant": job["privacy"].get("accountant"),
+                "noise_multiplier": job["privacy"].get("noise_multiplier"),
+                "sample_rate": job["privacy"].get("sample_rate"),
+                "steps": job["privacy"].get("steps"),
+            }
+            for job in spent["jobs"]
+        ],
+    }

@@ -8,6 +8,7 @@ through one place.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import defaultdict
 from datetime import timedelta
@@ -28,6 +29,7 @@ from events import services as events
 from tenants import audit
 from tenants import services as tenant_services
 from tenants.models import Tenant
+from training import privacy as dp
 from training import selectors
 from training.models import JobAttempt, JobLogLine, JobMetric, TrainingJob
 from training.templates import TEMPLATES, Template
@@ -135,25 +137,37 @@ def _gib(size: int) -> str:
 
 
 def estimate_job_memory(
-    *, template: Template, params: dict[str, Any], dataset: Dataset, feature_columns: list[str], label_column: str
+    *,
+    template: Template,
+    params: dict[str, Any],
+    dataset: Dataset,
+    feature_columns: list[str],
+    label_column: str,
+    private: bool = False,
 ) -> int:
     """Bytes the job's model needs while training: parameters with gradients and Adam's state, plus one batch's
     activations, from the template, the params and the dataset's profile (vocabulary from its largest id, capped;
-    categories per column; label classes)."""
+    categories per column; label classes). A private job (DP-SGD) also keeps one gradient per example of a batch."""
     column_stats = (dataset.stats or {}).get("columns", {})
     types = _schema_types(dataset)
     columns = {name: {"type": types.get(name)} | (column_stats.get(name) or {}) for name in feature_columns}
-    _, size = template.estimate_memory(params, columns=columns, classes=max(2, _label_classes(dataset, label_column)))
+    estimate, size = template.estimate_memory(
+        params, columns=columns, classes=max(2, _label_classes(dataset, label_column))
+    )
+    if private:
+        size += dp.per_example_gradient_bytes(parameters=estimate.parameters, batch_size=int(params["batch_size"]))
     return size
 
 
-def _check_memory(*, tenant: Tenant, size: int) -> None:
+def _check_memory(*, tenant: Tenant, size: int, private: bool = False) -> None:
     limit = tenant.plan.max_job_memory_bytes
     if size > limit:
+        parts = "parameters, optimizer state, one batch of activations" + (
+            " and one gradient per example of the batch (private training)" if private else ""
+        )
         raise ServiceError(
-            f"This job needs about {_gib(size)} of memory (parameters, optimizer state and one batch of "
-            f"activations); the plan allows {_gib(limit)} ({limit} bytes) per job. Reduce embedding_dim, "
-            "vocab_size, max_tokens, hidden_units or batch_size.",
+            f"This job needs about {_gib(size)} of memory ({parts}); the plan allows {_gib(limit)} ({limit} bytes) "
+            "per job. Reduce embedding_dim, vocab_size, max_tokens, hidden_units or batch_size.",
             code="job_memory_exceeded",
             details={"estimated_memory_bytes": size, "max_job_memory_bytes": limit},
         )
@@ -207,11 +221,14 @@ def create_job(
     validation_split: float = 0.2,
     seed: int = 0,
     max_runtime_seconds: int | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> TrainingJob:
     """Check everything a worker would trip over, then queue the job (dispatch follows the commit).
 
     The job's memory is estimated and held to the plan's per-job limit, and its runtime budget
     (``max_runtime_seconds``, else the default, at most what is left of the month's quota) is reserved.
+    A ``privacy`` request (``training.privacy``) is resolved into the job's DP plan, and held to the dataset's
+    privacy budget under a lock on the dataset's row, so two submissions at once cannot both spend its last share.
     """
     chosen = TEMPLATES.get(template)
     if chosen is None:
@@ -243,10 +260,30 @@ def create_job(
             f"max_runtime_seconds is between 1 and {settings.TRAINING_TIME_LIMIT_SECONDS}.",
             code="invalid_max_runtime_seconds",
         )
+    private = privacy is not None
+    if private:
+        dp.validate_request(privacy)  # shape and types before any other work
     memory = estimate_job_memory(
-        template=chosen, params=resolved, dataset=dataset, feature_columns=columns, label_column=label_column
+        template=chosen,
+        params=resolved,
+        dataset=dataset,
+        feature_columns=columns,
+        label_column=label_column,
+        private=private,
     )
-    _check_memory(tenant=tenant, size=memory)
+    _check_memory(tenant=tenant, size=memory, private=private)
+    plan = (
+        dp.plan(
+            request=privacy,
+            row_count=dataset.row_count,
+            validation_split=validation_split,
+            batch_size=int(resolved["batch_size"]),
+            epochs=int(resolved["epochs"]),
+        )
+        if private
+        else {}
+    )
+    _check_privacy_budget(dataset=dataset, plan=plan)  # locks the dataset's row, then the tenant's below
     budget = _reserve_runtime(tenant=tenant, requested=max_runtime_seconds)
     job = TrainingJob.objects.create(
         tenant=tenant,
@@ -261,8 +298,18 @@ def create_job(
         max_attempts=settings.TRAINING_MAX_ATTEMPTS,
         max_runtime_seconds=budget,
         estimated_memory_bytes=memory,
+        privacy=plan,
     )
     log(job, f"queued: {template} on dataset {dataset.name} v{dataset.version}")
+    if plan:
+        log(
+            job,
+            f"private: epsilon {plan['epsilon']:.4g} at delta {plan['delta']:.3g} ({plan['accountant']}), "
+            f"noise_multiplier {plan['noise_multiplier']:.4g}, clip_norm {plan['clip_norm']:g}, "
+            f"sample_rate {plan['sample_rate']:.4g}, {plan['steps']} steps",
+        )
+        if plan.get("warning"):
+            log(job, f"warning: {plan['warning']}")
     audit.record(
         tenant=tenant,
         action="job.create",
@@ -272,10 +319,107 @@ def create_job(
             "model_name": model_name,
             "dataset": str(dataset.id),
             "max_runtime_seconds": budget,
-        },
+        }
+        | ({"privacy": {k: plan[k] for k in ("epsilon", "delta", "accountant", "noise_multiplier")}} if plan else {}),
     )
     transaction.on_commit(request_dispatch)
     return job
+
+
+# --- differential privacy budgets --------------------------------------------------------
+
+
+def _check_privacy_budget(*, dataset: Dataset, plan: dict[str, Any]) -> None:
+    """Hold the job to its dataset's privacy budget (call inside the job's transaction).
+
+    The dataset's row is locked and its budget read again, so concurrent submissions are checked one after
+    another, each seeing the jobs the others created. With a budget, only private jobs may read the rows.
+    """
+    locked = Dataset.objects.select_for_update(of=("self",)).get(pk=dataset.pk)
+    if locked.privacy_budget_epsilon is None:
+        return
+    budget, delta = locked.privacy_budget_epsilon, locked.privacy_budget_delta
+    if not plan:
+        raise ServiceError(
+            f"The dataset has a privacy budget (epsilon {budget:g} at delta {delta:g}): every job on it must be "
+            "private. Add a privacy object.",
+            code="privacy_required",
+            details={"budget_epsilon": budget, "budget_delta": delta},
+        )
+    after = selectors.privacy_spent(dataset=locked, delta=delta, extra_plan=plan)
+    spent = after["epsilon"]
+    if after["epsilon_after"] > budget:
+        needed = after["epsilon_after"] - spent
+        remaining = max(0.0, budget - spent)
+        raise ServiceError(
+            f"This job would spend epsilon {needed:.3g} of the dataset's privacy budget; {remaining:.3g} of "
+            f"{budget:g} (at delta {delta:g}) is left. Ask for a smaller target_epsilon, or raise the budget.",
+            code="privacy_budget_exceeded",
+            details={
+                "budget_epsilon": budget,
+                "budget_delta": delta,
+                "spent_epsilon": spent,
+                "remaining_epsilon": remaining,
+                "needed_epsilon": needed,
+                "epsilon_after": after["epsilon_after"],
+                "accountant": after["accountant"],
+            },
+        )
+
+
+def _budget_number(name: str, value: Any, low: float, high: float, *, high_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ServiceError(f"{name} must be a number or null.", code="invalid_privacy_budget", details={name: value})
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ServiceError(f"{name} must be finite.", code="invalid_privacy_budget", details={name: str(value)})
+    if not (low < value and (value < high if high_open else value <= high)):
+        interval = f"({low:g}, {high:g}{')' if high_open else ']'}"
+        raise ServiceError(
+            f"{name} must be in {interval}.", code="invalid_privacy_budget", details={name: float(value)}
+        )
+    return float(value)
+
+
+@transaction.atomic
+def set_privacy_budget(*, tenant: Tenant, dataset_id, epsilon: Any, delta: Any) -> dict[str, Any]:
+    """Set (both numbers) or clear (both null) a dataset's privacy budget; it cannot go below what its counted
+    private jobs have spent at the new delta. Audited. Returns the budget as ``selectors.privacy_budget`` shows it.
+    """
+    dataset = Dataset.objects.for_tenant(tenant).select_for_update(of=("self",)).filter(pk=dataset_id).first()
+    if dataset is None:
+        raise NotFoundError("No such dataset.")
+    if (epsilon is None) != (delta is None):
+        raise ServiceError(
+            "Give both epsilon and delta to set a budget, or both null to clear it.",
+            code="invalid_privacy_budget",
+            details={"epsilon": epsilon is not None, "delta": delta is not None},
+        )
+    if epsilon is not None:
+        epsilon = _budget_number("epsilon", epsilon, 0.0, dp.MAX_EPSILON, high_open=False)
+        rows = dataset.row_count or 1
+        delta = _budget_number("delta", delta, 0.0, 1.0 / rows, high_open=True)
+        if delta < dp.MIN_DELTA:
+            raise ServiceError(
+                f"delta must be at least {dp.MIN_DELTA:g}.", code="invalid_privacy_budget", details={"delta": delta}
+            )
+        spent = selectors.privacy_spent(dataset=dataset, delta=delta)["epsilon"]
+        if spent > epsilon:
+            raise ServiceError(
+                f"The dataset's private jobs have already spent epsilon {spent:.4g} at delta {delta:g}; the budget "
+                "cannot be below that.",
+                code="privacy_budget_below_spent",
+                details={"spent_epsilon": spent, "epsilon": epsilon, "delta": delta},
+            )
+    before = {"epsilon": dataset.privacy_budget_epsilon, "delta": dataset.privacy_budget_delta}
+    dataset.privacy_budget_epsilon, dataset.privacy_budget_delta = epsilon, delta
+    dataset.save(update_fields=["privacy_budget_epsilon", "privacy_budget_delta"])
+    audit.record(
+        tenant=tenant,
+        action="dataset.privacy_budget_set" if epsilon is not None else "dataset.privacy_budget_cleared",
+        target=dataset,
+        details={"before": before, "epsilon": epsilon, "delta": delta},
+    )
+    return selectors.privacy_budget(dataset=dataset)
 
 
 # --- fair dispatch -----------------------------------------------------------------------

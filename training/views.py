@@ -13,10 +13,12 @@ from rest_framework.response import Response
 from core.params import filter_status, text_param
 from core.parsers import SafeJSONParser
 from core.serializers import validated_input
+from datasets.models import Dataset
+from tenants.models import Role
 from tenants.scoping import TenantScopedAPIView, TenantScopedViewSet
 from training import selectors, services, templates
 from training.models import TrainingJob
-from training.serializers import TrainingJobCreateSerializer, TrainingJobSerializer
+from training.serializers import PrivacyBudgetInputSerializer, TrainingJobCreateSerializer, TrainingJobSerializer
 
 
 class TemplateListView(TenantScopedAPIView):
@@ -88,3 +90,28 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.LOG_TAIL_MAX:
             raise ValidationError({"lines": [f"Must be between 1 and {self.LOG_TAIL_MAX}."]})
         return Response({"job": str(job.id), "lines": selectors.job_log_tail(job=job, lines=int(raw))})
+
+
+class DatasetPrivacyViewSet(TenantScopedViewSet):
+    """A dataset's differential-privacy budget: what its private jobs spent and what is left (GET), and setting
+    or clearing the budget (PUT, admins: it is what keeps members' jobs within the data owner's limit)."""
+
+    scoped_model = Dataset
+    parser_classes = [SafeJSONParser]
+    http_method_names = ["get", "put", "head", "options"]
+    write_role = Role.ADMIN
+    serializer_class = PrivacyBudgetInputSerializer  # for the schema's request body; answers are plain objects
+
+    @extend_schema(responses={200: {"type": "object"}})
+    def retrieve(self, request, pk=None):
+        return Response(selectors.privacy_budget(dataset=self.get_object()))
+
+    @extend_schema(request=PrivacyBudgetInputSerializer, responses={200: {"type": "object"}})
+    def update(self, request, pk=None):
+        dataset = self.get_object()
+        data = validated_input(PrivacyBudgetInputSerializer, request)
+        return Response(
+            services.set_privacy_budget(
+                tenant=self.caller.tenant, dataset_id=dataset.pk, epsilon=data["epsilon"], delta=data["delta"]
+            )
+        )

@@ -13,7 +13,7 @@ from django.utils import timezone
 from core import probes
 from usage import billing, selectors, status
 
-KINDS = ["base_fee", "gpu", "cpu", "storage", "predictions"]
+KINDS = ["base_fee", "gpu", "cpu", "storage", "predictions", "explanations"]
 
 
 def monthly_usage(request: HttpRequest) -> HttpResponse:

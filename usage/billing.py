@@ -50,6 +50,7 @@ class Prices:
     price_cpu_hour: Decimal
     price_gb_month: Decimal
     price_per_1k_predictions: Decimal
+    price_per_1k_explanations: Decimal
     plan: str | None = None  # the plan's slug, when a bill spans more than one plan
 
     @classmethod
@@ -188,6 +189,7 @@ _METERED = (
     ("cpu", "CPU training", "CPU-hour", "cpu_seconds", "price_cpu_hour"),
     ("storage", "Storage", "GB-month", "storage_byte_days", "price_gb_month"),
     ("predictions", "Predictions", "1,000 predictions", "predictions", "price_per_1k_predictions"),
+    ("explanations", "Explanations", "1,000 explanations", "explanations", "price_per_1k_explanations"),
 )
 
 

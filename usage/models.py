@@ -12,17 +12,18 @@ from tenants.models import TenantOwnedModel
 
 
 class UsageRecord(TenantOwnedModel):
-    """One day's use of one kind (per model version for predictions), rebuilt by the daily aggregation."""
+    """One day's use of one kind (per model version for predictions and explanations), rebuilt daily."""
 
     class Kind(models.TextChoices):
         GPU_SECONDS = "gpu_seconds", "GPU seconds"
         CPU_SECONDS = "cpu_seconds", "CPU seconds"
         STORAGE_BYTE_DAYS = "storage_byte_days", "Storage byte-days"
         PREDICTIONS = "predictions", "Predictions"
+        EXPLANATIONS = "explanations", "Explanations"
 
     day = models.DateField(db_index=True)
     kind = models.CharField(max_length=32, choices=Kind.choices)
-    model_name = models.CharField(max_length=63, blank=True)  # predictions only
+    model_name = models.CharField(max_length=63, blank=True)  # predictions and explanations only
     version = models.PositiveIntegerField(null=True, blank=True)
     quantity = models.DecimalField(max_digits=24, decimal_places=3)
     updated_at = models.DateTimeField(default=timezone.now)

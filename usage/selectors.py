@@ -18,16 +18,17 @@ from usage.models import UsageRecord
 
 
 def usage(*, tenant: Tenant, start: date, end: date, group_by: str) -> list[dict[str, Any]]:
-    """Usage records from ``start`` to ``end`` (inclusive), summed by day and kind, by model, or by kind."""
+    """Usage records from ``start`` to ``end`` (inclusive), summed by day and kind, by model (predictions and
+    explanations per version, each row naming its kind), or by kind."""
     records = UsageRecord.objects.for_tenant(tenant).filter(day__gte=start, day__lte=end)
     if group_by == "day":
         rows = records.values("day", "kind").annotate(quantity=Sum("quantity")).order_by("day", "kind")
     elif group_by == "model":
         rows = (
-            records.filter(kind=UsageRecord.Kind.PREDICTIONS)
-            .values("model_name", "version")
+            records.filter(kind__in=[UsageRecord.Kind.PREDICTIONS, UsageRecord.Kind.EXPLANATIONS])
+            .values("model_name", "version", "kind")
             .annotate(quantity=Sum("quantity"))
-            .order_by("model_name", "version")
+            .order_by("model_name", "version", "-kind")  # a version's predictions, then its explanations
         )
     else:
         rows = records.values("kind").annotate(quantity=Sum("quantity")).order_by("kind")

@@ -1,4 +1,5 @@
-"""Writes of usage: the daily roll-up of each tenant's compute, storage and predictions into usage records."""
+"""Writes of usage: the daily roll-up of each tenant's compute, storage, predictions and explanations into usage
+records."""
 
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ from usage.models import UsageRecord
 
 
 def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
-    """Rebuild the day's usage records (every tenant, or one) from jobs, storage and metered predictions.
+    """Rebuild the day's usage records (every tenant, or one) from jobs, storage and metered predictions/explanations.
 
     Idempotent: the day's rows are replaced in one transaction, so the periodic task can run it as often as it
     likes. Each quantity has one definition, shared with the quotas: compute is
     ``training.selectors.compute_seconds_by_device`` for the day (an attempt counts on the day it was last active,
     so a running one moves to the day it ends when that day is rebuilt); storage is
     ``tenants.selectors.storage_bytes_used`` when the aggregation runs, times one day; predictions are the serving
-    process's hourly meters summed per day.
+    process's hourly meters summed per day, and explanations (metered apart, priced apart) likewise.
     """
     start = datetime.combine(day, time.min, tzinfo=UTC)
     end = start + timedelta(days=1)
@@ -39,24 +40,20 @@ def aggregate_usage(*, day: date, tenant: Tenant | None = None) -> int:
         stored = tenant_selectors.storage_bytes_used(tenant=current)
         if stored:
             rows.append(UsageRecord(tenant=current, day=day, kind=UsageRecord.Kind.STORAGE_BYTE_DAYS, quantity=stored))
-        predictions = (
+        served = (
             PredictionUsage.objects.for_tenant(current)
             .filter(period_start__gte=start, period_start__lt=end)
             .values_list("model_name", "version")
-            .annotate(total=Sum("predictions"))
+            .annotate(predicted=Sum("predictions"), explained=Sum("explanations"))
         )
-        for model_name, version, count in predictions:
-            if count:
-                rows.append(
-                    UsageRecord(
-                        tenant=current,
-                        day=day,
-                        kind=UsageRecord.Kind.PREDICTIONS,
-                        model_name=model_name,
-                        version=version,
-                        quantity=count,
+        for model_name, version, predicted, explained in served:
+            for kind, count in ((UsageRecord.Kind.PREDICTIONS, predicted), (UsageRecord.Kind.EXPLANATIONS, explained)):
+                if count:
+                    rows.append(
+                        UsageRecord(
+                            tenant=current, day=day, kind=kind, model_name=model_name, version=version, quantity=count
+                        )
                     )
-                )
         with transaction.atomic():
             UsageRecord.objects.for_tenant(current).filter(day=day).delete()
             UsageRecord.objects.bulk_create(rows)

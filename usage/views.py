@@ -63,7 +63,8 @@ def _query(serializer_class, request) -> dict:
 
 
 class UsageView(TenantScopedAPIView):
-    """Aggregated daily usage (compute seconds by device, storage byte-days, predictions per model version)."""
+    """Aggregated daily usage (compute seconds by device, storage byte-days, predictions and explanations per model
+    version)."""
 
     @extend_schema(
         parameters=[

@@ -13,7 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
-from config.env import env_bool, env_int, env_list, env_str, env_url
+from config.env import env_bool, env_float, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Embedded state (SQLite file, broker folders, S3 data) lives here by default.
@@ -340,6 +340,20 @@ TRAINING_DEFAULT_MAX_RUNTIME_SECONDS = env_int("TRAINING_DEFAULT_MAX_RUNTIME_SEC
 # The largest vocabulary (embedding rows) derived from the ids in a dataset: one huge id must not size the model;
 # ids above it share the out-of-vocabulary bucket. A job may still ask for more with its vocab_size parameter.
 TRAINING_MAX_VOCAB_SIZE = env_int("TRAINING_MAX_VOCAB_SIZE", 1_000_000, minimum=100)
+# --- Differentially private training (training.privacy) ---------------------
+# Utility honesty: a private job whose noise std on the averaged gradient (noise_multiplier / batch_size, relative
+# to the clip norm) is above this is refused with privacy_low_utility unless it sets accept_low_utility (it is then
+# created with a warning). Calibrated with bench/privacy.py.
+PRIVACY_MAX_NOISE_RATIO = env_float("PRIVACY_MAX_NOISE_RATIO", 0.02, minimum=0.0)
+# The trainer holds a private job's training split in memory for Poisson sampling: larger datasets are refused.
+PRIVACY_MAX_TRAIN_ROWS = env_int("PRIVACY_MAX_TRAIN_ROWS", 2_000_000, minimum=1)
+# Bounds on accounting work in the API process: PLD's cost grows with the number of steps (about 4 s at
+# 2,000,000 steps here), calibration under PLD stops after this many seconds with the smallest noise multiplier
+# found that meets the target, and a dataset's budget composes at most this many private jobs with PLD (about 0.5 s
+# per job of 3,500 steps here, under the dataset's lock), more with RDP (0.05 s per job, epsilon about 7% higher).
+PRIVACY_MAX_STEPS = env_int("PRIVACY_MAX_STEPS", 1_000_000, minimum=1)
+PRIVACY_CALIBRATION_SECONDS = env_int("PRIVACY_CALIBRATION_SECONDS", 10, minimum=1)
+PRIVACY_MAX_BUDGET_JOBS = env_int("PRIVACY_MAX_BUDGET_JOBS", 10, minimum=1)
 CELERY_BEAT_SCHEDULE |= {
     "dispatch-training-jobs": {"task": "training.tasks.dispatch_jobs", "schedule": 30.0},
     "requeue-stale-training-jobs": {"task": "training.tasks.requeue_stale_jobs", "schedule": 60.0},
@@ -377,6 +391,15 @@ SERVING_MAX_BODY_BYTES = env_int("SERVING_MAX_BODY_BYTES", 4 * 1024 * 1024, mini
 # the interpreter lock); each tenant may have SERVING_DECODES_PER_TENANT of them in flight (more get 429).
 SERVING_DECODE_PROCESSES = env_int("SERVING_DECODE_PROCESSES", 2, minimum=1)
 SERVING_DECODES_PER_TENANT = env_int("SERVING_DECODES_PER_TENANT", 1, minimum=1)
+# Explanations (:explain, integrated gradients: about 50 model calls per instance) have limits of their own:
+# instances per request, explanations one tenant may have in flight in the process (more get 429), and in all (more
+# get 503), SavedModels kept loaded for explaining (least recently used go first), and the threads they run on (apart
+# from the predictions' batcher and threads, so predictions keep their path).
+SERVING_EXPLAIN_MAX_INSTANCES = env_int("SERVING_EXPLAIN_MAX_INSTANCES", 16, minimum=1)
+SERVING_EXPLAINS_PER_TENANT = env_int("SERVING_EXPLAINS_PER_TENANT", 2, minimum=1)
+SERVING_EXPLAINS_IN_FLIGHT = env_int("SERVING_EXPLAINS_IN_FLIGHT", 16, minimum=1)
+SERVING_EXPLAINERS_MAX = env_int("SERVING_EXPLAINERS_MAX", 4, minimum=1)
+SERVING_EXPLAIN_THREADS = env_int("SERVING_EXPLAIN_THREADS", 1, minimum=1)
 # How long keys, tenants and alias/traffic routes are cached; an alias move is live within this.
 SERVING_ROUTE_TTL_SECONDS = env_int("SERVING_ROUTE_TTL_SECONDS", 2, minimum=0)
 SERVING_METERING_FLUSH_SECONDS = env_int("SERVING_METERING_FLUSH_SECONDS", 5, minimum=1)

@@ -19,6 +19,7 @@ USAGE_UNITS = {
     UsageRecord.Kind.CPU_SECONDS: ("CPU hours", 3600),
     UsageRecord.Kind.STORAGE_BYTE_DAYS: ("GB-days", 1024**3),
     UsageRecord.Kind.PREDICTIONS: ("predictions", 1),
+    UsageRecord.Kind.EXPLANATIONS: ("explanations", 1),
 }
 
 
@@ -50,7 +51,7 @@ class OverviewPage(TenantPage):
 
 
 class UsagePage(TenantPage):
-    """Daily usage per kind for a month (charts), predictions per model, and the month's bill."""
+    """Daily usage per kind for a month (charts), predictions and explanations per model, and the month's bill."""
 
     http_method_names = ["get", "head"]
     template_name = "dashboard/usage.html"

@@ -36,6 +36,7 @@ _ROUTES = tuple(
     (re.compile(pattern), template)
     for pattern, template in (
         (rf"^/v1/models/(?P<model>[^/:]+){_SCOPE}:predict$", "/v1/models/{model}:predict"),
+        (rf"^/v1/models/(?P<model>[^/:]+){_SCOPE}:explain$", "/v1/models/{model}:explain"),
         (rf"^/v1/models/(?P<model>[^/:]+){_SCOPE}/metadata$", "/v1/models/{model}/metadata"),
         (rf"^/v1/models/(?P<model>[^/:]+){_SCOPE}$", "/v1/models/{model}"),
         (r"^/v2/models/(?P<model>[^/]+)(?:/versions/[^/]+)?/infer$", "/v2/models/{model}/infer"),

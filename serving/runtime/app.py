@@ -34,6 +34,7 @@ from django.utils import timezone
 from core import logs
 from serving import services
 from serving.runtime import access, loader, protocols
+from serving.runtime import explaining as explaining_
 from serving.runtime.batcher import Batcher
 from serving.runtime.cache import CapacityError, ModelCache, freeze_long_lived_objects
 from serving.runtime.decoding import Decoder
@@ -112,6 +113,13 @@ class ServingApp:
             max_instances=self.max_instances,
         )
         self.meter = Meter()
+        # Explanations: their own executor, explainers and slots, never the predictions' batcher or threads.
+        self.explain_max_instances = settings.SERVING_EXPLAIN_MAX_INSTANCES
+        self._explain_pool = ThreadPoolExecutor(settings.SERVING_EXPLAIN_THREADS, thread_name_prefix="serving-explain")
+        self.explainers = explaining_.Explainers(max_count=settings.SERVING_EXPLAINERS_MAX)
+        self.explain_slots = explaining_.ExplainSlots(
+            per_tenant=settings.SERVING_EXPLAINS_PER_TENANT, total=settings.SERVING_EXPLAINS_IN_FLIGHT
+        )
         self.metrics = Metrics()
         self.access_log = settings.SERVING_ACCESS_LOG
         self._referenced: dict[tuple[str, str], set[int]] = {}
@@ -182,6 +190,7 @@ class ServingApp:
         await self.flush_usage()
         await self.limiter.close()
         self.decoder.shutdown()
+        self._explain_pool.shutdown(wait=False, cancel_futures=True)
         try:
             await asyncio.get_running_loop().run_in_executor(
                 self._db, lambda: services.forget_serving_process(name=self.name)
@@ -213,7 +222,7 @@ class ServingApp:
     async def _metrics(self, scope: dict[str, Any], send: Callable) -> int:
         if not metrics_authorized(header(scope, b"authorization")):
             raise HTTPError(401, "Send the metrics token as 'Authorization: Bearer <token>'.")
-        await send_bytes(send, 200, self.metrics.render(self.cache), METRICS_CONTENT_TYPE, {})
+        await send_bytes(send, 200, self.metrics.render(self.cache, self.explainers), METRICS_CONTENT_TYPE, {})
         return 200
 
     # --- TensorFlow Serving REST --------------------------------------------
@@ -222,8 +231,11 @@ class ServingApp:
         if action == ":predict":
             _require(scope, "POST")
             return await self._predict(scope, receive, send, "v1", name, _version_number(version), label)
+        if action == ":explain":
+            _require(scope, "POST")
+            return await self._explain(scope, receive, send, name, _version_number(version), label)
         if action is not None and action != "/metadata":
-            raise HTTPError(400, f"Unsupported method '{action[1:]}'; this server answers :predict.")
+            raise HTTPError(400, f"Unsupported method '{action[1:]}'; this server answers :predict and :explain.")
         _require(scope, "GET")
         grant = await self.router.caller(header(scope, b"authorization"), _client(scope))
         logs.set_tenant(grant.tenant_id)  # this request's log lines, the access line too
@@ -263,9 +275,12 @@ class ServingApp:
             send, 200, protocols.v2_metadata(self._signature(spec), model_name=name, versions=ready)
         )
 
-    # --- Predictions --------------------------------------------------------
+    # --- Predictions and explanations ----------------------------------------
+    # Both paths take the same steps (``_admitted``, ``_resolved``, ``_parsed``, ``_answering``); they differ only
+    # in what computes the answer: the batcher on a leased model (predictions) or an explainer on its own executor.
 
-    async def _predict(self, scope, receive, send, protocol: str, name: str, version, label) -> int:
+    async def _admitted(self, scope) -> KeyGrant:
+        """The caller's grant (``predict`` scope), its first rate-limit token taken before the body is read."""
         grant = await self.router.caller(header(scope, b"authorization"), _client(scope))
         logs.set_tenant(grant.tenant_id)  # this request's log lines, the access line too
         # The rate limit before the body is read: every request spends a token whatever its answer, and one
@@ -275,29 +290,37 @@ class ServingApp:
         except HTTPError:
             await self.tarpit.hold(grant.tenant_id)
             raise
-        declared = check_declared_length(scope, limit=self.max_body)
+        return grant
+
+    async def _resolved(self, scope, grant: KeyGrant, name: str, version, label) -> tuple[loader.VersionSpec, int]:
+        """The version answering (inside the caller's tenant only: another tenant's model is a 404), and its spec."""
         routes = await self.router.routes(grant, name)
         number = choose_version(routes, version=version, label=label)
         scope[access.VERSION] = number
-        spec = await self.router.spec(grant, routes, number)
-        signature = self._signature(spec)
-        rows, failed = 0, True
+        return await self.router.spec(grant, routes, number), number
+
+    async def _parsed(
+        self, scope, receive, grant: KeyGrant, declared: int | None, protocol: str, signature: Signature
+    ) -> protocols.Parsed:
+        """The body read and checked against the signature (a large one in one of the tenant's decoding slots)."""
+        async with self.decoder.slot(grant.tenant_id, declared):
+            body = await read_body(scope, receive, limit=self.max_body)
+            return await self.decoder.decode(body, protocol, signature, _inference_header_length(scope))
+
+    async def _take(self, grant: KeyGrant, rows: int) -> None:
+        """The rest of the request's rate-limit tokens, one per instance."""
+        await self.limiter.take(grant.tenant_id, per_minute=grant.predictions_per_minute, count=rows, admitted=1)
+
+    @contextlib.asynccontextmanager
+    async def _answering(self, grant: KeyGrant, spec: loader.VersionSpec, *, explaining: bool = False):
+        """Maps the failures of computing an answer to their status codes, and meters the request however it ends.
+
+        Yields a dict whose ``rows`` the caller sets once the instances are answered (``failed`` stays True until
+        then); they count as predictions or, when ``explaining``, as explanations.
+        """
+        outcome = {"rows": 0, "failed": True}
         try:
-            # A large body is read and decoded only in one of the tenant's decoding slots, off the event loop.
-            async with self.decoder.slot(grant.tenant_id, declared):
-                body = await read_body(scope, receive, limit=self.max_body)
-                parsed = await self.decoder.decode(body, protocol, signature, _inference_header_length(scope))
-            await self.limiter.take(
-                grant.tenant_id, per_minute=grant.predictions_per_minute, count=parsed.rows, admitted=1
-            )
-            async with self._batcher(spec.key).caller() as submit, self.cache.lease(spec):
-                outputs = await submit(parsed.columns, parsed.rows)
-            chunks: list[bytes] = []
-            if protocol == "v1":
-                answer = protocols.tfserving_response(outputs, parsed)
-            else:
-                answer, chunks = protocols.v2_response(outputs, parsed, signature, model_name=name, version=number)
-            rows, failed = parsed.rows, False
+            yield outcome
         except InputError as exc:
             raise HTTPError(400, str(exc)) from None
         except CapacityError as exc:
@@ -306,17 +329,46 @@ class ServingApp:
                 503, "Not enough serving memory for this model now; retry.", headers={"Retry-After": "5"}
             ) from None
         except loader.IntegrityError:
-            raise HTTPError(503, f"Version {number} of {name} failed verification and is not served.") from None
+            raise HTTPError(
+                503, f"Version {spec.version} of {spec.model_name} failed verification and is not served."
+            ) from None
+        except explaining_.ExplainerError as exc:
+            logger.error("%s", exc)
+            raise HTTPError(503, f"Version {spec.version} of {spec.model_name} cannot be explained now.") from None
         except HTTPError as exc:
-            failed = exc.status != 429  # a rate-limited request is the tenant's, not the version's, failure
+            outcome["failed"] = exc.status != 429  # a rate-limited request is the tenant's, not the version's, failure
             if exc.status == 429:
                 await self.tarpit.hold(grant.tenant_id)
             raise
         finally:
+            rows = outcome["rows"]
             self.meter.record(
-                tenant_id=grant.tenant_id, model_name=name, version=number, predictions=rows, error=failed
+                tenant_id=grant.tenant_id,
+                model_name=spec.model_name,
+                version=spec.version,
+                predictions=0 if explaining else rows,
+                explanations=rows if explaining else 0,
+                error=bool(outcome["failed"]),
             )
-            self.metrics.predictions[spec.key] += rows
+            counted = self.metrics.explanations if explaining else self.metrics.predictions
+            counted[spec.key] += rows
+
+    async def _predict(self, scope, receive, send, protocol: str, name: str, version, label) -> int:
+        grant = await self._admitted(scope)
+        declared = check_declared_length(scope, limit=self.max_body)
+        spec, number = await self._resolved(scope, grant, name, version, label)
+        signature = self._signature(spec)
+        async with self._answering(grant, spec) as outcome:
+            parsed = await self._parsed(scope, receive, grant, declared, protocol, signature)
+            await self._take(grant, parsed.rows)
+            async with self._batcher(spec.key).caller() as submit, self.cache.lease(spec):
+                outputs = await submit(parsed.columns, parsed.rows)
+            chunks: list[bytes] = []
+            if protocol == "v1":
+                answer = protocols.tfserving_response(outputs, parsed)
+            else:
+                answer, chunks = protocols.v2_response(outputs, parsed, signature, model_name=name, version=number)
+            outcome.update(rows=parsed.rows, failed=False)
         if chunks:  # outputs as binary tensor data, after the JSON header
             head = encode(answer)
             await send_bytes(
@@ -327,6 +379,39 @@ class ServingApp:
                 {"Inference-Header-Content-Length": str(len(head)), "X-Model-Version": str(number)},
             )
             return 200
+        return await self._reply(send, 200, answer, {"X-Model-Version": str(number)})
+
+    async def _explain(self, scope, receive, send, name: str, version, label) -> int:
+        """``:explain``: the predict path's checks and predictions, then the version's explain signature on the explain
+        executor.
+
+        A version without an explanation in its manifest is refused (409) and one tenant's explanations beyond its
+        slots (429) before the body is read; the instance cap is checked before any TensorFlow work.
+        """
+        grant = await self._admitted(scope)
+        declared = check_declared_length(scope, limit=self.max_body)
+        spec, number = await self._resolved(scope, grant, name, version, label)
+        signature = self._signature(spec)
+        if explaining_.explanation_of(spec.manifest) is None:
+            raise explaining_.unavailable(name, number)
+        async with self._answering(grant, spec, explaining=True) as outcome:
+            with self.explain_slots.slot(grant.tenant_id):
+                parsed = await self._parsed(scope, receive, grant, declared, "v1", signature)
+                if parsed.rows > self.explain_max_instances:
+                    raise InputError(
+                        f"At most {self.explain_max_instances} instances per explanation request; "
+                        f"this one has {parsed.rows}."
+                    )
+                await self._take(grant, parsed.rows)
+                # The predictions come from the runtime that answers :predict (the compiled one, when the version
+                # has it: it agrees with TensorFlow to ~1e-7, not bit for bit), so they are exactly :predict's.
+                async with self._batcher(spec.key).caller() as submit, self.cache.lease(spec):
+                    outputs = await submit(parsed.columns, parsed.rows)
+                arrays = await asyncio.get_running_loop().run_in_executor(
+                    self._explain_pool, self.explainers.explain, spec, parsed.columns
+                )
+            answer = explaining_.explain_response(arrays, outputs, parsed, signature, spec.manifest)
+            outcome.update(rows=parsed.rows, failed=False)
         return await self._reply(send, 200, answer, {"X-Model-Version": str(number)})
 
     def _signature(self, spec: loader.VersionSpec) -> Signature:
@@ -443,7 +528,7 @@ class ServingApp:
             await asyncio.sleep(settings.SERVING_METERING_FLUSH_SECONDS)
             await self.flush_usage()
             await self.report()
-            self.metrics.write_snapshot(self.cache)  # for the other workers' scrapes (--workers N)
+            self.metrics.write_snapshot(self.cache, self.explainers)  # for the other workers' scrapes (--workers N)
 
 
 def _require(scope: dict[str, Any], method: str) -> None:

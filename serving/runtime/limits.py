@@ -1,4 +1,4 @@
-"""Per-tenant prediction rate limits and metering.
+"""Per-tenant prediction rate limits and metering (predictions and explanations).
 
 The limit is a token bucket per tenant holding one minute of the plan's
 ``predictions_per_minute``; each instance in a request takes one token.
@@ -196,26 +196,31 @@ class Tarpit:
 
 
 class Meter:
-    """Requests, predictions and errors per tenant, model, version and hour, until the next flush."""
+    """Requests, predictions, errors and explanations per tenant, model, version and hour, until the next flush."""
+
+    FIELDS = 4  # requests, predictions, errors, explanations (the order ``record_prediction_usage`` takes)
 
     def __init__(self) -> None:
         self._counts: dict[UsageKey, list[int]] = {}
 
-    def record(self, *, tenant_id: str, model_name: str, version: int, predictions: int, error: bool) -> None:
+    def record(
+        self, *, tenant_id: str, model_name: str, version: int, predictions: int, error: bool, explanations: int = 0
+    ) -> None:
         hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        counts = self._counts.setdefault(UsageKey(tenant_id, model_name, version, hour), [0, 0, 0])
+        counts = self._counts.setdefault(UsageKey(tenant_id, model_name, version, hour), [0] * self.FIELDS)
         counts[0] += 1
         counts[1] += predictions
         counts[2] += int(error)
+        counts[3] += explanations
 
-    def take(self) -> dict[UsageKey, tuple[int, int, int]]:
+    def take(self) -> dict[UsageKey, tuple[int, int, int, int]]:
         """The counts so far, handed over for writing, and a fresh start."""
         taken, self._counts = self._counts, {}
         return {key: tuple(values) for key, values in taken.items()}
 
-    def give_back(self, counts: dict[UsageKey, tuple[int, int, int]]) -> None:
+    def give_back(self, counts: dict[UsageKey, tuple[int, int, int, int]]) -> None:
         """A write failed (database away): keep the counts for the next flush."""
         for key, values in counts.items():
-            mine = self._counts.setdefault(key, [0, 0, 0])
+            mine = self._counts.setdefault(key, [0] * self.FIELDS)
             for i, value in enumerate(values):
                 mine[i] += value

@@ -164,14 +164,25 @@ def fetch(spec: VersionSpec, names: tuple[str, ...] | None = None) -> Path:
         raise IntegrityError(f"{spec.label}: the manifest lists no usable files")
     target = local_dir(spec)
     if target.is_dir():
+        # A version fetched for its compiled files only lacks the SavedModel's: explaining it needs them too.
+        present = {name: expected for name, expected in files.items() if (target / name).is_file()}
         try:
-            _verify(target, files, spec)
+            _verify(target, present, spec)
+            if len(present) < len(files):
+                _download(spec, {name: files[name] for name in files if name not in present}, into=target)
             os.utime(target)  # its last use, for the disk budget
             return target
         except IntegrityError:
             logger.error("%s: the disk cache failed verification; fetching it again", spec.label)
             shutil.rmtree(target, ignore_errors=True)
-    staging = target.with_name(f".{target.name}-{uuid.uuid4().hex[:8]}")
+    _download(spec, files, into=target)
+    return target
+
+
+def _download(spec: VersionSpec, files: dict[str, dict[str, Any]], *, into: Path) -> None:
+    """Download ``files`` beside ``into`` and verify them, then move them there: the whole folder when it does not
+    exist yet, else file by file (each replaced atomically), so a reader never sees a file unverified."""
+    staging = into.with_name(f".{into.name}-{uuid.uuid4().hex[:8]}")
     try:
         for name in files:
             path = staging / name
@@ -179,15 +190,19 @@ def fetch(spec: VersionSpec, names: tuple[str, ...] | None = None) -> Path:
             with open(path, "wb") as handle:
                 storage.download_stream(spec.object_prefix + name, handle)
         _verify(staging, files, spec)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            staging.rename(target)
-        except OSError:  # another process fetched it first; theirs was verified the same way
-            shutil.rmtree(staging, ignore_errors=True)
+        into.parent.mkdir(parents=True, exist_ok=True)
+        if not into.is_dir():
+            try:
+                staging.rename(into)
+                return
+            except OSError:  # another process made the folder first (perhaps with fewer files): add ours to it
+                pass
+        for name in files:
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, into / name)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 @dataclass(frozen=True)
@@ -247,13 +262,13 @@ def _verify(folder: Path, files: dict[str, dict[str, Any]], spec: VersionSpec) -
 def warm_up() -> None:
     """Start ONNX Runtime once at start-up (a few MB), so no user's request pays for its import.
 
-    TensorFlow is started only by the first version that needs it (``_start_tensorflow``).
+    TensorFlow is started only by the first version that needs it (``start_tensorflow``).
     """
     compiled.session_providers()
 
 
-def _start_tensorflow() -> None:
-    """Import TensorFlow and start its runtime once, before the first TensorFlow version is loaded."""
+def start_tensorflow() -> None:
+    """Import TensorFlow and start its runtime once, before the first TensorFlow version or explainer is loaded."""
     if _TENSORFLOW_STARTED.is_set():
         return
     import tensorflow as tf
@@ -291,7 +306,7 @@ def load(spec: VersionSpec) -> ServedModel:
     names = compiled.compiled_files(spec.manifest)
     folder = fetch(spec, names)
     if names is None:
-        _start_tensorflow()
+        start_tensorflow()
     with _LOAD_LOCK:
         before = _rss_bytes()
         model = _load_compiled(spec, folder, names) if names else _load_saved_model(spec, folder)

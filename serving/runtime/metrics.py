@@ -27,7 +27,7 @@ import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -37,6 +37,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from core.bearer import bearer_matches
 from serving.runtime.cache import Key, ModelCache
+
+if TYPE_CHECKING:
+    from serving.runtime.explaining import Explainers
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -94,6 +97,7 @@ class Metrics:
             "serving_batch_rows", "Rows per model call (adaptive batching).", buckets=BATCH_BUCKETS, registry=None
         )
         self.predictions: dict[Key, int] = defaultdict(int)  # by VersionSpec.key: (tenant id, model, version)
+        self.explanations: dict[Key, int] = defaultdict(int)  # instances explained (:explain), same keys
 
     def request(self, *, protocol: str, status: int, seconds: float) -> None:
         self.requests.labels(protocol=protocol, code=str(status)).inc()
@@ -105,8 +109,16 @@ class Metrics:
 
     # --- per-version series ----------------------------------------------------------------------------------
 
-    def snapshot(self, cache: ModelCache) -> dict[str, Any]:
-        """What this process holds now, per loaded version and in all (plain JSON)."""
+    def snapshot(self, cache: ModelCache, explainers: Explainers | None = None) -> dict[str, Any]:
+        """What this process holds now, per loaded version and in all (plain JSON).
+
+        Explanations are counted per version while the version is loaded for predictions or for explaining
+        (a version may be explained without being loaded for predictions); then their series go too.
+        """
+        held = {model.spec.key for model in cache.loaded()} | set(explainers.keys() if explainers else ())
+        for key in [key for key in self.explanations if key not in held]:
+            del self.explanations[key]
+        explained = {"\x1f".join(map(str, key)): count for key, count in self.explanations.items()}
         versions = {}
         for model in cache.loaded():
             counters = cache.counters.get(model.spec.key)
@@ -118,25 +130,27 @@ class Metrics:
             }
         return {
             "versions": versions,
+            "explanations": explained,
+            "explainers_loaded": len(explainers.keys()) if explainers else 0,
             "cache_used_bytes": cache.used_bytes,
             "cache_budget_bytes": cache.budget_bytes,
             "unloads": cache.unloads,
             "tensorflow_loaded": int("tensorflow" in sys.modules),
         }
 
-    def write_snapshot(self, cache: ModelCache) -> None:
+    def write_snapshot(self, cache: ModelCache, explainers: Explainers | None = None) -> None:
         """Publish this worker's per-version series for the other workers' scrapes (multiprocess mode only)."""
         if self.directory is None:
             return
         target = self.directory / f"{SNAPSHOT_PREFIX}{os.getpid()}.json"
         with tempfile.NamedTemporaryFile("w", dir=self.directory, delete=False, suffix=".tmp") as handle:
-            json.dump(self.snapshot(cache), handle)
+            json.dump(self.snapshot(cache, explainers), handle)
         os.replace(handle.name, target)  # readers see the old file or the new one, never half of one
 
-    def _snapshots(self, cache: ModelCache) -> list[dict[str, Any]]:
+    def _snapshots(self, cache: ModelCache, explainers: Explainers | None) -> list[dict[str, Any]]:
         if self.directory is None:
-            return [self.snapshot(cache)]
-        self.write_snapshot(cache)
+            return [self.snapshot(cache, explainers)]
+        self.write_snapshot(cache, explainers)
         found = []
         for path in self.directory.glob(f"{SNAPSHOT_PREFIX}*.json"):
             pid = int(path.stem.removeprefix(SNAPSHOT_PREFIX))
@@ -148,14 +162,14 @@ class Metrics:
                 found.append(json.loads(path.read_text()))
         return found
 
-    def render(self, cache: ModelCache) -> bytes:
+    def render(self, cache: ModelCache, explainers: Explainers | None = None) -> bytes:
         registry = CollectorRegistry(auto_describe=True)
         if self.directory is not None:
             MultiProcessCollector(registry, path=str(self.directory))
         else:
             for collector in (self.requests, self.latency, self.batch_rows):
                 registry.register(collector)
-        registry.register(_VersionCollector(self._snapshots(cache)))
+        registry.register(_VersionCollector(self._snapshots(cache, explainers)))
         return generate_latest(registry)
 
 
@@ -189,6 +203,11 @@ class _VersionCollector:
         predictions = CounterMetricFamily(
             "serving_predictions", "Instances predicted by a loaded version.", labels=MODEL_LABELS
         )
+        explanations = CounterMetricFamily(
+            "serving_explanations",
+            "Instances explained (:explain) by a version loaded for predictions or explaining.",
+            labels=MODEL_LABELS,
+        )
         counters = {
             name: CounterMetricFamily(name, text, labels=MODEL_LABELS) for name, (text, _) in _VERSION_COUNTERS.items()
         }
@@ -201,7 +220,15 @@ class _VersionCollector:
                 totals[("predictions", labels)] += values["predictions"]
                 for name, (_, field) in _VERSION_COUNTERS.items():
                     totals[(name, labels)] += values.get(field, 0)
-        families = {"memory": memory, "runtime": runtime, "predictions": predictions, **counters}
+            for joined, count in snapshot.get("explanations", {}).items():
+                totals[("explanations", tuple(joined.split("\x1f")))] += count
+        families = {
+            "memory": memory,
+            "runtime": runtime,
+            "predictions": predictions,
+            "explanations": explanations,
+            **counters,
+        }
         for (family, labels), value in sorted(totals.items()):
             families[family].add_metric(list(labels), value)
         yield from families.values()
@@ -211,9 +238,12 @@ class _VersionCollector:
             value=sum(snapshot["unloads"] for snapshot in self.snapshots),
         )
         for name, text in (
+            ("explainers_loaded", "Versions loaded for explaining (their SavedModels, apart from the model cache)."),
             ("cache_used_bytes", "Memory the loaded versions take, all workers."),
             ("cache_budget_bytes", "The model memory budget, all workers."),
             ("tensorflow_loaded", "Worker processes that imported TensorFlow (a version without a compiled artifact)."),
         ):
-            gauge = GaugeMetricFamily(f"serving_{name}", text, value=sum(snapshot[name] for snapshot in self.snapshots))
+            gauge = GaugeMetricFamily(
+                f"serving_{name}", text, value=sum(snapshot.get(name, 0) for snapshot in self.snapshots)
+            )
             yield gauge

@@ -26,6 +26,8 @@ from mlplatform_client import (
     BadRequestError,
     Client,
     ConfigurationError,
+    ConflictError,
+    Explanation,
     NotFoundError,
     load_settings,
 )
@@ -39,6 +41,7 @@ from tests.support.clients import cli_env, live_stack, mlp, mlp_json
 from tests.support.datasets import PART, big_csv
 from tests.support.factories import make_dataset
 from tests.support.jobs import TINY_CTR
+from tests.support.serving import publish_model
 from tests.support.workers import ROOT
 
 GENERATOR = ROOT / "clients" / "python" / "scripts" / "generate_models.py"
@@ -339,3 +342,46 @@ def test_settings_env_wins_over_the_profile_and_the_key_is_never_shown(tmp_path,
     with pytest.raises(ConfigurationError):
         Client(settings=load_settings(env={"MLP_CONFIG": str(tmp_path / "missing.toml")}))
     assert "secret" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+def test_sdk_and_cli_explain(stack, tenant_a, tenant_b, tmp_path):
+    """``client.explain`` and ``mlp explain`` against a version trained by the worker (with its explain signature);
+    the serving process's refusals come back typed (409 for a version published before explanations)."""
+    client = Client(stack.api_url, tenant_a.raw_key, serving_url=stack.serving_url, max_retries=0)
+    dataset = client.datasets.wait(client.datasets.upload(_ctr_csv(tmp_path / "x.csv", 300), name="x")["id"])
+    job = client.jobs.create(
+        dataset=dataset["id"], template="sequence_ctr", model_name="ctr", label_column="clicked", params=TINY_CTR
+    )
+    assert client.jobs.wait(job["id"], timeout=400)["status"] == "succeeded"
+
+    explained = client.explain("ctr", VISITORS, version=1)
+    assert isinstance(explained, Explanation) and explained.model_version == 1
+    assert explained.predictions == client.predict("ctr", {"instances": VISITORS}, version=1).body["predictions"]
+    assert len(explained.explanations) == len(VISITORS)
+    (first,) = explained.explanations[0]["attributions"]
+    assert first["output_name"] == "probability" and set(first["feature_attributions"]) == {"item_sequence"}
+    tokens = [p["token"] for p in first["feature_attributions"]["item_sequence"]]
+    assert set(tokens) <= set(VISITORS[0].split())
+    with pytest.raises(NotFoundError):
+        Client(stack.api_url, tenant_b.raw_key, serving_url=stack.serving_url, max_retries=0).explain("ctr", VISITORS)
+    publish_model(tenant_a.tenant, name="plain")  # published before explanations existed
+    with pytest.raises(ConflictError) as unavailable:
+        client.explain("plain", ["1 2"])
+    assert unavailable.value.status == 409 and "explanations_unavailable" in unavailable.value.message
+    with pytest.raises(ValueError):
+        client.explain("ctr", VISITORS, version=1, alias="production")
+
+    # This checkout's client (the shared virtualenv's editable install may point at another checkout).
+    env = cli_env(stack, tenant_a.raw_key, tmp_path / "home", PYTHONPATH=str(ROOT / "clients" / "python"))
+    answer = mlp("explain", "ctr", "--json", json.dumps({"instances": VISITORS[:1]}), "--version", "1", env=env)
+    assert "explained by ctr version 1" in answer.stderr
+    body = json.loads(answer.stdout)
+    assert body["predictions"] == explained.predictions[:1] and len(body["explanations"]) == 1
+    predicted = mlp("predict", "ctr", "--json", json.dumps({"instances": VISITORS[:1]}), "--version", "1", env=env)
+    assert json.loads(predicted.stdout)["predictions"] == body["predictions"]
+    both = mlp("explain", "ctr", "--json", "{}", "--version", "1", "--alias", "x", env=env, expect=2)
+    assert "not both" in both.stderr
+    assert "must be" in mlp("explain", "ctr", "--json", '{"inputs": ["1"]}', env=env, expect=2).stderr

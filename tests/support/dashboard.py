@@ -3,7 +3,11 @@ can show."""
 
 from __future__ import annotations
 
+import json
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from django.test import Client
 from django.urls import URLPattern
@@ -88,3 +92,42 @@ def tenant_objects(tenant) -> TenantObjects:
     ModelVersion.objects.filter(pk=classifier.pk).update(metrics=MULTICLASS_METRICS)
     version.refresh_from_db()
     return TenantObjects(dataset=job.dataset, job=job, version=version, classifier=classifier)
+
+
+@dataclass
+class ServingCall:
+    path: str
+    authorization: str
+    body: bytes
+
+
+@contextmanager
+def stand_in_serving(status: int, answer: dict | bytes):
+    """An HTTP server on a free loopback port that answers every POST with ``status`` and ``answer``, recording
+    each request: the serving process's place for a verb it does not have yet, reached through ``SERVING_URL``
+    exactly as the real one is. Yields (base URL, the calls received)."""
+    calls: list[ServingCall] = []
+    payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            calls.append(ServingCall(self.path, self.headers.get("Authorization", ""), body))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

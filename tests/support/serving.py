@@ -120,12 +120,18 @@ def _input_specs(kind: str) -> dict:
 
 
 def publish_model(
-    tenant: Tenant, *, name: str = "clicks", kind: str = "ctr", seed: int = 1, compiled: bool = False
+    tenant: Tenant,
+    *,
+    name: str = "clicks",
+    kind: str = "ctr",
+    seed: int = 1,
+    compiled: bool = False,
+    manifest_fields: dict | None = None,
 ) -> ModelVersion:
     """Publish the next version of ``name`` for ``tenant`` from a tiny exported model, as training does.
 
     ``compiled``: with its compiled artifact, so ONNX Runtime serves it; otherwise TensorFlow does (as for a
-    version published before compiled serving).
+    version published before compiled serving). ``manifest_fields``: more fields for its manifest.
     """
     export_dir, runtime_fields = exported_model(kind, seed, compiled=compiled)
     template, columns, labels = KINDS[kind]
@@ -149,6 +155,7 @@ def publish_model(
             "label_names": labels,
             "signature": {"name": "serving_default", "inputs": _input_specs(kind)},
             **runtime_fields,
+            **(manifest_fields or {}),
         },
     )
 

@@ -81,6 +81,9 @@ def test_every_changing_endpoint_writes_one_audit_row(tenant_a, api_a):
     job = submit(api_a, dataset.json()["id"])
     check(job, "job.create")
     check(api_a.post(f"/api/v1/jobs/{job.json()['id']}/cancel"), "job.cancel")
+    privacy_url = f"/api/v1/datasets/{dataset.json()['id']}/privacy"
+    check(api_a.put(privacy_url, {"epsilon": 5.0, "delta": 1e-5}, format="json"), "dataset.privacy_budget_set")
+    check(api_a.put(privacy_url, {"epsilon": None, "delta": None}, format="json"), "dataset.privacy_budget_cleared")
     check(api_a.delete(f"/api/v1/datasets/{dataset.json()['id']}"), "dataset.delete")
 
     content = big_csv(PART + 10)

@@ -18,7 +18,7 @@ from core import storage
 from serving.models import ModelVersion
 from tests.support.jobs import TINY_CTR, ready_dataset, sample_csv, submit_job
 from tests.support.serving import call, serving_server
-from training import services as job_services
+from training import privacy
 from training.models import TrainingJob
 from training.services import dispatch_queued_jobs
 from training.trainer import models, private, run
@@ -73,21 +73,9 @@ def make_plan(
     }
 
 
-def set_plan(job_id: str, plan: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Give the job its privacy plan as ``TrainingJob.privacy`` holds it: on the row once the field exists (part A's
-    migration), else on the job the trainer claims."""
-    if any(field.name == "privacy" for field in TrainingJob._meta.get_fields()):
-        TrainingJob.objects.filter(pk=job_id).update(privacy=plan)
-        return
-    claim = job_services.claim_job
-
-    def claim_with_plan(**kwargs):
-        job = claim(**kwargs)
-        if job is not None and str(job.id) == str(job_id):
-            job.privacy = plan
-        return job
-
-    monkeypatch.setattr(job_services, "claim_job", claim_with_plan)
+def set_plan(job_id: str, plan: dict) -> None:
+    """Give a job a plan of the test's own (its steps per epoch chosen), as ``TrainingJob.privacy`` holds it."""
+    TrainingJob.objects.filter(pk=job_id).update(privacy=plan)
 
 
 # --- the step itself -----------------------------------------------------------------------------------------
@@ -331,7 +319,9 @@ JOBS = {
 }
 
 
-def _train_private(api, monkeypatch, template: str, *, rows: int = 300, reference: bool = False) -> TrainingJob:
+def _train_private(api, template: str, *, rows: int = 300, reference: bool = False) -> TrainingJob:
+    """A private job of ``template`` submitted through the API (its plan made by ``training.privacy``), run by
+    the trainer here; checks what every private job must show."""
     kind, label, features, params, _ = JOBS[template]
     dataset_id = ready_dataset(api, sample_csv(kind, rows), label=label, name=kind)
     response = submit_job(
@@ -342,32 +332,32 @@ def _train_private(api, monkeypatch, template: str, *, rows: int = 300, referenc
         label_column=label,
         feature_columns=features,
         params=params,
+        privacy={"noise_multiplier": 1.0, "accept_low_utility": True, "reference": reference},
     )
     assert response.status_code == 201, response.json()
     job_id = response.json()["id"]
-    plan = make_plan(
-        train_rows=round(rows * 0.8), batch_size=params["batch_size"], epochs=params["epochs"], reference=reference
-    )
-    set_plan(job_id, plan, monkeypatch)
+    plan = TrainingJob.objects.get(pk=job_id).privacy
+    assert plan["sampling"] == "poisson" and plan["steps"] == params["epochs"] * plan["steps_per_epoch"]
     dispatch_queued_jobs()
     run_job(job_id=job_id, worker="test")
     job = TrainingJob.objects.get(pk=job_id)
     assert job.status == "succeeded", job.error_traceback[-3000:]
-    assert job.metrics["privacy"] == {"epsilon": plan["epsilon"], "delta": plan["delta"], "steps": plan["steps"]} | (
-        {"reference": job.metrics["privacy"]["reference"]} if reference else {}
-    )
+    expected = {"epsilon": plan["epsilon"], "delta": plan["delta"], "steps": plan["steps"]}
+    if reference:
+        expected["reference"] = job.metrics["privacy"]["reference"]
+    assert job.metrics["privacy"] == expected
     version = ModelVersion.objects.get(job=job)
-    statement = version.manifest["privacy"]
-    assert statement["epsilon"] == plan["epsilon"] and statement["steps"] == plan["steps"]
-    assert statement["privacy_unit"] == "one row of the dataset" and "every checkpoint" in statement["covers"]
+    assert version.manifest["privacy"] == privacy.statement(plan=plan) | (
+        {"reference": expected["reference"]} if reference else {}
+    )
     lines = [line["message"] for line in api.get(f"/api/v1/jobs/{job_id}/logs").json()["lines"]]
     assert f"private training took {plan['steps']} steps, as planned" in lines
     return job
 
 
 @pytest.mark.django_db(transaction=True)  # the serving server reads the registry from its own threads
-def test_a_private_job_of_each_template_trains_publishes_its_statement_and_serves(api_a, tenant_a, monkeypatch):
-    trained = {template: _train_private(api_a, monkeypatch, template) for template in JOBS}
+def test_a_private_job_of_each_template_trains_publishes_its_statement_and_serves(api_a, tenant_a):
+    trained = {template: _train_private(api_a, template) for template in JOBS}
     with serving_server() as (base, _):
         for template, job in trained.items():
             instances = JOBS[template][4]
@@ -379,8 +369,8 @@ def test_a_private_job_of_each_template_trains_publishes_its_statement_and_serve
 
 
 @pytest.mark.django_db
-def test_a_reference_is_trained_beside_and_reported_not_published(api_a, monkeypatch):
-    job = _train_private(api_a, monkeypatch, "tabular_classifier", reference=True)
+def test_a_reference_is_trained_beside_and_reported_not_published(api_a):
+    job = _train_private(api_a, "tabular_classifier", reference=True)
     reference = job.metrics["privacy"]["reference"]["metrics"]
     assert set(reference) >= {"accuracy", "task"} and reference["task"] == job.metrics["task"]
     manifest = ModelVersion.objects.get(job=job).manifest
@@ -403,7 +393,7 @@ def test_a_job_resumed_mid_epoch_keeps_its_step_count(api_a, settings, monkeypat
     job_id = submit_job(api_a, dataset_id, params=params).json()["id"]
     plan = make_plan(train_rows=480, batch_size=16, epochs=2)
     if private_job:
-        set_plan(job_id, plan, monkeypatch)
+        set_plan(job_id, plan)
     dispatch_queued_jobs()
     save = run.save_checkpoint
     lost: list[tuple[int, int]] = []
@@ -437,8 +427,8 @@ def test_a_job_resumed_mid_epoch_keeps_its_step_count(api_a, settings, monkeypat
 
 
 @pytest.mark.django_db
-def test_two_private_jobs_with_the_same_seed_end_with_different_weights(api_a, monkeypatch):
-    first, second = (_train_private(api_a, monkeypatch, "tabular_classifier", rows=200) for _ in range(2))
+def test_two_private_jobs_with_the_same_seed_end_with_different_weights(api_a):
+    first, second = (_train_private(api_a, "tabular_classifier", rows=200) for _ in range(2))
     assert first.seed == second.seed
     weights = [run.last_checkpoint(job)[0].get_weights() for job in (first, second)]
     assert len(weights[0]) == len(weights[1])

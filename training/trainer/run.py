@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from core import logs, storage
-from training import evaluation, publishing, templates
+from training import evaluation, privacy, publishing, templates
 from training import services as job_services
 from training.models import TrainingJob
 from training.trainer.data import Rows, TrainingData, load
@@ -133,7 +133,7 @@ def private_module():
 def privacy_plan(job: TrainingJob) -> dict[str, Any]:
     """The job's privacy plan (``TrainingJob.privacy``, resolved when the job was created), ``{}`` for a job that
     is not private."""
-    return dict(getattr(job, "privacy", None) or {})
+    return dict(job.privacy or {})
 
 
 def run_job(*, job_id: str, worker: str) -> None:
@@ -253,6 +253,8 @@ class Phases:
 def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     import keras
 
+    from training.trainer import explain  # TensorFlow: imported by the attempt, not with this module
+
     phases = Phases(job)
     if job.dispatched_at:
         phases.seconds["queue_wait"] = round((job.started_at - job.created_at).total_seconds(), 4)
@@ -335,13 +337,15 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
     if plan:
         metrics["privacy"] = privacy_metrics(plan, reference)
     model = served_model(model)  # a private job's PrivateModel as the plain functional model (the same weights)
+    with phases.phase("explain"):
+        explainer, explanation_fields = explanations(job, model, data, template=template)
     registry = publishing.publisher()  # serving's registry, bound when Django starts (training may not import it)
     version = resilient(registry.reserve_version, job=job)  # the same row when repeated
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         export_dir = Path(tmp) / "model"
         with phases.phase("export"):
-            model.export(str(export_dir), format="tf_saved_model", verbose=False)
-        fields = manifest_fields(job, model, data, template=template)
+            explain.export(model, export_dir, explainer=explainer)
+        fields = manifest_fields(job, model, data, template=template) | explanation_fields
         if plan:
             fields["privacy"] = privacy_statement(plan, reference)
         with phases.phase("compile"):
@@ -357,6 +361,22 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
         f"published {job.model_name} v{version.version} at {version.object_prefix}; served by {served_by}",
     )
     return metrics, version.version
+
+
+def explanations(job: TrainingJob, model, data: TrainingData, *, template: templates.Template):
+    """The model's explainer (exported as the ``explain`` signature) and the manifest's ``explanation`` and
+    ``global_explanations``, averaged over the first validation rows; (None, {}) for a model it cannot explain."""
+    from training.trainer import explain
+
+    explainer, reason = explain.explainer_for(model, input_kind=template.input_kind, binary=template.task == "binary")
+    if explainer is None:
+        resilient(job_services.log, job, f"no explanations for this model: {reason}")
+        return None, {}
+    rows = min(len(data.val_sample), explain.GLOBAL_ROWS)
+    overall = explain.global_explanations(explainer, model_inputs(template, data.val_sample), rows=rows)
+    top = ", ".join(entry["feature"] for entry in overall["top"][:5])
+    resilient(job_services.log, job, f"explanations: most attributed over {rows} validation rows: {top}")
+    return explainer, {"explanation": explainer.describe(), "global_explanations": overall}
 
 
 def load_job_data(job: TrainingJob) -> TrainingData:
@@ -602,8 +622,6 @@ def privacy_metrics(plan: dict[str, Any], reference: dict[str, Any] | None) -> d
 def privacy_statement(plan: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
     """The version manifest's ``privacy``: the statement of ``training.privacy`` (how DP-fy ML's form), and the
     non-private reference's metrics when there was one."""
-    from training import privacy  # the API's accountant module, pure Python; imported where the statement is made
-
     statement = dict(privacy.statement(plan=plan))
     if reference is not None:
         statement["reference"] = {"metrics": reference}

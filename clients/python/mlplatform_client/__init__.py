@@ -9,6 +9,7 @@ job = client.jobs.create(dataset=dataset["id"], template="sequence_ctr", model_n
 job = client.jobs.wait(job["id"])
 client.models.promote("ctr", job["model_version"])
 client.predict("ctr", {"instances": ["12 85 3 9"]}).body
+client.explain("ctr", ["12 85 3 9"]).explanations
 """
 
 from mlplatform_client.client import Client
@@ -30,7 +31,7 @@ from mlplatform_client.errors import (
     TransportError,
     UnprocessableError,
 )
-from mlplatform_client.serving import Prediction
+from mlplatform_client.serving import Explanation, Prediction
 
 __version__ = "0.1.0"
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DatasetInvalidError",
+    "Explanation",
     "JobFailedError",
     "MLPlatformError",
     "NotFoundError",

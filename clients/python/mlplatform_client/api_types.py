@@ -178,6 +178,23 @@ class Membership(TypedDict):
     created_at: str
 
 
+class ModelCard(TypedDict):
+    model: str
+    version: int
+    status: str
+    published_at: str | None
+    job: dict[str, Any] | None
+    template: dict[str, Any]
+    data: dict[str, Any]
+    metrics: dict[str, Any]
+    per_class: dict[str, Any] | None
+    privacy: dict[str, Any]
+    explanation: dict[str, Any] | None
+    global_explanations: dict[str, Any] | None
+    runtime: dict[str, Any]
+    absent: list[str]
+
+
 class ModelVersion(TypedDict):
     model: str
     version: int
@@ -313,6 +330,11 @@ class Preview(TypedDict):
     rows: list[list[Any]]
 
 
+class PrivacyBudgetInputRequest(TypedDict):
+    epsilon: float | None
+    delta: float | None
+
+
 class RegisteredModel(TypedDict):
     name: str
     aliases: dict[str, int]
@@ -342,6 +364,7 @@ class TrainingJob(TypedDict):
     model_name: str
     model_version: NotRequired[int | None]
     params: NotRequired[Any]
+    privacy: dict[str, Any]
     label_column: str
     feature_columns: NotRequired[Any]
     validation_split: NotRequired[float]
@@ -373,6 +396,7 @@ class TrainingJobCreateRequest(TypedDict):
     validation_split: NotRequired[float]
     seed: NotRequired[int]
     max_runtime_seconds: NotRequired[int]
+    privacy: NotRequired[Any]
 
 
 class UploadCompleteRequest(TypedDict):
@@ -472,6 +496,7 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/datasets/uploads/{id}"),
         ("GET", "/api/v1/datasets/{id}"),
         ("GET", "/api/v1/datasets/{id}/preview"),
+        ("GET", "/api/v1/datasets/{id}/privacy"),
         ("GET", "/api/v1/jobs"),
         ("GET", "/api/v1/jobs/{id}"),
         ("GET", "/api/v1/jobs/{id}/logs"),
@@ -481,6 +506,7 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/models"),
         ("GET", "/api/v1/models/{model_name}/versions"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}"),
+        ("GET", "/api/v1/models/{model_name}/versions/{version}/card"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}/download"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}/files"),
         ("GET", "/api/v1/models/{name}"),
@@ -509,6 +535,7 @@ OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/webhooks"),
         ("POST", "/api/v1/webhooks/{id}/ping"),
         ("POST", "/api/v1/webhooks/{id}/rotate-secret"),
+        ("PUT", "/api/v1/datasets/{id}/privacy"),
         ("PUT", "/api/v1/models/{name}/aliases/{alias}"),
         ("PUT", "/api/v1/models/{name}/traffic"),
     }

@@ -480,7 +480,7 @@ def jobs_templates(state: State):
 
 @cli.group()
 def models():
-    """The model registry: list, promote, roll back, download, export."""
+    """The model registry: list, promote, roll back, download, export, model cards."""
 
 
 @models.command("list")
@@ -555,6 +555,20 @@ def models_download(state: State, name, version, destination, archive, via):
     emit(state, {"path": str(folder), "files": files}, lambda d: out.print(f"{d['path']} ({len(files)} files)"))
 
 
+@models.command("card")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--markdown", is_flag=True, help="The card as Markdown (to paste into a review) instead of JSON.")
+@click.pass_obj
+@handle_errors
+def models_card(state: State, name, version, markdown):
+    """VERSION's model card: lineage, PII handling, params, metrics, privacy statement, explanations."""
+    if markdown:
+        click.echo(state.client.models.card(name, version, markdown=True), nl=False)
+    else:
+        emit(state, state.client.models.card(name, version))
+
+
 @models.command("export")
 @click.argument("name")
 @click.option("--engine", type=click.Choice(["tf-serving", "kserve"]), default="tf-serving", show_default=True)
@@ -566,7 +580,7 @@ def models_export(state: State, name, engine, base_path):
     click.echo(state.client.models.export(name, engine=engine, base_path=base_path), nl=False)
 
 
-# --- predict ----------------------------------------------------------------------------------------------------
+# --- predict and explain ----------------------------------------------------------------------------------------
 
 
 @cli.command()
@@ -580,6 +594,36 @@ def models_export(state: State, name, engine, base_path):
 @handle_errors
 def predict(state: State, model, body, body_file, protocol, version, alias):
     """Ask the serving process for predictions (prints the answer as JSON)."""
+    payload = _request_body(body, body_file, version, alias)
+    answer = state.client.predict(model, payload, protocol=protocol, version=version, alias=alias)
+    err.print(f"answered by {model} version {answer.model_version}", highlight=False)
+    print(json.dumps(answer.body))
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--json", "body", help='The request body, e.g. \'{"instances": ["12 85 3"]}\'.')
+@click.option("--file", "body_file", type=click.File("r"), help="Read the body from a file (- for stdin).")
+@click.option("--version", type=int, help="A version number.")
+@click.option("--alias", help="An alias (production, staging, ...).")
+@click.pass_obj
+@handle_errors
+def explain(state: State, model, body, body_file, version, alias):
+    """Ask the serving process to explain its predictions for some instances (prints the answer as JSON).
+
+    Each explanation gives every feature's, token's or id position's attribution to the explained output;
+    explanations are billed apart from predictions.
+    """
+    payload = _request_body(body, body_file, version, alias)
+    if set(payload) != {"instances"} or not isinstance(payload["instances"], list):
+        raise click.UsageError('the body must be {"instances": [...]}')
+    answer = state.client.explain(model, payload["instances"], version=version, alias=alias)
+    err.print(f"explained by {model} version {answer.model_version}", highlight=False)
+    print(json.dumps(answer.body))
+
+
+def _request_body(body: str | None, body_file, version: int | None, alias: str | None) -> dict[str, Any]:
+    """The JSON object given with --json or --file (exactly one), with at most one of --version and --alias."""
     if (body is None) == (body_file is None):
         raise click.UsageError("give the body with --json or --file (one of them)")
     if version is not None and alias is not None:
@@ -590,9 +634,7 @@ def predict(state: State, model, body, body_file, protocol, version, alias):
         raise click.UsageError(f"the body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise click.UsageError("the body must be a JSON object")
-    answer = state.client.predict(model, payload, protocol=protocol, version=version, alias=alias)
-    err.print(f"answered by {model} version {answer.model_version}", highlight=False)
-    print(json.dumps(answer.body))
+    return payload
 
 
 # --- rendering --------------------------------------------------------------------------------------------------

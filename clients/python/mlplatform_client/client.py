@@ -29,7 +29,8 @@ USER_AGENT = "mlplatform-client/0.1.0"
 class Client:
     """``Client()`` reads the address and key from the environment or the config file (see ``config``).
 
-    Resource groups: ``client.datasets``, ``client.jobs``, ``client.models``; predictions: ``client.predict``.
+    Resource groups: ``client.datasets``, ``client.jobs``, ``client.models``; predictions: ``client.predict``,
+    explanations: ``client.explain``.
     """
 
     def __init__(
@@ -61,12 +62,13 @@ class Client:
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         from mlplatform_client.resources import DatasetsAPI, JobsAPI, ModelsAPI
-        from mlplatform_client.serving import predict
+        from mlplatform_client.serving import explain, predict
 
         self.datasets = DatasetsAPI(self)
         self.jobs = JobsAPI(self)
         self.models = ModelsAPI(self)
         self._predict = predict
+        self._explain = explain
 
     def __repr__(self) -> str:  # never the key
         return f"Client(api_url={self.api_url!r}, serving_url={self.serving_url!r})"
@@ -80,6 +82,14 @@ class Client:
     def predict(self, model: str, body: dict[str, Any], **options: Any):
         """A prediction from the serving process; see :func:`mlplatform_client.serving.predict`."""
         return self._predict(self, model, body, **options)
+
+    def model_card(self, model: str, version: int, *, markdown: bool = False):
+        """A version's model card (JSON, or Markdown text); see :meth:`ModelsAPI.card`."""
+        return self.models.card(model, version, markdown=markdown)
+
+    def explain(self, model: str, instances: list[Any], *, version: int | None = None, alias: str | None = None):
+        """Explanations of the predictions for ``instances``; see :func:`mlplatform_client.serving.explain`."""
+        return self._explain(self, model, instances, version=version, alias=alias)
 
     # --- HTTP -------------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from mlplatform_client import errors, uploads
 from mlplatform_client.api_types import (
     Dataset,
     DatasetList,
+    ModelCard,
     ModelVersion,
     ModelVersionList,
     RegisteredModel,
@@ -39,6 +40,8 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/datasets/{id}"),
         ("DELETE", "/api/v1/datasets/{id}"),
         ("GET", "/api/v1/datasets/{id}/preview"),
+        ("GET", "/api/v1/datasets/{id}/privacy"),
+        ("PUT", "/api/v1/datasets/{id}/privacy"),
         ("POST", "/api/v1/datasets/uploads"),
         ("GET", "/api/v1/datasets/uploads/{id}"),
         ("POST", "/api/v1/datasets/uploads/{id}/part-urls"),
@@ -62,6 +65,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/api/v1/models/{model_name}/versions/{version}/archive"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}/files"),
         ("GET", "/api/v1/models/{model_name}/versions/{version}/download"),
+        ("GET", "/api/v1/models/{model_name}/versions/{version}/card"),
         ("GET", "/api/v1/tenant"),
     }
 )
@@ -90,6 +94,14 @@ class DatasetsAPI(_Group):
 
     def preview(self, dataset_id: str, *, rows: int = 10) -> dict[str, Any]:
         return self.client.get(f"/api/v1/datasets/{_p(dataset_id)}/preview", rows=rows)
+
+    def privacy(self, dataset_id: str) -> dict[str, Any]:
+        """The dataset's privacy budget, what its private jobs spent and what is left."""
+        return self.client.get(f"/api/v1/datasets/{_p(dataset_id)}/privacy")
+
+    def set_privacy_budget(self, dataset_id: str, *, epsilon: float | None, delta: float | None) -> dict[str, Any]:
+        """Set the budget (both numbers) or clear it (both None); admins only."""
+        return self.client.put(f"/api/v1/datasets/{_p(dataset_id)}/privacy", {"epsilon": epsilon, "delta": delta})
 
     def upload(
         self,
@@ -156,6 +168,7 @@ class JobsAPI(_Group):
         validation_split: float | None = None,
         seed: int | None = None,
         max_runtime_seconds: int | None = None,
+        privacy: dict[str, Any] | None = None,
     ) -> TrainingJob:
         body: dict[str, Any] = {
             "dataset": dataset,
@@ -169,6 +182,7 @@ class JobsAPI(_Group):
             "validation_split": validation_split,
             "seed": seed,
             "max_runtime_seconds": max_runtime_seconds,
+            "privacy": privacy,
         }
         body |= {k: v for k, v in optional.items() if v is not None}
         return self.client.post("/api/v1/jobs", body)
@@ -259,6 +273,15 @@ class ModelsAPI(_Group):
     def files(self, name: str, version: int) -> VersionFiles:
         """The version's files with presigned GET URLs: ``{"model", "version", "expires_at", "files": [...]}``."""
         return self.client.get(f"/api/v1/models/{_p(name)}/versions/{int(version)}/files")
+
+    def card(self, name: str, version: int, *, markdown: bool = False) -> ModelCard | str:
+        """The version's model card: data lineage (dataset, sha256, PII handling), template and params, metrics,
+        the privacy statement, the explanation method and global explanations; pieces an older version lacks are
+        ``None`` and named in ``absent``. ``markdown=True``: the card as Markdown text, to paste into a review."""
+        path = f"/api/v1/models/{_p(name)}/versions/{int(version)}/card"
+        if markdown:
+            return self.client.request("GET", path, params={"format": "markdown"}).text
+        return self.client.get(path)
 
     def export(self, name: str, *, engine: str = "tf-serving", base_path: str | None = None) -> str:
         """Configuration for an existing engine reading our S3 layout: TF Serving's ``model_config_list``

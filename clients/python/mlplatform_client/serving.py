@@ -1,7 +1,9 @@
-"""Predictions from the serving process, over TensorFlow Serving REST or the KServe Open Inference Protocol v2.
+"""Predictions from the serving process, over TensorFlow Serving REST or the KServe Open Inference Protocol v2,
+and explanations of them (KServe v1's explainer shape).
 
     POST {serving}/v1/models/<name>[/versions/<n> | /labels/<alias>]:predict  {"instances": [...]} | {"inputs": ...}
     POST {serving}/v2/models/<name>[/versions/<n>]/infer   {"inputs": [{"name", "shape", "datatype", "data"}]}
+    POST {serving}/v1/models/<name>[/versions/<n> | /labels/<alias>]:explain  {"instances": [...]}
 
 v2 has no labels: an alias is resolved to its version through the registry first. A v2 call may also be given
 TF Serving's ``{"instances": [...]}``; the rows are turned into v2 tensors from the model's v2 metadata.
@@ -44,12 +46,7 @@ def predict(
         raise ValueError("give a version or an alias, not both")
     name = quote(model, safe="")
     if protocol == "tf-serving":
-        where = ""
-        if version is not None:
-            where = f"/versions/{int(version)}"
-        elif alias:
-            where = f"/labels/{quote(alias, safe='')}"
-        path = f"/v1/models/{name}{where}:predict"
+        path = _v1_path(model, "predict", version=version, alias=alias)
     else:
         if alias is not None:
             aliases = client.models.get(model)["aliases"]
@@ -68,6 +65,53 @@ def predict(
     answer = response.json()
     number = header or answer.get("model_version")
     return Prediction(body=answer, model_version=int(number) if number else None, protocol=protocol)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """An ``:explain`` answer: ``predictions`` exactly as ``:predict`` answers them, and one explanation per
+    instance (``explanations[i]["attributions"][0]``: the explained output, its value at the instance and at the
+    baseline, ``feature_attributions`` and ``approximation_error``)."""
+
+    body: dict[str, Any]
+    model_version: int | None
+
+    @property
+    def predictions(self) -> list[Any]:
+        return self.body.get("predictions", [])
+
+    @property
+    def explanations(self) -> list[dict[str, Any]]:
+        return self.body.get("explanations", [])
+
+
+def explain(
+    client: Client,
+    model: str,
+    instances: list[Any],
+    *,
+    version: int | None = None,
+    alias: str | None = None,
+) -> Explanation:
+    """Explain the predictions for ``instances`` (rows, as for :func:`predict`); explanations are metered and
+    billed apart from predictions and limited to a few instances per request (the serving process says how many)."""
+    if version is not None and alias is not None:
+        raise ValueError("give a version or an alias, not both")
+    if not isinstance(instances, list):
+        raise TypeError("instances must be a list with one entry per row")
+    path = _v1_path(model, "explain", version=version, alias=alias)
+    response = client.request("POST", path, json={"instances": instances}, base=client.serving_url)
+    header = response.headers.get("X-Model-Version")
+    return Explanation(body=response.json(), model_version=int(header) if header else None)
+
+
+def _v1_path(model: str, method: str, *, version: int | None, alias: str | None) -> str:
+    where = ""
+    if version is not None:
+        where = f"/versions/{int(version)}"
+    elif alias:
+        where = f"/labels/{quote(alias, safe='')}"
+    return f"/v1/models/{quote(model, safe='')}{where}:{method}"
 
 
 def v2_body_from_instances(instances: list[Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:

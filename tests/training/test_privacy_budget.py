@@ -1,0 +1,309 @@
+"""Private jobs through the API and a dataset's privacy budget: the plan on the job, per-example gradient memory,
+budgets that compose and refuse, shares given back by jobs that never started, and hostile input changing nothing.
+
+No training runs here: jobs are created, claimed and ended through the services a worker would call.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from django.db import connection
+
+from datasets.models import Dataset
+from tenants.models import AuditEvent, Role
+from tests.conftest import client_for
+from tests.support.factories import make_key
+from tests.support.jobs import TINY_CTR, ready_dataset, sample_csv, submit_job
+from training import privacy, services, templates
+from training.models import TrainingJob
+
+pytestmark = pytest.mark.django_db
+
+ROWS = 400  # 320 planned training rows at the default 0.2 validation split
+PRIVATE = {"noise_multiplier": 1.0}  # batch 64: noise ratio 1/64, under the 0.02 limit
+
+
+@pytest.fixture
+def dataset_id(api_a) -> str:
+    return ready_dataset(api_a, sample_csv("ctr", ROWS), label="clicked")
+
+
+def private_job(api, dataset_id: str, **privacy_request):
+    return submit_job(api, dataset_id, privacy=PRIVATE | privacy_request)
+
+
+def one_job_epsilon(delta: float, sigma: float = 1.0) -> float:
+    return privacy.epsilon(sample_rate=64 / 320, noise_multiplier=sigma, steps=5, delta=delta, accountant="pld")
+
+
+def set_budget(api, dataset_id: str, epsilon, delta):
+    return api.put(f"/api/v1/datasets/{dataset_id}/privacy", {"epsilon": epsilon, "delta": delta}, format="json")
+
+
+def test_a_private_job_carries_its_plan(api_a, dataset_id):
+    response = private_job(api_a, dataset_id, reference=True)
+    assert response.status_code == 201, response.json()
+    plan = response.json()["privacy"]
+    assert plan["planned_train_rows"] == 320 and plan["expected_batch_size"] == 64
+    assert plan["sample_rate"] == 0.2 and plan["steps_per_epoch"] == 5 and plan["steps"] == 5
+    assert plan["delta"] == 1e-5 and plan["accountant"] == "pld" and plan["reference"] is True
+    assert plan["epsilon"] == one_job_epsilon(1e-5) and plan["target_epsilon"] is None
+    assert plan["warning"] is None
+    job = TrainingJob.objects.get(pk=response.json()["id"])
+    assert job.privacy == plan
+    lines = [line["message"] for line in api_a.get(f"/api/v1/jobs/{job.pk}/logs").json()["lines"]]
+    assert any(line.startswith("private: epsilon") for line in lines)
+    assert (
+        AuditEvent.objects.get(action="job.create", target_id=str(job.pk)).details["privacy"]["epsilon"]
+        == (plan["epsilon"])
+    )
+
+    plain = submit_job(api_a, dataset_id).json()
+    assert plain["privacy"] == {}
+
+
+def test_per_example_gradients_count_toward_the_memory_limit(api_a, dataset_id):
+    plain = submit_job(api_a, dataset_id).json()
+    private = private_job(api_a, dataset_id).json()
+    estimate, _ = templates.TEMPLATES["sequence_ctr"].estimate_memory(
+        plain["params"], columns={"item_sequence": {"type": "id_sequence", **_stats(dataset_id)}}, classes=2
+    )
+    assert private["estimated_memory_bytes"] == plain["estimated_memory_bytes"] + estimate.parameters * 64 * 4
+
+    big = TINY_CTR | {"vocab_size": 1_000_000, "embedding_dim": 16}  # 16M parameters: 256 MiB, 4 GiB per batch
+    assert submit_job(api_a, dataset_id, params=big).status_code == 201
+    before = TrainingJob.objects.count()
+    refused = submit_job(api_a, dataset_id, params=big, privacy=PRIVATE)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "job_memory_exceeded"
+    assert "one gradient per example" in refused.json()["error"]["message"]
+    assert TrainingJob.objects.count() == before
+
+
+def _stats(dataset_id: str) -> dict:
+    return Dataset.objects.get(pk=dataset_id).stats["columns"]["item_sequence"]
+
+
+def test_a_low_utility_job_is_refused_or_created_with_a_warning(api_a, dataset_id):
+    refused = private_job(api_a, dataset_id, noise_multiplier=5.0)
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and error["code"] == "privacy_low_utility"
+    assert error["details"]["noise_ratio"] == 5.0 / 64 and "larger batch_size" in error["message"]
+    assert TrainingJob.objects.count() == 0
+
+    accepted = private_job(api_a, dataset_id, noise_multiplier=5.0, accept_low_utility=True)
+    assert accepted.status_code == 201
+    assert "more rows" in accepted.json()["privacy"]["warning"]
+    lines = [line["message"] for line in api_a.get(f"/api/v1/jobs/{accepted.json()['id']}/logs").json()["lines"]]
+    assert any(line.startswith("warning: The noise") for line in lines)
+
+
+def test_too_large_datasets_are_refused_for_private_training(api_a, dataset_id, settings):
+    settings.PRIVACY_MAX_TRAIN_ROWS = 100
+    response = private_job(api_a, dataset_id)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "privacy_dataset_too_large"
+    assert response.json()["error"]["details"] == {"planned_train_rows": 320, "max_train_rows": 100}
+
+
+HOSTILE = [
+    [],
+    "yes",
+    7,
+    {},
+    {"target_epsilon": "1"},
+    {"target_epsilon": True},
+    {"target_epsilon": 10**400},
+    {"target_epsilon": -1},
+    {"noise_multiplier": 10**30},
+    {"noise_multiplier": 0.01},
+    {"noise_multiplier": {"value": 1}},
+    {"noise_multiplier": 1, "delta": 0.5},
+    {"noise_multiplier": 1, "delta": -1e-5},
+    {"noise_multiplier": 1, "clip_norm": "1"},
+    {"noise_multiplier": 1, "accountant": "moments"},
+    {"noise_multiplier": 1, "reference": "true"},
+    {"noise_multiplier": 1, "epsilon": 1},
+    {"noise_multiplier": 1, "__proto__": {}},
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=lambda value: json.dumps(value)[:40])
+def test_hostile_privacy_objects_are_400_and_create_nothing(api_a, dataset_id, hostile):
+    response = submit_job(api_a, dataset_id, privacy=hostile)
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["code"] in {"invalid_privacy", "validation_error"}
+    assert TrainingJob.objects.count() == 0
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "[]", '"1e-6"'])
+def test_non_numbers_in_raw_json_are_400(api_a, dataset_id, literal):
+    """Non-standard JSON constants, and numbers that decode to infinity (1e400), in the privacy object or as it."""
+    body = (
+        f'{{"dataset": "{dataset_id}", "template": "sequence_ctr", "model_name": "ctr", "label_column": "clicked", '
+        f'"params": {json.dumps(TINY_CTR)}, "privacy": {{"noise_multiplier": 1, "delta": {literal}}}}}'
+    )
+    response = api_a.post("/api/v1/jobs", body, content_type="application/json")
+    assert response.status_code == 400 and TrainingJob.objects.count() == 0
+    whole = body.replace('{"noise_multiplier": 1, "delta": ' + literal + "}", literal)
+    assert api_a.post("/api/v1/jobs", whole, content_type="application/json").status_code == 400
+    assert TrainingJob.objects.count() == 0
+
+
+def test_another_tenants_dataset_is_unknown_to_a_private_job(api_a, api_b, dataset_id):
+    response = private_job(api_b, dataset_id)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "unknown_dataset"
+    assert TrainingJob.objects.count() == 0
+
+
+def test_the_privacy_endpoint_is_404_for_another_tenant(api_a, api_b, dataset_id):
+    set_budget(api_a, dataset_id, 5.0, 1e-5)
+    assert api_b.get(f"/api/v1/datasets/{dataset_id}/privacy").status_code == 404
+    response = set_budget(api_b, dataset_id, None, None)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert Dataset.objects.get(pk=dataset_id).privacy_budget_epsilon == 5.0
+    assert api_a.get("/api/v1/datasets/00000000-0000-0000-0000-000000000000/privacy").status_code == 404
+
+
+def test_setting_a_budget_needs_an_admin_with_the_write_scope(tenant_a, dataset_id):
+    reader = client_for(make_key(tenant_a.tenant, scopes=("read",)).raw_key)
+    member = client_for(make_key(tenant_a.tenant, role=Role.MEMBER).raw_key)
+    assert reader.get(f"/api/v1/datasets/{dataset_id}/privacy").status_code == 200
+    assert set_budget(reader, dataset_id, 5.0, 1e-5).json()["error"]["code"] == "missing_scope"
+    assert set_budget(member, dataset_id, 5.0, 1e-5).json()["error"]["code"] == "role_required"
+    assert Dataset.objects.get(pk=dataset_id).privacy_budget_epsilon is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"epsilon": 5.0},
+        {"epsilon": 5.0, "delta": 1e-5, "accountant": "pld"},
+        {"epsilon": 5.0, "delta": None},
+        {"epsilon": None, "delta": 1e-5},
+        {"epsilon": "5", "delta": 1e-5},
+        {"epsilon": True, "delta": 1e-5},
+        {"epsilon": 0, "delta": 1e-5},
+        {"epsilon": -1, "delta": 1e-5},
+        {"epsilon": 1000, "delta": 1e-5},
+        {"epsilon": 5.0, "delta": 1 / ROWS},  # delta must be below 1/rows
+        {"epsilon": 5.0, "delta": 0},
+        {"epsilon": 5.0, "delta": 1e-300},
+        [],
+    ],
+    ids=lambda body: json.dumps(body)[:50],
+)
+def test_budget_put_validation(api_a, dataset_id, body):
+    response = api_a.put(f"/api/v1/datasets/{dataset_id}/privacy", body, format="json")
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["code"] in {"invalid_privacy_budget", "validation_error"}
+    assert Dataset.objects.get(pk=dataset_id).privacy_budget_epsilon is None
+
+
+def test_budgets_compose_refuse_and_are_shown(api_a, dataset_id):
+    delta = 1e-5
+    single = one_job_epsilon(delta)
+    two = privacy.composed_epsilon(plans=[_plan(), _plan()], delta=delta, accountant="pld")
+    assert single < two < 2 * single
+    budget = two * 1.01  # room for exactly two such jobs
+    shown = set_budget(api_a, dataset_id, budget, delta).json()
+    assert shown["budget"] == {"epsilon": budget, "delta": delta} and shown["spent_epsilon"] == 0.0
+    assert AuditEvent.objects.filter(action="dataset.privacy_budget_set", target_id=dataset_id).count() == 1
+
+    plain = submit_job(api_a, dataset_id)
+    assert plain.status_code == 400 and plain.json()["error"]["code"] == "privacy_required"
+
+    first = private_job(api_a, dataset_id).json()
+    after_one = api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()
+    assert after_one["spent_epsilon"] == pytest.approx(single, rel=1e-9)
+    assert after_one["remaining_epsilon"] == pytest.approx(budget - single)
+    assert [job["job"] for job in after_one["jobs"]] == [first["id"]]
+    assert after_one["accountant"] == "pld" and after_one["delta"] == delta
+
+    second = private_job(api_a, dataset_id).json()
+    after_two = api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()
+    assert single < after_two["spent_epsilon"] < 2 * single  # composed: more than one job, less than the sum
+    assert after_two["spent_epsilon"] == pytest.approx(two, rel=1e-9)
+    assert {job["job"] for job in after_two["jobs"]} == {first["id"], second["id"]}
+
+    refused = private_job(api_a, dataset_id)
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and error["code"] == "privacy_budget_exceeded"
+    details = error["details"]
+    assert details["spent_epsilon"] == pytest.approx(two) and details["remaining_epsilon"] == pytest.approx(
+        budget - two
+    )
+    assert details["needed_epsilon"] > details["remaining_epsilon"] and details["budget_epsilon"] == budget
+    assert TrainingJob.objects.count() == 2
+
+    # The budget cannot go below what is spent; it can be raised, and cleared (then plain jobs are allowed).
+    below = set_budget(api_a, dataset_id, single, delta)
+    assert below.status_code == 400 and below.json()["error"]["code"] == "privacy_budget_below_spent"
+    assert set_budget(api_a, dataset_id, 3 * two, delta).status_code == 200
+    assert private_job(api_a, dataset_id).status_code == 201
+    cleared = set_budget(api_a, dataset_id, None, None).json()
+    assert cleared["budget"] is None and cleared["remaining_epsilon"] is None
+    assert submit_job(api_a, dataset_id).status_code == 201
+
+
+def _plan() -> dict:
+    return privacy.plan(request=PRIVATE, row_count=ROWS, validation_split=0.2, batch_size=64, epochs=1)
+
+
+def test_a_job_that_never_started_gives_its_share_back(api_a, dataset_id):
+    delta = 1e-5
+    set_budget(api_a, dataset_id, one_job_epsilon(delta) * 1.01, delta)
+    queued = private_job(api_a, dataset_id).json()
+    assert private_job(api_a, dataset_id).json()["error"]["code"] == "privacy_budget_exceeded"
+
+    assert api_a.post(f"/api/v1/jobs/{queued['id']}/cancel").json()["status"] == "cancelled"  # never started
+    assert api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()["spent_epsilon"] == 0.0
+    started = private_job(api_a, dataset_id)
+    assert started.status_code == 201
+
+    # Once a worker started it, its epsilon stays spent whatever its end: cancelled, or failed.
+    job = services.claim_job(job_id=started.json()["id"], worker="test-host:1")
+    assert job is not None and job.started_at is not None
+    assert api_a.post(f"/api/v1/jobs/{job.pk}/cancel").json()["status"] == "cancelling"
+    services.finish_job(job=job, status=TrainingJob.Status.CANCELLED, compute_seconds=1.0, device="cpu")
+    assert TrainingJob.objects.get(pk=job.pk).status == "cancelled"
+    shown = api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()
+    assert shown["spent_epsilon"] == pytest.approx(one_job_epsilon(delta))
+    assert [entry["job"] for entry in shown["jobs"]] == [str(job.pk)]
+    assert private_job(api_a, dataset_id).json()["error"]["code"] == "privacy_budget_exceeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_submissions_cannot_both_spend_the_last_share(tenant_a):
+    api = client_for(tenant_a.raw_key)
+    dataset_id = ready_dataset(api, sample_csv("ctr", ROWS), label="clicked")
+    delta = 1e-5
+    single = one_job_epsilon(delta)
+    two = privacy.composed_epsilon(plans=[_plan(), _plan()], delta=delta, accountant="pld")
+    assert set_budget(api, dataset_id, (single + two) / 2, delta).status_code == 200  # room for one job, not two
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def submit() -> None:
+        try:
+            barrier.wait()
+            statuses.append(private_job(client_for(tenant_a.raw_key), dataset_id).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(statuses) == [201, 400]
+    assert TrainingJob.objects.filter(dataset_id=dataset_id).count() == 1
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "1e400", "-1e400"])
+def test_non_finite_budgets_in_raw_json_are_400(api_a, dataset_id, literal):
+    for body in (f'{{"epsilon": {literal}, "delta": 1e-5}}', f'{{"epsilon": 5, "delta": {literal}}}'):
+        response = api_a.put(f"/api/v1/datasets/{dataset_id}/privacy", body, content_type="application/json")
+        assert response.status_code == 400, response.json()
+    assert Dataset.objects.get(pk=dataset_id).privacy_budget_epsilon is None
