@@ -37,12 +37,12 @@ sys.path.append(str(HERE))
 from _stack import ROOT, bench_tenant, embedded_stack  # noqa: E402
 from model_quality import dataset_from_sample  # noqa: E402
 
-TEMPLATES = {
-    # template: (sample data kind, label column, feature columns (None: the template's choice))
-    "sequence_ctr": ("ctr", "clicked", None),
-    "text_classifier": ("sentiment", "sentiment", None),
-    "tabular_classifier": ("tabular", "defaulted", ["age", "income", "debt_ratio", "employment", "late_payments"]),
-}
+# (template, sample data kind, label column, feature columns (None: the template's choice)), one job each.
+JOBS = [
+    ("sequence_ctr", "ctr", "clicked", None),
+    ("text_classifier", "sentiment", "sentiment", None),
+    ("tabular_classifier", "tabular", "defaulted", ["age", "income", "debt_ratio", "employment", "late_payments"]),
+]
 LOGS = ROOT / "var" / "bench" / "explain-last"
 
 
@@ -142,7 +142,7 @@ def main() -> int:
         tenant.plan.predictions_per_minute = 2_000_000_000  # the rate limit is not what is measured here
         tenant.plan.save()
         trained = {}
-        for template, (kind, label, features) in TEMPLATES.items():
+        for template, kind, label, features in JOBS:
             print(f"training {template} on {args.rows} {kind} rows ...", flush=True)
             dataset = dataset_from_sample(tenant, kind, args.rows, label)
             version = train(tenant, dataset, template, label, features, args.epochs)
