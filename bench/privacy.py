@@ -53,6 +53,7 @@ def run(tenant, dataset, *, template: str, label: str, params: dict, privacy: di
 
 
 def curve(tenant, dataset, *, template: str, label: str, params: dict, metric: str, epsilons: list[float]) -> None:
+    dataset.refresh_from_db()  # its row count, from validation
     baseline, base_seconds, _ = run(tenant, dataset, template=template, label=label, params=params, privacy=None)
     base = baseline.metrics[metric]
     print(f"\n{template} on {dataset.row_count} rows, {params['epochs']} epochs, batch {params['batch_size']}:")

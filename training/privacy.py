@@ -434,6 +434,13 @@ def plan(
             "target_epsilon": target,
         },
     )
+    if steps < settings.PRIVACY_FEW_STEPS:
+        few = (
+            f"Only {steps} private steps ({epochs} epochs of {steps_per_epoch}): clipping bounds each step's "
+            "progress, so private models usually need more steps than plain ones; more epochs or a smaller "
+            "batch_size give more (each costs some epsilon, or some noise)."
+        )
+        warning = f"{warning} {few}" if warning else few
     eps_rdp = epsilon(sample_rate=sample_rate, noise_multiplier=sigma, steps=steps, delta=delta, accountant="rdp")
     if eps is None and not eps_rdp <= RDP_REFUSAL_FACTOR * MAX_EPSILON:
         # PLD costs seconds exactly when epsilon is huge; it is never far below RDP there (within 15% in every
