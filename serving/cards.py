@@ -94,10 +94,14 @@ def privacy_summary(statement: dict[str, Any] | None) -> str:
     epsilon, delta = statement.get("epsilon"), statement.get("delta")
     unit = statement.get("privacy_unit") or "one row of the dataset"
     accountant = statement.get("accountant") or "an unnamed accountant"
-    return (
+    summary = (
         f"Trained with differential privacy: ({_number(epsilon)}, {_number(delta)})-DP for {unit} "
         f"({statement.get('adjacency') or 'add or remove one row'}), accounted by {accountant}."
     )
+    outside = statement.get("not_covered")
+    if isinstance(outside, list) and outside:
+        summary += " Not covered: " + "; ".join(str(item) for item in outside) + "."
+    return summary
 
 
 def _kinds(manifest: dict[str, Any], template: str) -> dict[str, str]:

@@ -69,8 +69,12 @@ REQUEST_FIELDS = {
 MECHANISM = "DP-SGD: per-example gradients clipped to L2 norm C, Gaussian noise of std sigma*C added to their sum"
 SAMPLING = "Poisson: every row joins every step independently with probability q"
 COVERS = (
-    "the published model and every checkpoint (each is a prefix of the same run); not the training loss and "
-    "validation metrics shown to the tenant"
+    "the weights the network learned, in the published model and in every checkpoint (each is a prefix of the same run)"
+)
+# Outside the guarantee whatever the template: what DP-SGD does not produce, or only the tenant sees.
+ALWAYS_OUTSIDE = (
+    "the label names (the label values seen in the dataset)",
+    "the training loss and validation metrics shown to the tenant",
 )
 
 
@@ -509,10 +513,12 @@ def _utility_check(*, ratio: float, accept: bool, figures: dict[str, Any]) -> st
     return message
 
 
-def statement(*, plan: dict[str, Any]) -> dict[str, Any]:
+def statement(*, plan: dict[str, Any], learned_from_data: tuple[str, ...] = ()) -> dict[str, Any]:
     """The privacy statement of a version trained with ``plan`` (its manifest's ``"privacy"``), in the form
     "How to DP-fy ML" (2023) recommends: unit, adjacency, mechanism, accountant, sampling, epsilon and delta,
-    and what the guarantee covers."""
+    what the guarantee covers and, as plainly, what it does not: ``learned_from_data`` is what the template's
+    preprocessing took from the training rows themselves (``Template.learned_from_data``), which the model
+    carries outside DP-SGD."""
     steps_per_epoch = int(plan["steps_per_epoch"])
     return {
         "mechanism": MECHANISM,
@@ -530,6 +536,7 @@ def statement(*, plan: dict[str, Any]) -> dict[str, Any]:
         "epochs": int(plan["steps"]) // max(1, steps_per_epoch),
         "expected_batch_size": plan["expected_batch_size"],
         "covers": COVERS,
+        "not_covered": [*learned_from_data, *ALWAYS_OUTSIDE],
     }
 
 

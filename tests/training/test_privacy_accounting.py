@@ -154,9 +154,15 @@ def test_the_statement_is_the_contracts():
         "steps": 3510,
         "epochs": 15,
         "expected_batch_size": 256,
-        "covers": "the published model and every checkpoint (each is a prefix of the same run); not the training "
-        "loss and validation metrics shown to the tenant",
+        "covers": "the weights the network learned, in the published model and in every checkpoint (each is a "
+        "prefix of the same run)",
+        "not_covered": [
+            "the label names (the label values seen in the dataset)",
+            "the training loss and validation metrics shown to the tenant",
+        ],
     }
+    learned = ("the token vocabulary",)
+    assert privacy.statement(plan=plan, learned_from_data=learned)["not_covered"][0] == "the token vocabulary"
     assert privacy.DP_ACCOUNTING_VERSION == importlib.metadata.version("dp-accounting") == "0.6.0"
 
 

@@ -18,7 +18,7 @@ from core import storage
 from serving.models import ModelVersion
 from tests.support.jobs import TINY_CTR, ready_dataset, sample_csv, submit_job
 from tests.support.serving import call, serving_server
-from training import privacy
+from training import privacy, templates
 from training.models import TrainingJob
 from training.services import dispatch_queued_jobs
 from training.trainer import models, private, run
@@ -347,9 +347,13 @@ def _train_private(api, template: str, *, rows: int = 300, reference: bool = Fal
         expected["reference"] = job.metrics["privacy"]["reference"]
     assert job.metrics["privacy"] == expected
     version = ModelVersion.objects.get(job=job)
-    assert version.manifest["privacy"] == privacy.statement(plan=plan) | (
+    learned = templates.get(template).learned_from_data(job.params)
+    assert version.manifest["privacy"] == privacy.statement(plan=plan, learned_from_data=learned) | (
         {"reference": expected["reference"]} if reference else {}
     )
+    # What the preprocessing learned from the rows is named as outside the guarantee, with the label names.
+    not_covered = version.manifest["privacy"]["not_covered"]
+    assert not_covered[: len(learned)] == list(learned) and any("label names" in item for item in not_covered)
     lines = [line["message"] for line in api.get(f"/api/v1/jobs/{job_id}/logs").json()["lines"]]
     assert f"private training took {plan['steps']} steps, as planned" in lines
     return job

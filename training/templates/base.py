@@ -119,6 +119,10 @@ class Template:
     estimator: Estimator
     build: Builder  # -> a compiled keras.Model taking raw values (imports Keras lazily)
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # What the model's preprocessing learns from the training rows themselves for these params (a vocabulary,
+    # category lists, statistics): published inside the model, so outside what DP-SGD's guarantee covers. Private
+    # versions name it in their privacy statement.
+    learned_from_data: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda params: ()
 
     def __post_init__(self) -> None:
         # Checked when the module is imported, so a wrong declaration fails the process at start, not a job later.

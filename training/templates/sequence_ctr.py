@@ -48,6 +48,13 @@ def estimate(params: Mapping[str, Any], columns: Mapping[str, Mapping[str, Any]]
     return MemoryEstimate(parameters=parameters, activations_per_example=activations)
 
 
+def learned_from_data(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """Ids are public integers: only a vocabulary derived from the data's largest id says anything of a row."""
+    if params.get("vocab_size"):
+        return ()
+    return ("the embedding's size: one past the largest id in the dataset (set vocab_size to make it public)",)
+
+
 def build(ctx: BuildContext) -> keras.Model:
     # Imported here, not at the top: the registry is imported by the API and serving, which must never load
     # TensorFlow; only the training worker calls build.
@@ -92,4 +99,5 @@ TEMPLATE = Template(
     estimator=estimate,
     build=build,
     tags=("recommendation", "e-commerce"),
+    learned_from_data=learned_from_data,
 )

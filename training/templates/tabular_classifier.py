@@ -34,6 +34,14 @@ def estimate(params: Mapping[str, Any], columns: Mapping[str, Mapping[str, Any]]
     return MemoryEstimate(parameters=parameters, activations_per_example=activations + classes)
 
 
+def learned_from_data(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """Lookups and standardization are adapted on the training split: their values are in the model."""
+    return (
+        f"each categorical column's categories: up to {TABULAR_MAX_CATEGORIES} values of the training split",
+        "each number column's mean and variance over the training split",
+    )
+
+
 def build(ctx: BuildContext) -> keras.Model:
     # Imported here, not at the top: the registry is imported by the API and serving, which must never load
     # TensorFlow; only the training worker calls build.
@@ -80,4 +88,5 @@ TEMPLATE = Template(
     estimator=estimate,
     build=build,
     tags=("credit-risk", "tables"),
+    learned_from_data=learned_from_data,
 )

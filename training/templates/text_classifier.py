@@ -33,6 +33,14 @@ def estimate(params: Mapping[str, Any], columns: Mapping[str, Mapping[str, Any]]
     return MemoryEstimate(parameters=parameters, activations_per_example=activations + classes)
 
 
+def learned_from_data(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The vectorizer is adapted on the training split: its tokens are in the model."""
+    learned = (f"the token vocabulary: up to {params['max_tokens']} tokens of the training split, each in the model",)
+    if params.get("tokenize", "auto") == "auto":
+        learned += ("whether texts are split into characters or words (from the first 2,000 training texts)",)
+    return learned
+
+
 def build(ctx: BuildContext) -> keras.Model:
     # Imported here, not at the top: the registry is imported by the API and serving, which must never load
     # TensorFlow; only the training worker calls build.
@@ -75,5 +83,6 @@ TEMPLATE = Template(
     input_kind="text",
     estimator=estimate,
     build=build,
+    learned_from_data=learned_from_data,
     tags=("sentiment", "topic", "intent", "finance", "customer-service"),
 )

@@ -34,7 +34,8 @@ from training.trainer import graph
 
 STEPS = 50
 ENDPOINT = "explain"
-ROWS_PER_CALL = 16  # instances interpolated together (each is STEPS + 1 rows through the network)
+ROWS_PER_CALL = 16  # instances interpolated together at most (each is STEPS + 1 rows through the network)
+BYTES_PER_CALL = 256 * 2**20  # and at most this much memory for them (global explanations on the worker)
 GLOBAL_ROWS = 256  # validation rows the global explanation averages over
 GLOBAL_TOP = 20
 
@@ -203,7 +204,18 @@ def explainer_for(model: keras.Model, *, input_kind: str, binary: bool) -> tuple
         return None, str(exc)
 
 
-def global_explanations(explainer: Explainer, inputs, *, rows: int) -> dict[str, Any]:
+def bytes_per_instance(activations_per_example: int) -> int:
+    """Memory one instance's explanation takes: ``STEPS + 1`` rows through the network, each with its activations
+    and their gradients (float32)."""
+    return (STEPS + 1) * activations_per_example * 4 * 2
+
+
+def rows_per_call(per_instance: int, budget: int = BYTES_PER_CALL) -> int:
+    """Instances explained in one call within ``budget`` bytes (at least one, at most ``ROWS_PER_CALL``)."""
+    return max(1, min(ROWS_PER_CALL, budget // max(per_instance, 1)))
+
+
+def global_explanations(explainer: Explainer, inputs, *, rows: int, per_call: int = ROWS_PER_CALL) -> dict[str, Any]:
     """Mean absolute attributions over the first ``rows`` validation rows (``inputs`` as the model takes them):
     per feature column, or per id / token (over all its positions), the largest ``GLOBAL_TOP`` first.
 
@@ -214,8 +226,8 @@ def global_explanations(explainer: Explainer, inputs, *, rows: int) -> dict[str,
     function = tf.function(explainer.__call__)
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}
-    for start in range(0, rows, ROWS_PER_CALL):
-        chunk = _take(inputs, slice(start, min(start + ROWS_PER_CALL, rows)))
+    for start in range(0, rows, per_call):
+        chunk = _take(inputs, slice(start, min(start + per_call, rows)))
         answer = function(chunk)
         magnitudes = np.abs(answer["attributions"].numpy())
         for token, magnitude in zip(answer["tokens"].numpy().ravel(), magnitudes.ravel(), strict=True):

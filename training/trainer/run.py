@@ -347,7 +347,7 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
             explain.export(model, export_dir, explainer=explainer)
         fields = manifest_fields(job, model, data, template=template) | explanation_fields
         if plan:
-            fields["privacy"] = privacy_statement(plan, reference)
+            fields["privacy"] = privacy_statement(plan, reference, learned=template.learned_from_data(params))
         with phases.phase("compile"):
             fields |= compile_for_serving(model, export_dir, data, template=template, signature=fields["signature"])
         with phases.phase("upload_register"):
@@ -364,19 +364,42 @@ def train_and_publish(job: TrainingJob) -> tuple[dict[str, Any], int]:
 
 
 def explanations(job: TrainingJob, model, data: TrainingData, *, template: templates.Template):
-    """The model's explainer (exported as the ``explain`` signature) and the manifest's ``explanation`` and
-    ``global_explanations``, averaged over the first validation rows; (None, {}) for a model it cannot explain."""
+    """The model's explainer (exported as the ``explain`` signature) and the manifest's ``explanation`` (with the
+    memory one instance's explanation takes, so serving can bound it) and ``global_explanations``, averaged over
+    the first validation rows; (None, {}) for a model it cannot explain.
+
+    A private version has no global explanations: they would publish validation rows' ids and tokens, with
+    counts, in its manifest, beside a statement that the model protects each row."""
     from training.trainer import explain
 
     explainer, reason = explain.explainer_for(model, input_kind=template.input_kind, binary=template.task == "binary")
     if explainer is None:
         resilient(job_services.log, job, f"no explanations for this model: {reason}")
         return None, {}
+    per_instance = explain_bytes_per_instance(job, template, classes=len(data.label_names))
+    fields = {"explanation": explainer.describe() | {"bytes_per_instance": per_instance}}
+    if privacy_plan(job):
+        resilient(job_services.log, job, "explanations: no global explanations for a private version")
+        return explainer, fields
     rows = min(len(data.val_sample), explain.GLOBAL_ROWS)
-    overall = explain.global_explanations(explainer, model_inputs(template, data.val_sample), rows=rows)
+    overall = explain.global_explanations(
+        explainer, model_inputs(template, data.val_sample), rows=rows, per_call=explain.rows_per_call(per_instance)
+    )
     top = ", ".join(entry["feature"] for entry in overall["top"][:5])
     resilient(job_services.log, job, f"explanations: most attributed over {rows} validation rows: {top}")
-    return explainer, {"explanation": explainer.describe(), "global_explanations": overall}
+    return explainer, fields | {"global_explanations": overall}
+
+
+def explain_bytes_per_instance(job: TrainingJob, template: templates.Template, *, classes: int) -> int:
+    """Memory one instance's explanation takes: every interpolation step's activations and their gradients, by
+    the template's own estimate (what the job's memory limit was checked with)."""
+    from training.trainer import explain
+
+    stats = (job.dataset.stats or {}).get("columns", {})
+    types = {c["name"]: c["type"] for c in job.dataset.schema}
+    columns = {name: {"type": types.get(name)} | (stats.get(name) or {}) for name in job.feature_columns}
+    estimate, _ = template.estimate_memory(job.params, columns=columns, classes=max(2, classes))
+    return explain.bytes_per_instance(estimate.activations_per_example)
 
 
 def load_job_data(job: TrainingJob) -> TrainingData:
@@ -619,10 +642,12 @@ def privacy_metrics(plan: dict[str, Any], reference: dict[str, Any] | None) -> d
     return values
 
 
-def privacy_statement(plan: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
+def privacy_statement(
+    plan: dict[str, Any], reference: dict[str, Any] | None, *, learned: tuple[str, ...]
+) -> dict[str, Any]:
     """The version manifest's ``privacy``: the statement of ``training.privacy`` (how DP-fy ML's form), and the
     non-private reference's metrics when there was one."""
-    statement = dict(privacy.statement(plan=plan))
+    statement = dict(privacy.statement(plan=plan, learned_from_data=learned))
     if reference is not None:
         statement["reference"] = {"metrics": reference}
     return statement
