@@ -43,6 +43,9 @@ Status = TrainingJob.Status
 # can name hosts, buckets, paths and internals.
 COMPUTE_QUOTA_EXCEEDED = "compute_quota_exceeded"
 TENANT_SUSPENDED = "tenant_suspended"
+# An attempt presumed dead (its job requeued to a newer attempt) that is in fact alive: it must stop, or two runs
+# train one job (and, for a private job, two noisy trajectories would be released under one plan's epsilon).
+SUPERSEDED = "superseded"
 ERROR_MESSAGES = {
     "training_failed": "Training failed. The platform's operators have the details.",
     "invalid_data": "The dataset could not be read for training. Check its format and values.",
@@ -54,8 +57,9 @@ ERROR_MESSAGES = {
         "Its last checkpoint is kept; a retry after the plan changes resumes from it."
     ),
     TENANT_SUSPENDED: "Stopped: the tenant is suspended. Its last checkpoint is kept.",
+    SUPERSEDED: "Stopped: a newer attempt runs this job.",
 }
-STOP_CODES = (COMPUTE_QUOTA_EXCEEDED, TENANT_SUSPENDED)
+STOP_CODES = (COMPUTE_QUOTA_EXCEEDED, TENANT_SUSPENDED, SUPERSEDED)
 # Tasks are sent by name (``core.queue``): ``training.tasks`` imports this module, never the reverse.
 DISPATCH_JOBS = "training.tasks.dispatch_jobs"
 TRAIN_MODEL = "training.tasks.train_model"
@@ -709,13 +713,15 @@ def heartbeat(*, job: TrainingJob, progress: dict[str, Any]) -> str:
     Returns the job's status (``cancelling`` when the tenant cancelled it), or a
     stop code: ``compute_quota_exceeded`` once the job has used its runtime
     budget or the tenant the month's compute, ``tenant_suspended`` once the
-    tenant is suspended. The trainer then stops, keeping its last checkpoint.
+    tenant is suspended, ``superseded`` once the job is no longer this attempt's
+    (requeued to a newer one, or ended). The trainer then stops, keeping its last checkpoint.
     """
     now = timezone.now()
     with transaction.atomic():
         owned = _attempt(job).filter(status__in=[Status.RUNNING, Status.CANCELLING])
         if not owned.update(heartbeat_at=now, progress=progress):
-            return TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first() or Status.FAILED
+            status = TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+            return Status.CANCELLING if status == Status.CANCELLING else SUPERSEDED
         _charge_attempt(job, at=now)
     return stop_reason(job=job)
 
@@ -735,6 +741,11 @@ def stop_reason(*, job: TrainingJob) -> str:
 def record_device(*, job: TrainingJob, device: str) -> None:
     """The device of this attempt (so a killed attempt is billed as GPU or CPU time too)."""
     _attempt_row(job).update(device=device)
+
+
+def owns(*, job: TrainingJob) -> bool:
+    """Whether this attempt still runs the job (checked before a checkpoint is written)."""
+    return _attempt(job).filter(status__in=[Status.RUNNING, Status.CANCELLING]).exists()
 
 
 def keep_alive(*, job: TrainingJob) -> bool:

@@ -207,6 +207,39 @@ def test_other_templates_train_and_publish(api_a, tenant_a, kind, template, labe
     assert manifest["parity"]["passed"] and manifest["parity"]["labels_agree"] == manifest["parity"]["rows"]
 
 
+def test_an_attempt_presumed_dead_stops_when_it_finds_a_newer_one(api_a, settings, monkeypatch):
+    """A worker whose heartbeats were lost (its job requeued and claimed again) but that is still alive must stop
+    at its next heartbeat and write no checkpoint: two runs must never train one job."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from training.trainer.run import Stopped, save_checkpoint
+
+    capture_tasks(monkeypatch, job_services.DISPATCH_JOBS)
+    dataset_id = ready_dataset(api_a, "ctr", 60, "clicked")
+    job_id = submit(api_a, dataset_id).json()["id"]
+    TrainingJob.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
+    old = job_services.claim_job(job_id=job_id, worker="old:1")
+    assert old is not None and job_services.owns(job=old)
+    assert job_services.heartbeat(job=old, progress={"epoch": 1}) == "running"
+    long_ago = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_SECONDS + 5)
+    TrainingJob.objects.filter(pk=job_id).update(heartbeat_at=long_ago)
+    assert job_services.requeue_stale_jobs() == [job_id]
+    TrainingJob.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
+    new = job_services.claim_job(job_id=job_id, worker="new:1")
+    assert new is not None and new.attempts == old.attempts + 1
+
+    assert not job_services.owns(job=old) and job_services.owns(job=new)
+    assert job_services.heartbeat(job=old, progress={"epoch": 2}) == job_services.SUPERSEDED
+    assert job_services.heartbeat(job=new, progress={"epoch": 1}) == "running"
+    with pytest.raises(Stopped) as stopped:
+        save_checkpoint(old, model=None, epoch=2)
+    assert stopped.value.code == job_services.SUPERSEDED
+    job = TrainingJob.objects.get(pk=job_id)
+    assert job.status == "running" and job.worker == new.worker and job.progress == {"epoch": 1}
+
+
 def test_stale_jobs_are_requeued_then_failed(api_a, settings, monkeypatch):
     from datetime import timedelta
 
