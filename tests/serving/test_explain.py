@@ -11,6 +11,7 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 
@@ -383,4 +384,10 @@ def test_an_explainers_folder_is_never_pruned_while_it_is_fetched_or_loaded(tena
     explainers = explaining.Explainers(max_count=1, max_bytes=123, load=load)
     explainers.get(spec)
     assert seen == [123] and explainers.keys() == (spec.key,)
+    # Loaded: the serving app's prune after a model load (keep: the loaded models, none here) spares it too.
+    settings.SERVING_CACHE_DISK_BUDGET_BYTES = 0
+    from serving.runtime.app import ServingApp
+
+    assert ServingApp._prune_disk(SimpleNamespace(explainers=explainers), keep=set()) == []
+    assert loader.local_dir(spec).is_dir()
     assert loader.prune_disk_cache(keep=set(), budget_bytes=0) == [loader.local_dir(spec)]  # no longer in use
