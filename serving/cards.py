@@ -198,12 +198,22 @@ def _number(value: Any) -> str:
 # (no "[" means no link, whatever follows), table cells, strikethrough, escapes. "<", ">" and "&" become entities,
 # so no HTML, autolink or entity gets through.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+# GFM's autolinks need no markup: a bare "http://" or "https://" URL (any "://" here), "www." and an e-mail address
+# become links. Escaping one character of each trigger (a backslash before ASCII punctuation shows the character
+# itself) leaves the text as it reads but no trigger in it; "//" is escaped too, so "\://host" is no
+# protocol-relative link either.
+_AUTOLINK_TRIGGERS = (
+    (re.compile(r"://"), r"\:\/\/"),
+    (re.compile(r"(www)\.", re.IGNORECASE), r"\1\\."),
+    (re.compile(r"@"), r"\\@"),
+)
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,99}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
 
 def md(value: Any) -> str:
-    """A tenant's string as inert Markdown text: one line, no markup, no HTML, no table cell breaks, bounded.
+    """A tenant's string as inert Markdown text: one line, no markup, no HTML, no autolinks, no table cell breaks,
+    bounded.
 
     Only for the middle of a line (after a label, or in a table cell): line-start markup (headings, lists,
     quotes, HTML blocks) cannot begin there, and newlines are removed.
@@ -215,7 +225,10 @@ def md(value: Any) -> str:
     if len(text) > MAX_TEXT:
         text = text[: MAX_TEXT - 1] + "…"
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    for trigger, broken in _AUTOLINK_TRIGGERS:
+        text = trigger.sub(broken, text)
+    return text
 
 
 def code(value: Any) -> str:

@@ -405,6 +405,10 @@ SERVING_EXPLAINS_PER_TENANT = env_int("SERVING_EXPLAINS_PER_TENANT", 2, minimum=
 SERVING_EXPLAINS_IN_FLIGHT = env_int("SERVING_EXPLAINS_IN_FLIGHT", 16, minimum=1)
 SERVING_EXPLAINERS_MAX = env_int("SERVING_EXPLAINERS_MAX", 4, minimum=1)
 SERVING_EXPLAIN_THREADS = env_int("SERVING_EXPLAIN_THREADS", 1, minimum=1)
+# The memory one call of a version's explain signature may take (each instance is 51 rows through the network with
+# a gradient tape): instances are explained in chunks whose estimate (the manifest's bytes_per_instance) fits, and a
+# version one instance of which needs more is refused (409) before any TensorFlow work.
+SERVING_EXPLAIN_MAX_BYTES = env_int("SERVING_EXPLAIN_MAX_BYTES", 512 * 1024**2, minimum=1024**2)
 # How long keys, tenants and alias/traffic routes are cached; an alias move is live within this.
 SERVING_ROUTE_TTL_SECONDS = env_int("SERVING_ROUTE_TTL_SECONDS", 2, minimum=0)
 SERVING_METERING_FLUSH_SECONDS = env_int("SERVING_METERING_FLUSH_SECONDS", 5, minimum=1)

@@ -33,6 +33,12 @@ MAX_FIELD = 16 * 1024  # characters of one typed input kept (the body as a whole
 MAX_SHOWN_ATTRIBUTIONS = 1000  # positions, tokens or features shown from one explanation
 # Numeric dtypes of a signature's inputs: what a typed column value is converted to before it is sent.
 NUMERIC_DTYPES = ("float", "int", "double", "uint")
+# How long a dashboard call waits for serving's answer: try-it's predictions briefly (a dashboard call never holds
+# an API worker for long); an explanation longer, since the first one of a version in a serving process imports
+# TensorFlow, fetches and loads the SavedModel and traces its explain signature (tens of seconds on a cold process).
+SERVING_CONNECT_TIMEOUT_SECONDS = 10
+PREDICT_TIMEOUT_SECONDS = 10
+EXPLAIN_TIMEOUT_SECONDS = 60
 
 
 class ModelListPage(TenantPage):
@@ -183,6 +189,7 @@ class VersionDetailPage(TenantPage):
                 version=str(version.version),
                 verb=":explain",
                 body=body,
+                timeout=EXPLAIN_TIMEOUT_SECONDS,
             )
         except ServingUnreachable as exc:
             raise ServiceError(
@@ -231,13 +238,23 @@ class ServingUnreachable(Exception):
     """The serving process did not answer (down, refused, timed out)."""
 
 
-def serving_post(*, caller, model_name: str, verb: str, body: bytes, version: str = "") -> requests.Response:
+def serving_post(
+    *,
+    caller,
+    model_name: str,
+    verb: str,
+    body: bytes,
+    version: str = "",
+    timeout: float | None = None,
+) -> requests.Response:
     """POST ``body`` to the serving process's ``verb`` (``:predict``, ``:explain``) for the model, as the person.
 
     The request carries a short-lived token of the signed-in member's rights now (``serving.tokens``), so serving
     applies the same scoping, scopes, rate limit and metering as to an API key; the dashboard adds none of its own.
-    ``version`` (digits, checked by the caller) pins a version; empty lets serving route.
+    ``version`` (digits, checked by the caller) pins a version; empty lets serving route. ``timeout``: seconds
+    to wait for the answer (``PREDICT_TIMEOUT_SECONDS`` when None; ``EXPLAIN_TIMEOUT_SECONDS`` for explanations).
     """
+    timeout = PREDICT_TIMEOUT_SECONDS if timeout is None else timeout
     path = f"/v1/models/{quote(model_name)}" + (f"/versions/{version}" if version else "")
     token = tokens.mint(tenant=caller.tenant, user=caller.user)
     try:
@@ -245,7 +262,7 @@ def serving_post(*, caller, model_name: str, verb: str, body: bytes, version: st
             settings.SERVING_URL.rstrip("/") + path + verb,
             data=body,
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            timeout=10,  # a dashboard call never holds an API worker for long
+            timeout=(min(SERVING_CONNECT_TIMEOUT_SECONDS, timeout), timeout),
         )
     except requests.RequestException as exc:
         logger.warning("dashboard %s could not reach serving at %s: %s", verb, settings.SERVING_URL, exc)

@@ -100,7 +100,7 @@ class ServingApp:
             load=loader.load,
             load_executor=self._loads,
             on_unload=self._forget,
-            prune_disk=loader.prune_disk_cache,
+            prune_disk=self._prune_disk,
         )
         self.router = Router(
             ttl=settings.SERVING_ROUTE_TTL_SECONDS, db_executor=self._db, on_routes_changed=self._routes_changed
@@ -115,8 +115,11 @@ class ServingApp:
         self.meter = Meter()
         # Explanations: their own executor, explainers and slots, never the predictions' batcher or threads.
         self.explain_max_instances = settings.SERVING_EXPLAIN_MAX_INSTANCES
+        self.explain_max_bytes = settings.SERVING_EXPLAIN_MAX_BYTES
         self._explain_pool = ThreadPoolExecutor(settings.SERVING_EXPLAIN_THREADS, thread_name_prefix="serving-explain")
-        self.explainers = explaining_.Explainers(max_count=settings.SERVING_EXPLAINERS_MAX)
+        self.explainers = explaining_.Explainers(
+            max_count=settings.SERVING_EXPLAINERS_MAX, max_bytes=self.explain_max_bytes
+        )
         self.explain_slots = explaining_.ExplainSlots(
             per_tenant=settings.SERVING_EXPLAINS_PER_TENANT, total=settings.SERVING_EXPLAINS_IN_FLIGHT
         )
@@ -332,9 +335,21 @@ class ServingApp:
             raise HTTPError(
                 503, f"Version {spec.version} of {spec.model_name} failed verification and is not served."
             ) from None
+        except loader.StorageUnavailable as exc:  # the object store or the disk, not the version: retry shortly
+            logger.error("%s", exc)
+            raise HTTPError(
+                503,
+                f"The files of version {spec.version} of {spec.model_name} could not be fetched now; retry.",
+                headers={"Retry-After": "5"},
+            ) from None
         except explaining_.ExplainerError as exc:
             logger.error("%s", exc)
             raise HTTPError(503, f"Version {spec.version} of {spec.model_name} cannot be explained now.") from None
+        except explaining_.ExplainMemoryError as exc:
+            logger.warning("%s", exc)
+            raise HTTPError(
+                503, "Not enough memory to explain this version now; retry.", headers={"Retry-After": "5"}
+            ) from None
         except HTTPError as exc:
             outcome["failed"] = exc.status != 429  # a rate-limited request is the tenant's, not the version's, failure
             if exc.status == 429:
@@ -385,8 +400,9 @@ class ServingApp:
         """``:explain``: the predict path's checks and predictions, then the version's explain signature on the explain
         executor.
 
-        A version without an explanation in its manifest is refused (409) and one tenant's explanations beyond its
-        slots (429) before the body is read; the instance cap is checked before any TensorFlow work.
+        A version without an explanation in its manifest, or one instance of which needs more memory than
+        ``SERVING_EXPLAIN_MAX_BYTES`` (its manifest's estimate), is refused (409) and one tenant's explanations beyond
+        its slots (429) before the body is read; the instance cap is checked before any TensorFlow work.
         """
         grant = await self._admitted(scope)
         declared = check_declared_length(scope, limit=self.max_body)
@@ -394,6 +410,9 @@ class ServingApp:
         signature = self._signature(spec)
         if explaining_.explanation_of(spec.manifest) is None:
             raise explaining_.unavailable(name, number)
+        refusal = explaining_.too_large(name, number, spec.manifest, max_bytes=self.explain_max_bytes)
+        if refusal is not None:
+            raise refusal
         async with self._answering(grant, spec, explaining=True) as outcome:
             with self.explain_slots.slot(grant.tenant_id):
                 parsed = await self._parsed(scope, receive, grant, declared, "v1", signature)
@@ -439,6 +458,11 @@ class ServingApp:
             )
             self._batchers[key] = batcher
         return batcher
+
+    def _prune_disk(self, *, keep: set[tuple[str, str, int]]) -> list:
+        """The disk prune after a load: besides the loaded models (``keep``), the explainers' versions are spared
+        (those being fetched or loaded are marked ``loader.in_use`` by the explainers themselves)."""
+        return loader.prune_disk_cache(keep=set(keep) | set(self.explainers.keys()))
 
     def _forget(self, key: tuple[str, str, int]) -> None:
         """An unloaded version's batcher and signature go too, unless callers are still with it; its metrics go."""

@@ -6,6 +6,12 @@ fetched and verified, TensorFlow started on first use) and called on their own e
 their own (``SERVING_EXPLAINERS_MAX``), and each tenant has ``SERVING_EXPLAINS_PER_TENANT`` explanations in flight
 in the process (``ExplainSlots``). Versions answered by the compiled runtime keep answering predictions there.
 
+Its memory is bounded by ``SERVING_EXPLAIN_MAX_BYTES``: every instance is 51 rows through the network with a
+gradient tape, so the signature is called on chunks of rows whose estimated memory (the manifest's
+``explanation.bytes_per_instance``, estimated at publish from the template) stays under it, and a version whose single
+instance exceeds it is refused (409) before any TensorFlow work. A version published before that estimate existed
+is explained one instance per call (``DEFAULT_ROWS_PER_CALL``), the least memory the signature can take.
+
 The explain signature answers, rows first (the contract of issue 17): ``predictions`` (what ``serving_default``
 answers), ``output_index`` (N,), ``instance_output`` (N,), ``baseline_output`` (N,), ``attributions`` (N, P) and
 ``tokens`` (N, P): what each attribution is of. The answer's predictions are the serving runtime's own (the
@@ -15,6 +21,7 @@ compiled one agrees with TensorFlow to ~1e-7, not bit for bit), so they are exac
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -35,16 +42,59 @@ OUTPUTS = ("predictions", "output_index", "instance_output", "baseline_output", 
 SEQUENCE_UNITS = ("id_position", "token")  # attributions per position of one input; else one per feature column
 FAILED_LOAD_RETRY_SECONDS = 5.0
 UNAVAILABLE = "explanations_unavailable"
+TOO_LARGE = "explanation_too_large"
+# A version whose manifest has no memory estimate for its explanation (published before it existed): one instance
+# per call, since nothing bounds what an instance needs (the reviewer's case: ~420 MB for one text instance).
+DEFAULT_ROWS_PER_CALL = 1
 
 
 class ExplainerError(Exception):
     """The version's SavedModel has no usable ``explain`` signature although its manifest says it has (503)."""
 
 
+class ExplainMemoryError(Exception):
+    """TensorFlow ran out of memory loading or running the explainer (503: the process's memory is shared and may
+    be free again shortly; the request itself was within ``SERVING_EXPLAIN_MAX_BYTES``)."""
+
+
 def explanation_of(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The manifest's ``explanation`` section, or None for a version published without an explain signature."""
     section = manifest.get("explanation")
     return section if isinstance(section, dict) and section.get("signature") else None
+
+
+def bytes_per_instance(manifest: dict[str, Any]) -> int | None:
+    """The memory one instance's explanation needs (the manifest's estimate), or None when the manifest has none."""
+    value = (explanation_of(manifest) or {}).get("bytes_per_instance")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        return None
+    return math.ceil(value)
+
+
+def rows_per_call(manifest: dict[str, Any], *, max_bytes: int) -> int:
+    """Instances explained in one call of the signature: as many as fit in ``max_bytes``, at least one."""
+    size = bytes_per_instance(manifest)
+    if size is None:
+        return DEFAULT_ROWS_PER_CALL
+    return max(1, max_bytes // size)
+
+
+def too_large(model_name: str, version: int, manifest: dict[str, Any], *, max_bytes: int) -> HTTPError | None:
+    """The refusal (409) of a version one of whose instances alone needs more than ``max_bytes``, else None."""
+    size = bytes_per_instance(manifest)
+    if size is None or size <= max_bytes:
+        return None
+    return HTTPError(
+        409,
+        f"{TOO_LARGE}: explaining one instance of version {version} of {model_name} needs about "
+        f"{_mib(size)} MiB of memory; this server allows {_mib(max_bytes)} MiB per explanation call "
+        "(SERVING_EXPLAIN_MAX_BYTES). Publish a smaller model (sequence length, embedding or layer widths) to "
+        "explain its predictions.",
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f}" if size >= 2**20 else f"{size / 2**20:.2f}"
 
 
 def unavailable(model_name: str, version: int) -> HTTPError:
@@ -58,10 +108,19 @@ def unavailable(model_name: str, version: int) -> HTTPError:
 class Explainer:
     """One version's ``explain`` function: request columns -> the signature's tensors as arrays, checked."""
 
-    def __init__(self, spec: loader.VersionSpec, saved: Any, signature: Signature, load_seconds: float) -> None:
+    def __init__(
+        self,
+        spec: loader.VersionSpec,
+        saved: Any,
+        signature: Signature,
+        load_seconds: float,
+        *,
+        rows_per_call: int = DEFAULT_ROWS_PER_CALL,
+    ) -> None:
         self.spec = spec
         self.signature = signature
         self.load_seconds = load_seconds
+        self.rows_per_call = max(1, rows_per_call)
         self._saved = saved  # keeps the function's variables alive
         name = explanation_of(spec.manifest)["signature"]
         function = saved.signatures.get(name)
@@ -78,15 +137,19 @@ class Explainer:
         self._function = function
 
     def explain(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-
-        tensors = {name: tf.constant(values) for name, values in columns.items()}
-        try:
-            raw = self._function(**tensors)
-        except tf.errors.InvalidArgumentError as exc:
-            raise InputError(f"The model rejected the input: {exc.message.splitlines()[0][:300]}") from None
-        arrays = {name: raw[name].numpy() for name in OUTPUTS}
+        """The signature on ``rows_per_call`` rows at a time (its memory grows with the rows), answers joined."""
         rows = self.signature.rows_of(columns)
+        step = self.rows_per_call
+        parts = [
+            self._call({name: values[start : start + step] for name, values in columns.items()})
+            for start in range(0, rows, step)
+        ]
+        try:
+            arrays = {name: np.concatenate([part[name] for part in parts]) for name in OUTPUTS}
+        except ValueError:  # chunks answered different widths
+            raise ExplainerError(
+                f"{self.spec.label}: the explain signature answered tensors of unexpected shapes"
+            ) from None
         attributions = arrays["attributions"]
         if (
             attributions.ndim != 2
@@ -98,16 +161,48 @@ class Explainer:
             raise ExplainerError(f"{self.spec.label}: the explain signature answered tensors of unexpected shapes")
         return arrays
 
+    def _call(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
 
-def load_explainer(spec: loader.VersionSpec) -> Explainer:
-    """Fetch all of the version's files (verified against the manifest), start TensorFlow, load the SavedModel."""
+        tensors = {name: tf.constant(values) for name, values in columns.items()}
+        try:
+            raw = self._function(**tensors)
+            arrays = {name: raw[name].numpy() for name in OUTPUTS}
+        except tf.errors.InvalidArgumentError as exc:
+            raise InputError(f"The model rejected the input: {exc.message.splitlines()[0][:300]}") from None
+        except tf.errors.ResourceExhaustedError as exc:
+            raise ExplainMemoryError(f"{self.spec.label}: out of memory explaining: {exc.message[:300]}") from None
+        except tf.errors.OpError as exc:  # the version's graph failing: not the request's fault, not a server bug
+            raise ExplainerError(f"{self.spec.label}: the explain signature failed: {exc.message[:300]}") from None
+        rows = [arrays[name].shape[:1] for name in OUTPUTS]
+        if (
+            any(count != rows[0] for count in rows)
+            or arrays["attributions"].ndim != 2
+            or arrays["tokens"].shape != arrays["attributions"].shape
+        ):
+            raise ExplainerError(f"{self.spec.label}: the explain signature answered tensors of unexpected shapes")
+        return arrays
+
+
+def load_explainer(spec: loader.VersionSpec, *, max_bytes: int) -> Explainer:
+    """Fetch all of the version's files (verified against the manifest), start TensorFlow, load the SavedModel.
+
+    Storage failures surface as ``loader.StorageUnavailable`` (503), TensorFlow's out-of-memory as
+    ``ExplainMemoryError`` (503) and any other TensorFlow failure to load as ``ExplainerError`` (503).
+    """
     started = time.monotonic()
     folder = loader.fetch(spec)
     loader.start_tensorflow()
     import tensorflow as tf
 
-    saved = tf.saved_model.load(str(folder))
-    explainer = Explainer(spec, saved, Signature.from_manifest(spec.manifest), 0.0)
+    try:
+        saved = tf.saved_model.load(str(folder))
+    except tf.errors.ResourceExhaustedError as exc:
+        raise ExplainMemoryError(f"{spec.label}: out of memory loading the explainer: {exc.message[:300]}") from None
+    except tf.errors.OpError as exc:
+        raise ExplainerError(f"{spec.label}: the SavedModel could not be loaded: {exc.message[:300]}") from None
+    signature = Signature.from_manifest(spec.manifest)
+    explainer = Explainer(spec, saved, signature, 0.0, rows_per_call=rows_per_call(spec.manifest, max_bytes=max_bytes))
     explainer.explain(explainer.signature.example_batch())  # traces the function now, not on a tenant's request
     explainer.load_seconds = time.monotonic() - started
     logger.info("loaded the explainer of %s in %.2f s", spec.label, explainer.load_seconds)
@@ -126,10 +221,12 @@ class Explainers:
         self,
         *,
         max_count: int,
-        load: Callable[[loader.VersionSpec], Explainer] = load_explainer,
+        max_bytes: int,
+        load: Callable[..., Explainer] = load_explainer,
         on_unload: Callable[[tuple[str, str, int]], None] | None = None,
     ) -> None:
         self.max_count = max_count
+        self.max_bytes = max_bytes  # the memory one call of a signature may take (``rows_per_call``)
         self._load = load
         self._on_unload = on_unload
         self._entries: OrderedDict[tuple[str, str, int], Explainer] = OrderedDict()
@@ -152,7 +249,8 @@ class Explainers:
             if failed is not None and failed[0] > time.monotonic():
                 raise failed[1]
             try:
-                explainer = self._load(spec)
+                with loader.in_use(spec.key):  # its folder is never pruned while it is fetched and loaded
+                    explainer = self._load(spec, max_bytes=self.max_bytes)
             except Exception as exc:
                 self._failed[spec.key] = (time.monotonic() + FAILED_LOAD_RETRY_SECONDS, exc)
                 raise

@@ -11,6 +11,7 @@ tampered object in the bucket cannot vouch for itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,11 +19,14 @@ import shutil
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from core import storage
@@ -33,10 +37,34 @@ from training import compiled
 logger = logging.getLogger(__name__)
 _LOAD_LOCK = threading.Lock()  # one load at a time: loads are CPU-bound and the memory reading must be clean
 _TENSORFLOW_STARTED = threading.Event()
+# Versions whose folders a thread is fetching or loading from outside the model cache's own load thread (the
+# explainers): the disk prune spares them, and holds this lock while it deletes, so none is deleted under a fetch.
+_IN_USE: Counter[tuple[str, str, int]] = Counter()
+_IN_USE_LOCK = threading.Lock()
 
 
 class IntegrityError(Exception):
     """A downloaded file does not match the manifest: never served."""
+
+
+class StorageUnavailable(Exception):
+    """The object store (or the local disk cache) failed while fetching a version's files: answered 503, retried
+    by the caller later; nothing about the version is wrong."""
+
+
+@contextlib.contextmanager
+def in_use(key: tuple[str, str, int]) -> Iterator[None]:
+    """Mark a version's disk folder as in use for the block: ``prune_disk_cache`` never deletes it meanwhile
+    (a prune already deleting finishes first)."""
+    with _IN_USE_LOCK:
+        _IN_USE[key] += 1
+    try:
+        yield
+    finally:
+        with _IN_USE_LOCK:
+            _IN_USE[key] -= 1
+            if _IN_USE[key] <= 0:
+                del _IN_USE[key]
 
 
 @dataclass(frozen=True)
@@ -186,9 +214,13 @@ def _download(spec: VersionSpec, files: dict[str, dict[str, Any]], *, into: Path
     try:
         for name in files:
             path = staging / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as handle:
-                storage.download_stream(spec.object_prefix + name, handle)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "wb") as handle:
+                    storage.download_stream(spec.object_prefix + name, handle)
+            except (BotoCoreError, ClientError, OSError) as exc:
+                logger.error("%s: fetching %s failed: %s", spec.label, name, exc)
+                raise StorageUnavailable(f"{spec.label}: fetching {name} failed: {exc}") from exc
         _verify(staging, files, spec)
         into.parent.mkdir(parents=True, exist_ok=True)
         if not into.is_dir():
@@ -229,23 +261,25 @@ def _cached_versions(root: Path) -> list[CachedVersion]:
 def prune_disk_cache(*, keep: set[tuple[str, str, int]], budget_bytes: int | None = None) -> list[Path]:
     """Delete the files of versions not loaded now, least recently used first, until the cache fits its budget.
 
-    Loaded versions (``keep``) are never deleted, whatever the budget: their files are what a restart of a
-    lease would verify against. A deleted version is simply fetched and verified again on its next request.
+    Loaded versions (``keep``) and versions marked ``in_use`` (being fetched or loaded by an explainer) are never
+    deleted, whatever the budget: their files are what a restart of a lease would verify against, or what a load
+    is reading. A deleted version is simply fetched and verified again on its next request.
     """
     root = Path(settings.SERVING_CACHE_DIR)
     budget = settings.SERVING_CACHE_DISK_BUDGET_BYTES if budget_bytes is None else budget_bytes
-    versions = _cached_versions(root)
-    used = sum(version.size_bytes for version in versions)
-    kept = {str(root / tenant / model / str(number)) for tenant, model, number in keep}
     removed = []
-    for version in sorted(versions, key=lambda v: v.last_used):
-        if used <= budget:
-            break
-        if str(version.path) in kept:
-            continue
-        shutil.rmtree(version.path, ignore_errors=True)
-        used -= version.size_bytes
-        removed.append(version.path)
+    with _IN_USE_LOCK:  # nobody starts using a folder while this prune decides and deletes
+        versions = _cached_versions(root)
+        used = sum(version.size_bytes for version in versions)
+        kept = {str(root / tenant / model / str(number)) for tenant, model, number in set(keep) | set(_IN_USE)}
+        for version in sorted(versions, key=lambda v: v.last_used):
+            if used <= budget:
+                break
+            if str(version.path) in kept:
+                continue
+            shutil.rmtree(version.path, ignore_errors=True)
+            used -= version.size_bytes
+            removed.append(version.path)
     if removed:
         logger.info("disk cache: removed %d unloaded versions; %d MB left", len(removed), used // 2**20)
     return removed

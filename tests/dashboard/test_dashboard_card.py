@@ -210,6 +210,28 @@ def test_serving_refusals_and_unreadable_answers_are_shown_not_500(tenant_a):
     assert too_big.status_code in (200, 413) and all(len(c.body) <= 64 * 1024 for c in calls)
 
 
+def test_an_explanation_waits_longer_for_serving_than_try_it(tenant_a, monkeypatch):
+    """A cold explainer imports TensorFlow and loads the model: the form waits EXPLAIN_TIMEOUT_SECONDS (60) for
+    serving, try-it's predictions PREDICT_TIMEOUT_SECONDS (10). Scaled down here: serving answering in 1 s is
+    waited for by the form and not by try-it."""
+    from dashboard.views import models as views
+
+    assert (views.PREDICT_TIMEOUT_SECONDS, views.EXPLAIN_TIMEOUT_SECONDS) == (10, 60)
+    monkeypatch.setattr(views, "PREDICT_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(views, "EXPLAIN_TIMEOUT_SECONDS", 5)
+    explained_version(tenant_a.tenant)
+    owner = signed_in(tenant_a.owner)
+    answer = sequence_answer([("12", 0.1)])
+    with stand_in_serving(200, answer, delay=1.0) as (base, calls), override_settings(SERVING_URL=base):
+        page = owner.post(version_url("ctr"), {"input": "12"})
+        assert page.status_code == 200 and b'id="explained-tokens"' in page.content
+        tried = owner.post(
+            reverse("dashboard:model-try", args=["ctr"]), {"instances": ["12"]}, content_type="application/json"
+        )
+        assert tried.status_code == 502 and b"did not answer" in tried.content
+    assert [call.path.rsplit(":", 1)[1] for call in calls] == ["explain", "predict"]
+
+
 def test_viewers_see_the_card_but_not_the_form(tenant_a):
     explained_version(tenant_a.tenant)
     viewer = signed_in(make_member(tenant_a.tenant, role=Role.VIEWER).user)

@@ -11,12 +11,16 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 
+from core import storage
 from serving.models import ModelVersion, PredictionUsage
+from serving.runtime import explaining, loader
 from serving.runtime.explaining import ExplainSlots
 from serving.runtime.http import HTTPError
+from serving.runtime.signatures import Signature
 from tests.support.jobs import TINY_CTR, ready_dataset, sample_csv, submit_job, wait_for
 from tests.support.serving import call, parse_metrics, publish_model, serving_server
 from training.models import TrainingJob
@@ -85,10 +89,15 @@ def test_explanations_are_complete_match_predict_and_are_metered_apart(api_a, te
     unit, labels = manifest["explanation"]["unit"], manifest["label_names"]
     old = publish_model(tenant_a.tenant, name="before-explanations")  # published without an explain signature
     key = tenant_a.raw_key
-    with serving_server(SERVING_EXPLAIN_MAX_INSTANCES=4, SERVING_METERING_FLUSH_SECONDS=1) as (base, app):
+    # Two instances' estimated memory fit in SERVING_EXPLAIN_MAX_BYTES: the three instances go in calls of 2 and 1.
+    explanation = manifest["explanation"] | {"bytes_per_instance": 2**20}
+    ModelVersion.objects.filter(pk=version.pk).update(manifest=manifest | {"explanation": explanation})
+    settings = {"SERVING_EXPLAIN_MAX_BYTES": 2 * 2**20 + 1, "SERVING_EXPLAIN_MAX_INSTANCES": 4}
+    with serving_server(SERVING_METERING_FLUSH_SECONDS=1, **settings) as (base, app):
         path = f"/v1/models/{name}/versions/{version.version}"
         status, explained, headers = call(base, "POST", f"{path}:explain", {"instances": instances}, key)
         assert status == 200, explained
+        assert [e.rows_per_call for e in app.explainers._entries.values()] == [2]
         assert headers["X-Model-Version"] == str(version.version)
         status, predicted, _ = call(base, "POST", f"{path}:predict", {"instances": instances}, key)
         assert status == 200 and explained["predictions"] == predicted["predictions"]  # exactly :predict's answer
@@ -173,6 +182,9 @@ def test_limits_and_input_checks_come_before_tensorflow(tenant_a, tenant_b):
     """A version whose manifest promises an explanation: every refusal happens before the explainer is loaded."""
     publish_model(tenant_a.tenant, name="clicks", manifest_fields={"explanation": EXPLANATION})
     publish_model(tenant_a.tenant, name="plain")
+    publish_model(
+        tenant_a.tenant, name="huge", manifest_fields={"explanation": EXPLANATION | {"bytes_per_instance": 2**30}}
+    )
     key = tenant_a.raw_key
     with serving_server(SERVING_EXPLAIN_MAX_INSTANCES=2, SERVING_MAX_BODY_BYTES=4096) as (base, app):
         for raw, message in (
@@ -195,6 +207,11 @@ def test_limits_and_input_checks_come_before_tensorflow(tenant_a, tenant_b):
         assert call(base, "GET", "/v1/models/clicks:explain", key=key)[0] == 405
         status, answer, _ = call(base, "POST", "/v1/models/plain:explain", raw=b"{not json", key=key)
         assert status == 409 and "explanations_unavailable" in answer["error"]  # decided before the body is read
+        # One instance of this version needs 1 GiB by its manifest's estimate: over the 512 MiB default, refused.
+        status, answer, _ = call(base, "POST", "/v1/models/huge:explain", {"instances": ["1"]}, key)
+        assert status == 409 and answer["error"].startswith("explanation_too_large"), answer
+        assert "1,024 MiB" in answer["error"] and "512 MiB" in answer["error"]
+        assert "SERVING_EXPLAIN_MAX_BYTES" in answer["error"]
         assert app.explainers.loads == 0 and app.explainers.keys() == ()
 
 
@@ -238,3 +255,139 @@ def test_explanations_in_flight_are_limited_per_tenant_and_in_all():
     assert slots.in_flight == 0
     with slots.slot("a"):  # released slots are taken again
         assert slots.in_flight == 1
+
+
+def test_rows_per_call_follow_the_manifests_estimate_and_the_byte_limit():
+    def manifest(size) -> dict:
+        return {"explanation": EXPLANATION | ({} if size is None else {"bytes_per_instance": size})}
+
+    mib = 2**20
+    assert explaining.rows_per_call(manifest(mib), max_bytes=512 * mib) == 512
+    assert explaining.rows_per_call(manifest(100 * mib), max_bytes=512 * mib) == 5  # 5 x 100 MiB fit, 6 do not
+    assert explaining.rows_per_call(manifest(512 * mib), max_bytes=512 * mib) == 1
+    assert explaining.too_large("m", 1, manifest(512 * mib), max_bytes=512 * mib) is None
+    refusal = explaining.too_large("m", 3, manifest(512 * mib + 1), max_bytes=512 * mib)
+    assert refusal.status == 409 and "version 3 of m" in refusal.message
+    # No estimate (an older version), or one that is not a positive number: one instance per call, never refused.
+    for size in (None, 0, -5, True, "big", float("nan")):
+        assert explaining.bytes_per_instance(manifest(size)) is None
+        assert explaining.rows_per_call(manifest(size), max_bytes=512 * mib) == explaining.DEFAULT_ROWS_PER_CALL == 1
+        assert explaining.too_large("m", 1, manifest(size), max_bytes=1) is None
+
+
+class _ExplainFunction:
+    """A SavedModel's explain function as serving sees it (three attributions per row), recording the rows of
+    each call; ``error`` is raised instead of answering."""
+
+    structured_input_signature = ((), {"item_ids": None})
+    structured_outputs = dict.fromkeys(explaining.OUTPUTS)
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.calls: list[int] = []
+        self.error = error
+
+    def __call__(self, **tensors):
+        import tensorflow as tf
+
+        rows = int(tensors["item_ids"].shape[0])
+        self.calls.append(rows)
+        if self.error is not None:
+            raise self.error
+        start = sum(self.calls[:-1])
+        ids = tf.range(start, start + rows, dtype=tf.float32)
+        return {
+            "predictions": tf.reshape(ids, [rows, 1]),
+            "output_index": tf.zeros([rows], tf.int32),
+            "instance_output": ids,
+            "baseline_output": tf.zeros([rows]),
+            "attributions": tf.stack([ids, ids, ids], axis=1),
+            "tokens": tf.fill([rows, 3], "t"),
+        }
+
+
+def _explainer(tenant, function: _ExplainFunction, rows_per_call: int) -> explaining.Explainer:
+    version = publish_model(tenant, name="clicks", manifest_fields={"explanation": EXPLANATION})
+    spec = loader.VersionSpec(
+        str(tenant.id), tenant.slug, "clicks", version.version, version.object_prefix, version.manifest
+    )
+
+    class Saved:
+        signatures = {"explain": function}
+
+    return explaining.Explainer(spec, Saved(), Signature.from_manifest(spec.manifest), 0.0, rows_per_call=rows_per_call)
+
+
+def test_the_signature_runs_in_chunks_of_rows_and_its_answers_are_joined_in_order(tenant_a):
+    function = _ExplainFunction()
+    explainer = _explainer(tenant_a.tenant, function, rows_per_call=2)
+    columns = explainer.signature.example_batch(5)
+    arrays = explainer.explain(columns)
+    assert function.calls == [2, 2, 1]
+    assert arrays["instance_output"].tolist() == [0, 1, 2, 3, 4] and arrays["attributions"].shape == (5, 3)
+    assert arrays["predictions"].shape == (5, 1) and arrays["tokens"].shape == (5, 3)
+
+
+def test_tensorflow_running_out_of_memory_or_failing_is_a_503_cause_not_a_500(tenant_a):
+    import tensorflow as tf
+
+    exhausted = _ExplainFunction(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor"))
+    with pytest.raises(explaining.ExplainMemoryError, match="out of memory"):
+        _explainer(tenant_a.tenant, exhausted, rows_per_call=16).explain({"item_ids": ["1 2"]})
+    failing = _ExplainFunction(tf.errors.InternalError(None, None, "kernel failed"))
+    with pytest.raises(explaining.ExplainerError, match="kernel failed"):
+        _explainer(tenant_a.tenant, failing, rows_per_call=16).explain({"item_ids": ["1 2"]})
+
+
+def test_a_storage_failure_fetching_an_explainers_files_is_a_503_with_retry_after(tenant_a, tmp_path):
+    """A compiled version answers :predict from its compiled files only; explaining it fetches its SavedModel too.
+    With those objects gone from the bucket, the fetch fails: 503 with Retry-After (again while the failed load
+    is remembered), never a 500; predictions keep answering."""
+    version = publish_model(tenant_a.tenant, name="clicks", compiled=True, manifest_fields={"explanation": EXPLANATION})
+    body = {"instances": ["1 2"]}
+    with serving_server(SERVING_CACHE_DIR=tmp_path) as (base, app):
+        assert call(base, "POST", "/v1/models/clicks:predict", body, tenant_a.raw_key)[0] == 200
+        storage.delete_key(version.object_prefix + "saved_model.pb")
+        for _ in range(2):
+            status, answer, headers = call(base, "POST", "/v1/models/clicks:explain", body, tenant_a.raw_key)
+            assert status == 503 and headers["Retry-After"] == "5", answer
+            assert "could not be fetched now" in answer["error"]
+        assert call(base, "POST", "/v1/models/clicks:predict", body, tenant_a.raw_key)[0] == 200
+        assert app.explainers.loads == 0
+
+
+def test_an_explainers_folder_is_never_pruned_while_it_is_fetched_or_loaded(tenant_a, settings, tmp_path):
+    """The disk prune spares versions an explainer is fetching or loading (marked in use), and the serving app's
+    prune spares the versions explainers have loaded."""
+    settings.SERVING_CACHE_DIR = tmp_path
+    version = publish_model(tenant_a.tenant, name="clicks", manifest_fields={"explanation": EXPLANATION})
+    spec = loader.VersionSpec(
+        str(tenant_a.tenant.id),
+        tenant_a.tenant.slug,
+        "clicks",
+        version.version,
+        version.object_prefix,
+        version.manifest,
+    )
+    seen = []
+
+    def load(spec, *, max_bytes):  # fetches, then a model load elsewhere prunes the disk to nothing
+        folder = loader.fetch(spec)
+        loader.prune_disk_cache(keep=set(), budget_bytes=0)
+        seen.append(folder.is_dir() and max_bytes)
+        return explaining.Explainer(
+            spec,
+            type("Saved", (), {"signatures": {"explain": _ExplainFunction()}})(),
+            Signature.from_manifest(spec.manifest),
+            0.0,
+        )
+
+    explainers = explaining.Explainers(max_count=1, max_bytes=123, load=load)
+    explainers.get(spec)
+    assert seen == [123] and explainers.keys() == (spec.key,)
+    # Loaded: the serving app's prune after a model load (keep: the loaded models, none here) spares it too.
+    settings.SERVING_CACHE_DISK_BUDGET_BYTES = 0
+    from serving.runtime.app import ServingApp
+
+    assert ServingApp._prune_disk(SimpleNamespace(explainers=explainers), keep=set()) == []
+    assert loader.local_dir(spec).is_dir()
+    assert loader.prune_disk_cache(keep=set(), budget_bytes=0) == [loader.local_dir(spec)]  # no longer in use

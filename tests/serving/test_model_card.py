@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from markdown_it import MarkdownIt
 
 from datasets.models import Dataset
+from serving.cards import md
 from serving.models import ModelVersion
 from tenants.models import Role
 from tests.conftest import client_for
@@ -14,6 +17,9 @@ from tests.support.factories import make_key
 
 pytestmark = pytest.mark.django_db
 CARD = "/api/v1/models/{}/versions/{}/card"
+LINKS = "see https://evil.example/a?b=1 or http://evil.example, www.evil.example, WWW.Evil.example, me@evil.example"
+# What GFM turns into a link without any markup (its "extended autolinks"): "http(s)://", "www.", e-mail addresses.
+GFM_AUTOLINK = re.compile(r"https?://|www\.|[A-Za-z0-9._+-]@[A-Za-z0-9-]|//[A-Za-z0-9]", re.IGNORECASE)
 
 
 def test_a_card_has_lineage_params_metrics_privacy_and_explanations(api_a, tenant_a):
@@ -114,9 +120,9 @@ def test_markdown_escapes_everything_that_comes_from_tenants(api_a, tenant_a):
     version = explained_version(tenant_a.tenant, features=[HOSTILE, "<img src=x onerror=alert(1)>", "ok"])
     Dataset.objects.filter(pk=version.dataset_id).update(name=HOSTILE, column_tags={HOSTILE: "pii"})
     manifest = version.manifest | {
-        "label_names": [HOSTILE, "| cell |"],
+        "label_names": [HOSTILE, "| cell |", LINKS],
         "feature_columns": [HOSTILE],
-        "params": {HOSTILE: HOSTILE},
+        "params": {HOSTILE: HOSTILE, "link": LINKS},
         "dataset": version.manifest["dataset"] | {"sha256": HOSTILE},
     }
     ModelVersion.objects.filter(pk=version.pk).update(manifest=manifest)
@@ -138,6 +144,10 @@ def test_markdown_escapes_everything_that_comes_from_tenants(api_a, tenant_a):
             if line.startswith("| ") and "Feature columns" in line:
                 assert line.count(" | ") == 1
         assert "&lt;script&gt;alert" in text and "x\\](javascript:alert(1))" in text
+        # Bare URLs, "www." and addresses read as they are, but none of GFM's autolink triggers is left in them.
+        assert text.count(md(LINKS)) == 2 and "https\\:\\/\\/evil.example/a?b=1" in text
+        assert not GFM_AUTOLINK.search(md(LINKS)), md(LINKS)
+        assert html.count(LINKS) == 2  # the reader sees the text unchanged
     # JSON keeps the values as they are (it is data, not a document).
     card = api_a.get(CARD.format("ctr", 1)).json()
     assert card["data"]["dataset"]["name"] == HOSTILE and card["data"]["label_names"][0] == HOSTILE

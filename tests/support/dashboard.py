@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,10 +103,10 @@ class ServingCall:
 
 
 @contextmanager
-def stand_in_serving(status: int, answer: dict | bytes):
-    """An HTTP server on a free loopback port that answers every POST with ``status`` and ``answer``, recording
-    each request: the serving process's place for a verb it does not have yet, reached through ``SERVING_URL``
-    exactly as the real one is. Yields (base URL, the calls received)."""
+def stand_in_serving(status: int, answer: dict | bytes, *, delay: float = 0.0):
+    """An HTTP server on a free loopback port that answers every POST with ``status`` and ``answer`` (after
+    ``delay`` seconds), recording each request: the serving process's place for a verb it does not have yet,
+    reached through ``SERVING_URL`` exactly as the real one is. Yields (base URL, the calls received)."""
     calls: list[ServingCall] = []
     payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
 
@@ -113,6 +114,7 @@ def stand_in_serving(status: int, answer: dict | bytes):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             calls.append(ServingCall(self.path, self.headers.get("Authorization", ""), body))
+            time.sleep(delay)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
