@@ -21,6 +21,10 @@ at most ``PRIVACY_MAX_STEPS`` steps, sigma in [0.3, 100], epsilon at most 100, c
 ``PRIVACY_CALIBRATION_SECONDS`` keeping the smallest sigma found that meets the target, and a budget composes
 at most ``PRIVACY_MAX_BUDGET_JOBS`` jobs with PLD (20 jobs of 3,510 steps took 10 s; RDP 1 s, epsilon 7% higher),
 more with RDP. Plans whose RDP epsilon is above twice the largest allowed are refused without computing PLD.
+Calibration's deadline covers every PLD computation it makes (the step-up loop included: past it, a 400
+``privacy_calibration_timeout``). Calibrations, planned epsilons and budget compositions are memoized per process
+on their public numbers (``functools.lru_cache``), so ``services.create_job`` plans before its transaction and a
+budget read again under the dataset's lock, or by ``GET .../privacy``, costs no accounting when nothing changed.
 """
 
 from __future__ import annotations

@@ -148,7 +148,8 @@ def estimate_job_memory(
 ) -> int:
     """Bytes the job's model needs while training: parameters with gradients and Adam's state, plus one batch's
     activations, from the template, the params and the dataset's profile (vocabulary from its largest id, capped;
-    categories per column; label classes). A private job (DP-SGD) also keeps one gradient per example of a batch."""
+    categories per column; label classes). A private job (DP-SGD) also keeps one gradient per example of a chunk
+    of the batch (``training.privacy.per_example_gradient_bytes``, the trainer's own chunking)."""
     column_stats = (dataset.stats or {}).get("columns", {})
     types = _schema_types(dataset)
     columns = {name: {"type": types.get(name)} | (column_stats.get(name) or {}) for name in feature_columns}
@@ -164,7 +165,7 @@ def _check_memory(*, tenant: Tenant, size: int, private: bool = False) -> None:
     limit = tenant.plan.max_job_memory_bytes
     if size > limit:
         parts = "parameters, optimizer state, one batch of activations" + (
-            " and one gradient per example of the batch (private training)" if private else ""
+            " and one gradient per example of a chunk of the batch (private training)" if private else ""
         )
         raise ServiceError(
             f"This job needs about {_gib(size)} of memory ({parts}); the plan allows {_gib(limit)} ({limit} bytes) "

@@ -473,3 +473,45 @@ def test_reading_a_budget_again_costs_no_accounting(api_a, dataset_id):
     private_job(api_a, dataset_id)  # a new counted job changes the key
     third = api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()
     assert third["spent_epsilon"] > first["spent_epsilon"] and len(third["jobs"]) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_set_during_a_plain_submission_waits_for_it_and_sees_it(tenant_a, monkeypatch):
+    """Without a budget a submission shares the dataset's row (FOR KEY SHARE): setting a budget then waits for
+    the job's commit, sees the plain job and refuses, so no plain job slips under a budget."""
+    api = client_for(tenant_a.raw_key)
+    dataset_id = ready_dataset(api, sample_csv("ctr", ROWS), label="clicked")
+    checked, release = threading.Event(), threading.Event()
+    real_reserve = services._reserve_runtime
+
+    def reserve(**kwargs):  # runs after the budget check, inside the job's transaction
+        checked.set()
+        release.wait(30)
+        return real_reserve(**kwargs)
+
+    monkeypatch.setattr(services, "_reserve_runtime", reserve)
+    results: dict[str, object] = {}
+
+    def run(name: str, call) -> threading.Thread:
+        def target() -> None:
+            try:
+                results[name] = call(client_for(tenant_a.raw_key))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    submitting = run("job", lambda client: submit_job(client, dataset_id))
+    assert checked.wait(30)
+    setting = run("budget", lambda client: set_budget(client, dataset_id, 5.0, 1e-5))
+    setting.join(timeout=2)
+    assert setting.is_alive()  # waiting for the submission's transaction
+    release.set()
+    submitting.join(timeout=60)
+    setting.join(timeout=60)
+    assert results["job"].status_code == 201
+    assert results["budget"].status_code == 409
+    assert results["budget"].json()["error"]["code"] == "privacy_budget_compromised"
+    assert Dataset.objects.get(pk=dataset_id).privacy_budget_epsilon is None
