@@ -1,7 +1,7 @@
 """Operators' view of training jobs: deletes, cancels and retries go through the same services as the API's,
 audited with the operator as actor."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from core.admin import PlatformWrittenServiceAdmin
 from core.errors import ServiceError
@@ -35,5 +35,7 @@ class TrainingJobAdmin(PlatformWrittenServiceAdmin):
 
     @admin.action(description="Retry the selected failed or cancelled jobs (resumes from the last checkpoint)")
     def retry(self, request, queryset):
-        count = services.retry_jobs(job_ids=list(queryset.values_list("pk", flat=True)))
-        self.message_user(request, f"Requeued {count} job(s).")
+        retried = services.retry_jobs(job_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Requeued {retried.requeued} job(s).")
+        for job_id, reason in retried.refused.items():
+            self.message_user(request, f"Job {job_id} was not requeued: {reason}", messages.WARNING)

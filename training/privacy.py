@@ -21,10 +21,15 @@ at most ``PRIVACY_MAX_STEPS`` steps, sigma in [0.3, 100], epsilon at most 100, c
 ``PRIVACY_CALIBRATION_SECONDS`` keeping the smallest sigma found that meets the target, and a budget composes
 at most ``PRIVACY_MAX_BUDGET_JOBS`` jobs with PLD (20 jobs of 3,510 steps took 10 s; RDP 1 s, epsilon 7% higher),
 more with RDP. Plans whose RDP epsilon is above twice the largest allowed are refused without computing PLD.
+Calibration's deadline covers every PLD computation it makes (the step-up loop included: past it, a 400
+``privacy_calibration_timeout``). Calibrations, planned epsilons and budget compositions are memoized per process
+on their public numbers (``functools.lru_cache``), so ``services.create_job`` plans before its transaction and a
+budget read again under the dataset's lock, or by ``GET .../privacy``, costs no accounting when nothing changed.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import math
 import time
@@ -53,6 +58,13 @@ MAX_DEFAULT_DELTA = 1e-5
 # Epsilon above this is no meaningful guarantee: a plan whose epsilon would exceed it is refused.
 MAX_EPSILON = 100.0
 RDP_REFUSAL_FACTOR = 2.0
+# Dense per-example gradients held at once (float32) by the trainer (``training.trainer.private`` imports these):
+# a step takes its per-example gradients in chunks of this many bytes, at most MAX_CHUNK_ROWS examples each, so
+# memory does not grow with batch x parameters (an embedding's per-example gradient is dense).
+PER_EXAMPLE_GRADIENT_BYTES = 256 * 1024 * 1024
+MAX_CHUNK_ROWS = 4096
+# Plans and compositions memoized per process (their inputs are public numbers; entries are a few floats).
+PLAN_CACHE_SIZE = 512
 # Calibration's precision: it stops once the target is met within this fraction (or the bracket is this narrow).
 CALIBRATION_RELATIVE_TOLERANCE = 0.01
 
@@ -204,11 +216,16 @@ def merged_events(plans: list[dict[str, Any]]) -> list[dp_accounting.DpEvent]:
     """The plans' events, those with the same sample rate and noise multiplier merged into one of their summed
     steps (the same mechanism run T1 then T2 times is that mechanism run T1 + T2 times): a tenant re-running one
     configuration costs the accountant one event, not one per job."""
+    return [dp_event(sample_rate=q, noise_multiplier=sigma, steps=total) for q, sigma, total in _merged(plans)]
+
+
+def _merged(plans: list[dict[str, Any]]) -> tuple[tuple[float, float, int], ...]:
+    """``merged_events`` as public numbers (sample rate, noise multiplier, summed steps), in the plans' order."""
     steps: dict[tuple[float, float], int] = {}
     for plan in plans:
         key = (float(plan["sample_rate"]), float(plan["noise_multiplier"]))
         steps[key] = steps.get(key, 0) + int(plan["steps"])
-    return [dp_event(sample_rate=q, noise_multiplier=sigma, steps=total) for (q, sigma), total in steps.items()]
+    return tuple((q, sigma, total) for (q, sigma), total in steps.items())
 
 
 def composed_epsilon(*, plans: list[dict[str, Any]], delta: float, accountant: str) -> float:
@@ -223,13 +240,29 @@ def spent_and_after(
 ) -> tuple[float, float]:
     """Epsilon at ``delta`` of ``plans`` composed, and of ``plans`` plus ``extra``: one accountant composes them
     in turn, so checking a new job against a budget costs one pass over the jobs, not two."""
+    added = None if extra is None else _event_key(extra)
+    return _spent_and_after(_merged(plans), added, float(delta), accountant)
+
+
+def _event_key(plan: dict[str, Any]) -> tuple[float, float, int]:
+    return float(plan["sample_rate"]), float(plan["noise_multiplier"]), int(plan["steps"])
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _spent_and_after(
+    merged: tuple[tuple[float, float, int], ...], extra: tuple[float, float, int] | None, delta: float, accountant: str
+) -> tuple[float, float]:
+    """``spent_and_after`` memoized on the merged events' public numbers, the extra plan's, delta and the
+    accountant: a budget read again (``GET .../privacy``, a submission's check under the dataset's lock) after
+    no job changed costs no accounting. Any change of the counted jobs changes the key."""
     counter = _accountant(accountant)
-    for event in merged_events(plans):
-        counter.compose(event)
-    before = float(counter.get_epsilon(delta)) if plans else 0.0
+    for q, sigma, steps in merged:
+        counter.compose(dp_event(sample_rate=q, noise_multiplier=sigma, steps=steps))
+    before = float(counter.get_epsilon(delta)) if merged else 0.0
     if extra is None:
         return before, before
-    counter.compose(plan_event(plan=extra))
+    q, sigma, steps = extra
+    counter.compose(dp_event(sample_rate=q, noise_multiplier=sigma, steps=steps))
     return before, float(counter.get_epsilon(delta))
 
 
@@ -277,14 +310,29 @@ def calibrate_noise_multiplier(
             raise _unreachable(target_epsilon=target_epsilon, epsilon_at_max=eps(high, "rdp"))
         return sigma_rdp, eps(sigma_rdp, "rdp")
 
+    # One deadline for every PLD computation below, the step-up loop's included.
     deadline = time.monotonic() + settings.PRIVACY_CALIBRATION_SECONDS
     # The feasible end: the RDP sigma almost always meets the target under PLD too; when PLD's discretization
-    # makes it looser (millions of steps), step up until it does.
+    # makes it looser (millions of steps), step up until it does, or refuse once the deadline has passed (no
+    # sigma seen so far meets the target under PLD, so there is nothing honest to return).
     feasible = sigma_rdp if sigma_rdp is not None else high
     feasible_eps = eps(feasible, "pld")
     while feasible_eps > target_epsilon:
         if feasible >= high:
             raise _unreachable(target_epsilon=target_epsilon, epsilon_at_max=feasible_eps)
+        if time.monotonic() >= deadline:
+            raise ServiceError(
+                f"Calibrating noise_multiplier for target_epsilon {target_epsilon:g} with the PLD accountant took "
+                f"longer than {settings.PRIVACY_CALIBRATION_SECONDS} s. Use the rdp accountant, give a "
+                "noise_multiplier, or use a larger batch_size or fewer epochs (fewer steps).",
+                code="privacy_calibration_timeout",
+                details={
+                    "target_epsilon": target_epsilon,
+                    "noise_multiplier_tried": feasible,
+                    "epsilon_at_tried": _finite_or_none(feasible_eps),
+                    "calibration_seconds": settings.PRIVACY_CALIBRATION_SECONDS,
+                },
+            )
         feasible = min(high, feasible * 1.25)
         feasible_eps = eps(feasible, "pld")
     if feasible <= low:
@@ -420,9 +468,7 @@ def plan(
     sigma = wanted["noise_multiplier"]
     eps = None
     if sigma is None:
-        sigma, eps = calibrate_noise_multiplier(
-            sample_rate=sample_rate, steps=steps, delta=delta, target_epsilon=target, accountant=accountant
-        )
+        sigma, eps = _calibrated(sample_rate, steps, delta, target, accountant, settings.PRIVACY_CALIBRATION_SECONDS)
     # Before the (slower) planned epsilon: a plan nobody would accept is refused at once.
     ratio = noise_ratio(noise_multiplier=sigma, expected_batch_size=batch_size)
     warning = _utility_check(
@@ -445,17 +491,9 @@ def plan(
             "batch_size give more (each costs some epsilon, or some noise)."
         )
         warning = f"{warning} {few}" if warning else few
-    eps_rdp = epsilon(sample_rate=sample_rate, noise_multiplier=sigma, steps=steps, delta=delta, accountant="rdp")
-    if eps is None and not eps_rdp <= RDP_REFUSAL_FACTOR * MAX_EPSILON:
-        # PLD costs seconds exactly when epsilon is huge; it is never far below RDP there (within 15% in every
-        # case measured), so a plan this far past the limit is refused on RDP's figure without computing PLD.
-        eps = eps_rdp
+    eps_rdp, planned = _planned_epsilons(sample_rate, sigma, steps, delta, accountant)
     if eps is None:
-        eps = (
-            eps_rdp
-            if accountant == "rdp"
-            else epsilon(sample_rate=sample_rate, noise_multiplier=sigma, steps=steps, delta=delta, accountant="pld")
-        )
+        eps = planned
     if target is not None and eps > target:
         raise ServiceError(
             f"With noise_multiplier {sigma:g}, epsilon would be {eps:.3g}, above target_epsilon {target:g}. Leave "
@@ -489,6 +527,33 @@ def plan(
         "noise_ratio": ratio,
         "warning": warning,
     }
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _calibrated(
+    sample_rate: float, steps: int, delta: float, target_epsilon: float, accountant: str, seconds: int
+) -> tuple[float, float]:
+    """``calibrate_noise_multiplier`` memoized on its public inputs (and the time it may take): resubmitting a
+    job, or submitting the same configuration again, costs no accounting. A refusal is not memoized."""
+    return calibrate_noise_multiplier(
+        sample_rate=sample_rate, steps=steps, delta=delta, target_epsilon=target_epsilon, accountant=accountant
+    )
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _planned_epsilons(
+    sample_rate: float, noise_multiplier: float, steps: int, delta: float, accountant: str
+) -> tuple[float, float]:
+    """A plan's RDP epsilon and its epsilon by ``accountant``, memoized on their public inputs.
+
+    PLD costs seconds exactly when epsilon is huge; it is never far below RDP there (within 15% in every case
+    measured), so when RDP's figure is this far past the limit it stands for both and PLD is not computed.
+    """
+    figures = {"sample_rate": sample_rate, "noise_multiplier": noise_multiplier, "steps": steps, "delta": delta}
+    eps_rdp = epsilon(**figures, accountant="rdp")
+    if accountant == "rdp" or not eps_rdp <= RDP_REFUSAL_FACTOR * MAX_EPSILON:
+        return eps_rdp, eps_rdp
+    return eps_rdp, epsilon(**figures, accountant="pld")
 
 
 def _utility_check(*, ratio: float, accept: bool, figures: dict[str, Any]) -> str | None:
@@ -540,6 +605,15 @@ def statement(*, plan: dict[str, Any], learned_from_data: tuple[str, ...] = ()) 
     }
 
 
+def per_example_chunk_rows(*, parameters: int) -> int:
+    """Examples whose dense float32 gradients the trainer holds at once: as many as fit
+    ``PER_EXAMPLE_GRADIENT_BYTES`` (at most ``MAX_CHUNK_ROWS``, at least one)."""
+    return max(1, min(MAX_CHUNK_ROWS, PER_EXAMPLE_GRADIENT_BYTES // max(1, 4 * parameters)))
+
+
 def per_example_gradient_bytes(*, parameters: int, batch_size: int) -> int:
-    """DP-SGD keeps one float32 gradient per example of a batch before clipping and summing them."""
-    return parameters * batch_size * 4
+    """Memory of the per-example gradients a DP-SGD step holds at once: the trainer
+    (``training.trainer.private``) takes them in chunks of ``per_example_chunk_rows`` examples, so it is
+    min(batch, chunk) x parameters x 4 bytes (at least one example), the same model the trainer runs."""
+    rows = max(1, min(int(batch_size), per_example_chunk_rows(parameters=parameters)))
+    return rows * parameters * 4

@@ -141,6 +141,16 @@ def privacy_jobs_counted(*, dataset) -> QuerySet[TrainingJob]:
     )
 
 
+def plain_jobs_reading(*, dataset) -> QuerySet[TrainingJob]:
+    """Non-private jobs that read (or will read) the dataset's rows: queued, running or cancelling, or any that
+    started. A privacy budget set over them would be no guarantee (``services.set_privacy_budget`` refuses)."""
+    return (
+        TrainingJob.objects.filter(tenant_id=dataset.tenant_id, dataset_id=dataset.pk, privacy={})
+        .filter(Q(status__in=TrainingJob.ACTIVE) | Q(started_at__isnull=False))
+        .order_by("created_at", "id")
+    )
+
+
 def privacy_spent(*, dataset, delta: float, extra_plan: dict[str, Any] | None = None) -> dict[str, Any]:
     """Epsilon at ``delta`` of every counted job on the dataset composed (``epsilon``), and with ``extra_plan``
     too (``epsilon_after``).

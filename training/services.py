@@ -11,12 +11,13 @@ import logging
 import math
 import os
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import jsonschema
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, OuterRef, Subquery, Sum, Value, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
@@ -151,7 +152,8 @@ def estimate_job_memory(
 ) -> int:
     """Bytes the job's model needs while training: parameters with gradients and Adam's state, plus one batch's
     activations, from the template, the params and the dataset's profile (vocabulary from its largest id, capped;
-    categories per column; label classes). A private job (DP-SGD) also keeps one gradient per example of a batch."""
+    categories per column; label classes). A private job (DP-SGD) also keeps one gradient per example of a chunk
+    of the batch (``training.privacy.per_example_gradient_bytes``, the trainer's own chunking)."""
     column_stats = (dataset.stats or {}).get("columns", {})
     types = _schema_types(dataset)
     columns = {name: {"type": types.get(name)} | (column_stats.get(name) or {}) for name in feature_columns}
@@ -167,7 +169,7 @@ def _check_memory(*, tenant: Tenant, size: int, private: bool = False) -> None:
     limit = tenant.plan.max_job_memory_bytes
     if size > limit:
         parts = "parameters, optimizer state, one batch of activations" + (
-            " and one gradient per example of the batch (private training)" if private else ""
+            " and one gradient per example of a chunk of the batch (private training)" if private else ""
         )
         raise ServiceError(
             f"This job needs about {_gib(size)} of memory ({parts}); the plan allows {_gib(limit)} ({limit} bytes) "
@@ -212,7 +214,6 @@ def _reserve_runtime(*, tenant: Tenant, requested: int | None) -> int:
     return budget
 
 
-@transaction.atomic
 def create_job(
     *,
     tenant: Tenant,
@@ -233,6 +234,10 @@ def create_job(
     (``max_runtime_seconds``, else the default, at most what is left of the month's quota) is reserved.
     A ``privacy`` request (``training.privacy``) is resolved into the job's DP plan, and held to the dataset's
     privacy budget under a lock on the dataset's row, so two submissions at once cannot both spend its last share.
+
+    Two parts: the checks and the DP plan (seconds of accounting at worst, memoized on public numbers) run
+    outside any transaction, so no lock is held while they run; then ``_queue_job`` locks, composes the budget
+    (memoized too), reserves the runtime and creates the job in one short transaction.
     """
     chosen = TEMPLATES.get(template)
     if chosen is None:
@@ -287,9 +292,7 @@ def create_job(
         if private
         else {}
     )
-    _check_privacy_budget(dataset=dataset, plan=plan)  # locks the dataset's row, then the tenant's below
-    budget = _reserve_runtime(tenant=tenant, requested=max_runtime_seconds)
-    job = TrainingJob.objects.create(
+    return _queue_job(
         tenant=tenant,
         dataset=dataset,
         template=template,
@@ -297,6 +300,42 @@ def create_job(
         params=resolved,
         label_column=label_column,
         feature_columns=columns,
+        validation_split=validation_split,
+        seed=seed,
+        max_runtime_seconds=max_runtime_seconds,
+        memory=memory,
+        plan=plan,
+    )
+
+
+@transaction.atomic
+def _queue_job(
+    *,
+    tenant: Tenant,
+    dataset: Dataset,
+    template: str,
+    model_name: str,
+    params: dict[str, Any],
+    label_column: str,
+    feature_columns: list[str],
+    validation_split: float,
+    seed: int,
+    max_runtime_seconds: int | None,
+    memory: int,
+    plan: dict[str, Any],
+) -> TrainingJob:
+    """``create_job``'s transaction: the budget check (the dataset's row locked when it has a budget), the
+    runtime reservation (the tenant's row locked), the job's row, its log and audit, and dispatch on commit."""
+    _check_privacy_budget(dataset=dataset, plan=plan)  # may lock the dataset's row, then the tenant's below
+    budget = _reserve_runtime(tenant=tenant, requested=max_runtime_seconds)
+    job = TrainingJob.objects.create(
+        tenant=tenant,
+        dataset=dataset,
+        template=template,
+        model_name=model_name,
+        params=params,
+        label_column=label_column,
+        feature_columns=feature_columns,
         validation_split=validation_split,
         seed=seed,
         max_attempts=settings.TRAINING_MAX_ATTEMPTS,
@@ -334,15 +373,51 @@ def create_job(
 
 
 def _check_privacy_budget(*, dataset: Dataset, plan: dict[str, Any]) -> None:
-    """Hold the job to its dataset's privacy budget (call inside the job's transaction).
+    """Hold a job about to be queued to its dataset's privacy budget (call inside the job's transaction).
 
-    The dataset's row is locked and its budget read again, so concurrent submissions are checked one after
-    another, each seeing the jobs the others created. With a budget, only private jobs may read the rows.
+    A dataset without a budget (the common case) is read without an exclusive lock: on PostgreSQL its row is
+    taken ``FOR KEY SHARE``, which concurrent submissions share, but which keeps ``set_privacy_budget`` (``FOR
+    UPDATE``) waiting until this job is committed, so it sees the job (and refuses a budget over a plain job). With
+    a budget, the row is locked ``FOR UPDATE`` and the budget read again, so concurrent submissions are checked one
+    after another, each seeing the jobs the others created. With a budget, only private jobs may read the rows.
     """
+    found = list(Dataset.objects.filter(pk=dataset.pk).values_list("privacy_budget_epsilon", flat=True))
+    if not found:
+        raise ServiceError("No such dataset.", code="unknown_dataset", details={"dataset": str(dataset.pk)})
+    if found[0] is None:
+        if _budget_under_share_lock(dataset_pk=dataset.pk) is None:
+            return
+        # Set between the two reads; this transaction already shares the row, so it does not wait for the
+        # exclusive lock (two submissions doing so would deadlock): the client submits again.
+        raise ConflictError(
+            "The dataset's privacy budget was set while the job was submitted; submit it again.",
+            code="privacy_budget_changed",
+        )
     locked = Dataset.objects.select_for_update(of=("self",)).get(pk=dataset.pk)
-    if locked.privacy_budget_epsilon is None:
+    _hold_to_budget(dataset=locked, plan=plan)
+
+
+def _budget_under_share_lock(*, dataset_pk) -> float | None:
+    """The dataset's budget epsilon read under PostgreSQL's ``FOR KEY SHARE`` (shared by readers, in conflict
+    only with ``FOR UPDATE``); elsewhere (SQLite's IMMEDIATE transactions serialize every writer) a plain read."""
+    if connection.vendor != "postgresql":
+        return Dataset.objects.filter(pk=dataset_pk).values_list("privacy_budget_epsilon", flat=True).first()
+    meta = Dataset._meta
+    table, pk_column = connection.ops.quote_name(meta.db_table), connection.ops.quote_name(meta.pk.column)
+    column = connection.ops.quote_name(meta.get_field("privacy_budget_epsilon").column)
+    query = f"SELECT {column} FROM {table} WHERE {pk_column} = %s FOR KEY SHARE"  # noqa: S608 (the model's names)
+    with connection.cursor() as cursor:
+        cursor.execute(query, [dataset_pk])
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def _hold_to_budget(*, dataset: Dataset, plan: dict[str, Any]) -> None:
+    """Refuse ``plan`` (``{}``: a plain job) on ``dataset``, whose row the caller has locked ``FOR UPDATE``,
+    when its budget is set and the job does not fit: ``privacy_required`` or ``privacy_budget_exceeded``."""
+    if dataset.privacy_budget_epsilon is None:
         return
-    budget, delta = locked.privacy_budget_epsilon, locked.privacy_budget_delta
+    budget, delta = dataset.privacy_budget_epsilon, dataset.privacy_budget_delta
     if not plan:
         raise ServiceError(
             f"The dataset has a privacy budget (epsilon {budget:g} at delta {delta:g}): every job on it must be "
@@ -350,7 +425,7 @@ def _check_privacy_budget(*, dataset: Dataset, plan: dict[str, Any]) -> None:
             code="privacy_required",
             details={"budget_epsilon": budget, "budget_delta": delta},
         )
-    after = selectors.privacy_spent(dataset=locked, delta=delta, extra_plan=plan)
+    after = selectors.privacy_spent(dataset=dataset, delta=delta, extra_plan=plan)
     spent = after["epsilon"]
     if after["epsilon_after"] > budget:
         needed = after["epsilon_after"] - spent
@@ -387,7 +462,9 @@ def _budget_number(name: str, value: Any, low: float, high: float, *, high_open:
 @transaction.atomic
 def set_privacy_budget(*, tenant: Tenant, dataset_id, epsilon: Any, delta: Any) -> dict[str, Any]:
     """Set (both numbers) or clear (both null) a dataset's privacy budget; it cannot go below what its counted
-    private jobs have spent at the new delta. Audited. Returns the budget as ``selectors.privacy_budget`` shows it.
+    private jobs have spent at the new delta, nor be set while non-private jobs have read the rows or are queued
+    to (409 ``privacy_budget_compromised``, listing them: the budget would read as a guarantee it is not). Audited.
+    Returns the budget as ``selectors.privacy_budget`` shows it.
     """
     dataset = Dataset.objects.for_tenant(tenant).select_for_update(of=("self",)).filter(pk=dataset_id).first()
     if dataset is None:
@@ -405,6 +482,21 @@ def set_privacy_budget(*, tenant: Tenant, dataset_id, epsilon: Any, delta: Any) 
         if delta < dp.MIN_DELTA:
             raise ServiceError(
                 f"delta must be at least {dp.MIN_DELTA:g}.", code="invalid_privacy_budget", details={"delta": delta}
+            )
+        plain = list(selectors.plain_jobs_reading(dataset=dataset).values("id", "status", "model_name")[:21])
+        if plain:
+            raise ConflictError(
+                "Non-private jobs have read this dataset or are queued to: a privacy budget would not bound what "
+                "was learnt from its rows. Cancel the queued ones; a dataset already used without privacy needs a "
+                "new upload to carry a budget.",
+                code="privacy_budget_compromised",
+                details={
+                    "jobs": [
+                        {"job": str(job["id"]), "status": job["status"], "model_name": job["model_name"]}
+                        for job in plain[:20]
+                    ],
+                    "more": len(plain) > 20,
+                },
             )
         spent = selectors.privacy_spent(dataset=dataset, delta=delta)["epsilon"]
         if spent > epsilon:
@@ -926,21 +1018,39 @@ def requeue_after_error(*, job: TrainingJob, reason: str, compute_seconds: float
             transaction.on_commit(request_dispatch)
 
 
+@dataclass(frozen=True)
+class Retried:
+    """What an operators' retry did: how many jobs went back to the queue, and why the others did not (by job
+    id: the refusal's code and message, shown to the operator)."""
+
+    requeued: int
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 @transaction.atomic
-def retry_jobs(*, job_ids: list) -> int:
+def retry_jobs(*, job_ids: list) -> Retried:
     """Operators' retry: failed or cancelled jobs go back to the queue with a fresh attempt budget.
 
     Attempt numbers go on (each attempt keeps its row and its compute seconds); the job's runtime budget grows by
     the default budget, as far as the tenant's month has room (else the dispatcher ends it with
-    ``compute_quota_exceeded`` again).
+    ``compute_quota_exceeded`` again). A job that would count anew toward its dataset's privacy budget (a private
+    job that never started gave its share back; a plain job on a dataset that has a budget now) is checked
+    against the budget under the dataset's lock, as at submission, and refused when it no longer fits.
     """
     locked = list(
         TrainingJob.objects.select_for_update(of=("self",))
         .filter(pk__in=job_ids, status__in=[Status.FAILED, Status.CANCELLED])
         .select_related("tenant__plan")
+        .order_by("created_at", "id")
     )
     room: dict[Any, float] = {}
+    requeued = 0
+    refused: dict[str, str] = {}
     for job in locked:
+        refusal = _retry_refusal(job)
+        if refusal is not None:
+            refused[str(job.pk)] = refusal
+            continue
         audit.record(tenant=job.tenant_id, action="job.retry", target=("trainingjob", job.pk))
         if job.tenant_id not in room:
             room[job.tenant_id] = selectors.compute_seconds_remaining(tenant=job.tenant)
@@ -957,9 +1067,29 @@ def retry_jobs(*, job_ids: list) -> int:
             error_message="",
             error_traceback="",
         )
-    if locked:
+        requeued += 1
+    if requeued:
         transaction.on_commit(request_dispatch)
-    return len(locked)
+    return Retried(requeued=requeued, refused=refused)
+
+
+def _retry_refusal(job: TrainingJob) -> str | None:
+    """Why ``job`` may not go back to the queue for its dataset's privacy budget (None: it may).
+
+    A private job that started is counted already (its epsilon stays spent whatever its end); any other job on
+    a dataset is held to the budget like a new submission, the dataset's row locked so that concurrent
+    submissions and retries are checked one after another (the jobs requeued before it in this retry count).
+    """
+    if job.dataset_id is None or (job.privacy and job.started_at is not None):
+        return None
+    dataset = Dataset.objects.select_for_update(of=("self",)).filter(pk=job.dataset_id).first()
+    if dataset is None:
+        return None
+    try:
+        _hold_to_budget(dataset=dataset, plan=job.privacy)
+    except ServiceError as error:
+        return f"{error.code}: {error.message}"
+    return None
 
 
 # --- deletion (operators) ----------------------------------------------------------------
@@ -968,7 +1098,9 @@ def retry_jobs(*, job_ids: list) -> int:
 def delete_job(*, tenant: Tenant, job_id) -> None:
     """Delete an ended job's row, then its objects (checkpoints, logs) once that is committed.
 
-    Refused while the job is queued or running (cancel it first), and while its compute time still counts
+    Refused while the job is queued or running (cancel it first), for a private job that started while its
+    dataset exists (its epsilon stays spent: deleting the row would give it back to the budget), and while its
+    compute time still counts
     toward this month's quota and bill: usage is rolled up from job rows, so deleting one earlier would
     refund the seconds it used. A published version keeps its lineage (job id and dataset in its manifest).
     """
@@ -978,6 +1110,14 @@ def delete_job(*, tenant: Tenant, job_id) -> None:
             raise NotFoundError("No such job.")
         if job.status in TrainingJob.ACTIVE:
             raise ConflictError(f"The job is {job.status}; cancel it first.", code="job_active")
+        if job.privacy and job.started_at is not None and job.dataset_id is not None:
+            raise ConflictError(
+                "This private job's epsilon counts toward its dataset's privacy budget (the budget composes the "
+                "job rows, and what it learnt stays in any published version); it can be deleted once the dataset "
+                "is deleted.",
+                code="private_job_in_budget",
+                details={"dataset": str(job.dataset_id), "epsilon": job.privacy.get("epsilon")},
+            )
         if job.compute_seconds and (job.finished_at is None or job.finished_at >= selectors.month_start()):
             raise ConflictError(
                 "The job's compute time counts toward this month's quota and bill; it can be deleted next month.",

@@ -167,6 +167,40 @@ def change_tenant(operator, tenant: Tenant, data: dict):
     return operator.post(f"/admin/tenants/tenant/{tenant.pk}/change/", data, follow=True)
 
 
+def test_admin_keeps_a_started_private_job_and_says_why_a_retry_is_refused(operator):
+    """Deleting a private job that started would give its epsilon back to the dataset's budget; retrying a
+    private job that never started spends its share again, so it is held to the budget (issue 17's review)."""
+    from tests.support.jobs import ready_dataset, sample_csv, submit_job
+    from training import privacy as dp
+    from training import services as job_services
+
+    owner = make_tenant("Private")
+    api = client_for(owner.raw_key)
+    dataset_id = ready_dataset(api, sample_csv("ctr", 400), label="clicked")
+    one = dp.epsilon(sample_rate=64 / 320, noise_multiplier=1.0, steps=5, delta=1e-5)
+    budget = {"epsilon": one * 1.01, "delta": 1e-5}
+    assert api.put(f"/api/v1/datasets/{dataset_id}/privacy", budget, format="json").status_code == 200
+    never = submit_job(api, dataset_id, privacy={"noise_multiplier": 1.0}).json()["id"]
+    api.post(f"/api/v1/jobs/{never}/cancel")  # never started: its share is back
+    started = job_services.claim_job(
+        job_id=submit_job(api, dataset_id, privacy={"noise_multiplier": 1.0}).json()["id"], worker="test-host:1"
+    )
+    job_services.finish_job(job=started, status="succeeded", compute_seconds=0.0, device="cpu")
+
+    page = operator.post(f"/admin/training/trainingjob/{started.pk}/delete/", {"post": "yes"}, follow=True)
+    assert "counts toward its dataset&#x27;s privacy budget" in page_text(page)
+    assert TrainingJob.objects.filter(pk=started.pk).exists() and events(owner.tenant, "job.delete") == []
+
+    page = operator.post(
+        "/admin/training/trainingjob/",
+        {"action": "retry", "_selected_action": [never]},
+        follow=True,
+    )
+    assert "Requeued 0 job(s)." in page_text(page)
+    assert f"Job {never} was not requeued: privacy_budget_exceeded" in page_text(page)
+    assert TrainingJob.objects.get(pk=never).status == "cancelled" and events(owner.tenant, "job.retry") == []
+
+
 def test_admin_tenant_status_plan_and_name_changes_are_audited(operator):
     made = make_tenant("Edited")
     tenant = made.tenant

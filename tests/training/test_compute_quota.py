@@ -188,7 +188,7 @@ def test_a_running_job_stops_when_its_budget_runs_out_and_resumes_after_a_retry(
     assert json.loads(storage.get_bytes(checkpoint_prefix(job) + "latest.json"))["epoch"] == 1  # kept
 
     # An operator retries it (after the plan changed): it resumes from that checkpoint and finishes.
-    assert job_services.retry_jobs(job_ids=[job_id]) == 1
+    assert job_services.retry_jobs(job_ids=[job_id]).requeued == 1
     assert job_services.dispatch_queued_jobs() == [job_id]
     run_job(job_id=job_id, worker="gpu-host")
     body = api_a.get(f"/api/v1/jobs/{job_id}").json()

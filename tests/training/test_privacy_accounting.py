@@ -279,3 +279,58 @@ def test_the_api_process_never_loads_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environment, cwd=root
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# --- the review's findings (issue 17) ------------------------------------------------------------
+
+
+def test_the_step_up_loop_respects_the_calibration_deadline(settings):
+    """Here PLD's discretization makes RDP's sigma miss the target (epsilon 0.513 > 0.5), so calibration steps
+    sigma up, one PLD computation (about 2 s) at a time: past the deadline it refuses instead of going on."""
+    settings.PRIVACY_CALIBRATION_SECONDS = 0
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as refused:
+        privacy.calibrate_noise_multiplier(
+            sample_rate=0.0002, steps=1_000_000, delta=1e-8, target_epsilon=0.5, accountant="pld"
+        )
+    assert refused.value.status_code == 400 and refused.value.code == "privacy_calibration_timeout"
+    assert refused.value.details["epsilon_at_tried"] > 0.5 and "rdp" in refused.value.message
+    assert time.monotonic() - started < 20  # RDP's calibration and one PLD computation, not the whole climb
+
+
+def test_per_example_gradient_memory_is_the_trainers_chunked_model():
+    small = 10_000  # the whole batch fits one chunk
+    assert privacy.per_example_chunk_rows(parameters=small) == privacy.MAX_CHUNK_ROWS
+    assert privacy.per_example_gradient_bytes(parameters=small, batch_size=64) == 64 * small * 4
+    big = 16_000_000  # 64 MB per example: chunks of 4 examples, whatever the batch
+    assert privacy.per_example_chunk_rows(parameters=big) == 4
+    assert privacy.per_example_gradient_bytes(parameters=big, batch_size=64) == 4 * big * 4
+    assert privacy.per_example_gradient_bytes(parameters=big, batch_size=2) == 2 * big * 4
+    huge = 100_000_000  # one example is more than a chunk: still one at a time
+    assert privacy.per_example_gradient_bytes(parameters=huge, batch_size=64) == huge * 4
+    assert privacy.per_example_gradient_bytes(parameters=big, batch_size=64) <= privacy.PER_EXAMPLE_GRADIENT_BYTES
+
+
+def test_the_trainer_uses_the_same_chunk():
+    """training.trainer.private takes its chunk from training.privacy (read as source: importing the trainer
+    loads TensorFlow)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "training", "trainer", "private.py")) as handle:
+        source = handle.read()
+    assert "from training.privacy import per_example_chunk_rows" in source
+    assert "return per_example_chunk_rows(parameters=parameters)" in source
+    assert "PER_EXAMPLE_GRADIENT_BYTES =" not in source and "4096" not in source
+
+
+def test_compositions_are_memoized_and_equal_to_the_uncached_figure():
+    plans = [privacy.plan(request={"noise_multiplier": s, "delta": 1e-5}, epochs=2, **ISSUE) for s in (1.1, 2.0)]
+    privacy._spent_and_after.cache_clear()
+    first = privacy.spent_and_after(plans=plans[:1], extra=plans[1], delta=1e-6, accountant="pld")
+    again = privacy.spent_and_after(plans=plans[:1], extra=plans[1], delta=1e-6, accountant="pld")
+    assert first == again and privacy._spent_and_after.cache_info().hits == 1
+    assert first == (
+        privacy.composed_epsilon(plans=plans[:1], delta=1e-6, accountant="pld"),
+        privacy.composed_epsilon(plans=plans, delta=1e-6, accountant="pld"),
+    )
+    other = privacy.spent_and_after(plans=plans[:1], extra=plans[1], delta=1e-7, accountant="pld")
+    assert other[1] > first[1] and privacy._spent_and_after.cache_info().misses == 2

@@ -11,7 +11,9 @@ import threading
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from core.errors import ConflictError
 from datasets.models import Dataset
 from tenants.models import AuditEvent, Role
 from tests.conftest import client_for
@@ -66,21 +68,35 @@ def test_a_private_job_carries_its_plan(api_a, dataset_id):
     assert plain["privacy"] == {}
 
 
-def test_per_example_gradients_count_toward_the_memory_limit(api_a, dataset_id):
+def test_per_example_gradients_count_toward_the_memory_limit(api_a, tenant_a, dataset_id):
     plain = submit_job(api_a, dataset_id).json()
     private = private_job(api_a, dataset_id).json()
     estimate, _ = templates.TEMPLATES["sequence_ctr"].estimate_memory(
         plain["params"], columns={"item_sequence": {"type": "id_sequence", **_stats(dataset_id)}}, classes=2
     )
+    # A small model: the batch's 64 per-example gradients fit one of the trainer's chunks.
     assert private["estimated_memory_bytes"] == plain["estimated_memory_bytes"] + estimate.parameters * 64 * 4
 
-    big = TINY_CTR | {"vocab_size": 1_000_000, "embedding_dim": 16}  # 16M parameters: 256 MiB, 4 GiB per batch
-    assert submit_job(api_a, dataset_id, params=big).status_code == 201
+    # 16M parameters (64 MB per example): the trainer holds 4 examples' gradients at once (256 MiB), not 64 (4 GiB).
+    big = TINY_CTR | {"vocab_size": 1_000_000, "embedding_dim": 16}
+    plain_big = submit_job(api_a, dataset_id, params=big).json()
+    private_big = submit_job(api_a, dataset_id, params=big, privacy=PRIVATE).json()
+    parameters, _ = templates.TEMPLATES["sequence_ctr"].estimate_memory(
+        plain_big["params"], columns={"item_sequence": {"type": "id_sequence", **_stats(dataset_id)}}, classes=2
+    )
+    extra = privacy.per_example_gradient_bytes(parameters=parameters.parameters, batch_size=64)
+    assert extra == 4 * parameters.parameters * 4
+    assert private_big["estimated_memory_bytes"] == plain_big["estimated_memory_bytes"] + extra
+
+    plan = tenant_a.tenant.plan  # a limit the plain job fits and the private one does not
+    plan.max_job_memory_bytes = plain_big["estimated_memory_bytes"] + extra // 2
+    plan.save(update_fields=["max_job_memory_bytes"])
     before = TrainingJob.objects.count()
+    assert submit_job(api_a, dataset_id, params=big).status_code == 201
     refused = submit_job(api_a, dataset_id, params=big, privacy=PRIVATE)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "job_memory_exceeded"
     assert "one gradient per example" in refused.json()["error"]["message"]
-    assert TrainingJob.objects.count() == before
+    assert TrainingJob.objects.count() == before + 1
 
 
 def _stats(dataset_id: str) -> dict:
@@ -307,4 +323,195 @@ def test_non_finite_budgets_in_raw_json_are_400(api_a, dataset_id, literal):
     for body in (f'{{"epsilon": {literal}, "delta": 1e-5}}', f'{{"epsilon": 5, "delta": {literal}}}'):
         response = api_a.put(f"/api/v1/datasets/{dataset_id}/privacy", body, content_type="application/json")
         assert response.status_code == 400, response.json()
+    assert Dataset.objects.get(pk=dataset_id).privacy_budget_epsilon is None
+
+
+# --- the review's findings (issue 17) ------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_plan_is_computed_before_the_jobs_transaction(tenant_a, monkeypatch):
+    """The accounting runs with no transaction open (no lock held); the budget check runs inside one."""
+    api = client_for(tenant_a.raw_key)
+    dataset_id = ready_dataset(api, sample_csv("ctr", ROWS), label="clicked")
+    seen: dict[str, bool] = {}
+    real_plan, real_check = privacy.plan, services._check_privacy_budget
+
+    def plan(**kwargs):
+        seen["plan"] = connection.in_atomic_block
+        return real_plan(**kwargs)
+
+    def check(**kwargs):
+        seen["check"] = connection.in_atomic_block
+        return real_check(**kwargs)
+
+    monkeypatch.setattr(services.dp, "plan", plan)
+    monkeypatch.setattr(services, "_check_privacy_budget", check)
+    assert private_job(api, dataset_id).status_code == 201
+    assert seen == {"plan": False, "check": True}
+
+
+def test_plans_are_memoized_on_their_public_numbers(api_a, dataset_id):
+    privacy._calibrated.cache_clear()
+    privacy._planned_epsilons.cache_clear()
+    first = private_job(api_a, dataset_id, noise_multiplier=None, target_epsilon=8.0).json()["privacy"]
+    assert privacy._calibrated.cache_info().misses == 1 and privacy._planned_epsilons.cache_info().misses == 1
+    second = private_job(api_a, dataset_id, noise_multiplier=None, target_epsilon=8.0).json()["privacy"]
+    assert second == first
+    assert privacy._calibrated.cache_info().hits == 1 and privacy._planned_epsilons.cache_info().hits == 1
+
+
+def _dataset_locks(queries) -> list[str]:
+    table = Dataset._meta.db_table
+    return [q["sql"] for q in queries if table in q["sql"] and ("FOR UPDATE" in q["sql"] or "FOR KEY" in q["sql"])]
+
+
+def test_a_dataset_without_a_budget_is_not_locked_for_update(api_a, dataset_id):
+    with CaptureQueriesContext(connection) as plain:
+        assert submit_job(api_a, dataset_id).status_code == 201
+    with CaptureQueriesContext(connection) as private:
+        assert private_job(api_a, dataset_id).status_code == 201
+    for queries in (plain, private):
+        locks = _dataset_locks(queries.captured_queries)
+        assert [sql for sql in locks if "FOR UPDATE" in sql] == [] and len(locks) == 1
+        assert locks[0].endswith("FOR KEY SHARE")  # shared by submissions; only a budget being set waits for it
+
+    # Cancelled plain jobs never read the rows: the budget can be set, and then the row is locked FOR UPDATE.
+    for job in TrainingJob.objects.filter(privacy={}):
+        api_a.post(f"/api/v1/jobs/{job.pk}/cancel")
+    assert set_budget(api_a, dataset_id, 50.0, 1e-5).status_code == 200
+    with CaptureQueriesContext(connection) as budgeted:
+        assert private_job(api_a, dataset_id).status_code == 201
+    locks = _dataset_locks(budgeted.captured_queries)
+    assert len(locks) == 1 and "FOR UPDATE" in locks[0]
+
+
+def test_a_budget_is_refused_over_plain_jobs_that_read_or_will_read_the_rows(api_a, dataset_id):
+    queued = submit_job(api_a, dataset_id).json()
+    refused = set_budget(api_a, dataset_id, 5.0, 1e-5)
+    error = refused.json()["error"]
+    assert refused.status_code == 409 and error["code"] == "privacy_budget_compromised"
+    assert error["details"]["jobs"] == [{"job": queued["id"], "status": "queued", "model_name": "ctr"}]
+    assert Dataset.objects.get(pk=dataset_id).privacy_budget_epsilon is None
+
+    api_a.post(f"/api/v1/jobs/{queued['id']}/cancel")  # never started: it read nothing
+    assert set_budget(api_a, dataset_id, 5.0, 1e-5).status_code == 200
+    assert set_budget(api_a, dataset_id, None, None).status_code == 200
+
+    started = services.claim_job(job_id=submit_job(api_a, dataset_id).json()["id"], worker="test-host:1")
+    services.finish_job(job=started, status=TrainingJob.Status.SUCCEEDED, compute_seconds=1.0, device="cpu")
+    refused = set_budget(api_a, dataset_id, 5.0, 1e-5)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "privacy_budget_compromised"
+    assert [job["job"] for job in refused.json()["error"]["details"]["jobs"]] == [str(started.pk)]
+    assert Dataset.objects.get(pk=dataset_id).privacy_budget_epsilon is None
+
+
+def test_a_started_private_job_cannot_be_deleted_while_its_dataset_exists(api_a, tenant_a, dataset_id):
+    delta = 1e-5
+    set_budget(api_a, dataset_id, one_job_epsilon(delta) * 1.01, delta)
+    never = private_job(api_a, dataset_id).json()
+    api_a.post(f"/api/v1/jobs/{never['id']}/cancel")  # never started: gave its share back, may go
+    services.delete_job(tenant=tenant_a.tenant, job_id=never["id"])
+    assert not TrainingJob.objects.filter(pk=never["id"]).exists()
+
+    job = services.claim_job(job_id=private_job(api_a, dataset_id).json()["id"], worker="test-host:1")
+    services.finish_job(job=job, status=TrainingJob.Status.SUCCEEDED, compute_seconds=0.0, device="cpu")
+    with pytest.raises(ConflictError) as refused:
+        services.delete_job(tenant=tenant_a.tenant, job_id=job.pk)
+    assert refused.value.status_code == 409 and refused.value.code == "private_job_in_budget"
+    assert TrainingJob.objects.filter(pk=job.pk).exists()
+    shown = api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()
+    assert shown["spent_epsilon"] == pytest.approx(one_job_epsilon(delta))  # still spent
+    assert private_job(api_a, dataset_id).json()["error"]["code"] == "privacy_budget_exceeded"
+
+
+def test_a_retry_is_held_to_the_budget_like_a_submission(api_a, dataset_id):
+    delta = 1e-5
+    set_budget(api_a, dataset_id, one_job_epsilon(delta) * 1.01, delta)  # room for one job
+    first = private_job(api_a, dataset_id).json()
+    api_a.post(f"/api/v1/jobs/{first['id']}/cancel")  # never started: its share is back
+    second = private_job(api_a, dataset_id).json()
+    assert second["status"] == "queued"
+
+    retried = services.retry_jobs(job_ids=[first["id"]])
+    assert retried.requeued == 0 and list(retried.refused) == [first["id"]]
+    assert retried.refused[first["id"]].startswith("privacy_budget_exceeded: This job would spend epsilon")
+    assert TrainingJob.objects.get(pk=first["id"]).status == "cancelled"
+    assert api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()["spent_epsilon"] == pytest.approx(
+        one_job_epsilon(delta)
+    )
+
+    # Once the other gave its share back, the retry fits; two at once: only one of them.
+    api_a.post(f"/api/v1/jobs/{second['id']}/cancel")
+    retried = services.retry_jobs(job_ids=[first["id"], second["id"]])
+    assert retried.requeued == 1 and list(retried.refused) == [second["id"]]
+    assert TrainingJob.objects.get(pk=first["id"]).status == "queued"
+
+    # A started private job is counted already: retrying it is not a new spend.
+    job = services.claim_job(job_id=first["id"], worker="test-host:1")
+    services.finish_job(job=job, status=TrainingJob.Status.FAILED, compute_seconds=1.0, device="cpu")
+    assert services.retry_jobs(job_ids=[first["id"]]) == services.Retried(requeued=1, refused={})
+
+
+def test_a_plain_retry_on_a_dataset_that_now_has_a_budget_is_refused(api_a, dataset_id):
+    plain = submit_job(api_a, dataset_id).json()
+    api_a.post(f"/api/v1/jobs/{plain['id']}/cancel")
+    assert set_budget(api_a, dataset_id, 5.0, 1e-5).status_code == 200
+    retried = services.retry_jobs(job_ids=[plain["id"]])
+    assert retried.requeued == 0 and retried.refused[plain["id"]].startswith("privacy_required:")
+    assert TrainingJob.objects.get(pk=plain["id"]).status == "cancelled"
+
+
+def test_reading_a_budget_again_costs_no_accounting(api_a, dataset_id):
+    set_budget(api_a, dataset_id, 50.0, 1e-5)
+    private_job(api_a, dataset_id)
+    privacy._spent_and_after.cache_clear()
+    first = api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()
+    second = api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()
+    assert first == second and first["spent_epsilon"] == pytest.approx(one_job_epsilon(1e-5), rel=1e-9)
+    assert privacy._spent_and_after.cache_info().hits == 1 and privacy._spent_and_after.cache_info().misses == 1
+    private_job(api_a, dataset_id)  # a new counted job changes the key
+    third = api_a.get(f"/api/v1/datasets/{dataset_id}/privacy").json()
+    assert third["spent_epsilon"] > first["spent_epsilon"] and len(third["jobs"]) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_set_during_a_plain_submission_waits_for_it_and_sees_it(tenant_a, monkeypatch):
+    """Without a budget a submission shares the dataset's row (FOR KEY SHARE): setting a budget then waits for
+    the job's commit, sees the plain job and refuses, so no plain job slips under a budget."""
+    api = client_for(tenant_a.raw_key)
+    dataset_id = ready_dataset(api, sample_csv("ctr", ROWS), label="clicked")
+    checked, release = threading.Event(), threading.Event()
+    real_reserve = services._reserve_runtime
+
+    def reserve(**kwargs):  # runs after the budget check, inside the job's transaction
+        checked.set()
+        release.wait(30)
+        return real_reserve(**kwargs)
+
+    monkeypatch.setattr(services, "_reserve_runtime", reserve)
+    results: dict[str, object] = {}
+
+    def run(name: str, call) -> threading.Thread:
+        def target() -> None:
+            try:
+                results[name] = call(client_for(tenant_a.raw_key))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    submitting = run("job", lambda client: submit_job(client, dataset_id))
+    assert checked.wait(30)
+    setting = run("budget", lambda client: set_budget(client, dataset_id, 5.0, 1e-5))
+    setting.join(timeout=2)
+    assert setting.is_alive()  # waiting for the submission's transaction
+    release.set()
+    submitting.join(timeout=60)
+    setting.join(timeout=60)
+    assert results["job"].status_code == 201
+    assert results["budget"].status_code == 409
+    assert results["budget"].json()["error"]["code"] == "privacy_budget_compromised"
     assert Dataset.objects.get(pk=dataset_id).privacy_budget_epsilon is None

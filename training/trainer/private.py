@@ -9,7 +9,8 @@ One step (``PrivateModel.train_step``):
 
 1. the batch's raw values go through the model's preprocessing (no weights, no gradient: ``graph.split``);
 2. one gradient per example over the chain of layers with weights (``tf.vectorized_map``, in chunks whose dense
-   per-example gradients fit ``PER_EXAMPLE_GRADIENT_BYTES``), each scaled to L2 norm at most C over all variables;
+   per-example gradients fit ``training.privacy.PER_EXAMPLE_GRADIENT_BYTES``), each scaled to L2 norm at most C
+   over all variables;
 3. their sum plus Gaussian noise of standard deviation sigma*C per coordinate, divided by the expected batch size,
    applied by the job's optimizer.
 
@@ -31,12 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+# The chunk of per-example gradients held at once is training.privacy's: the API's memory estimate uses the same.
+from training.privacy import per_example_chunk_rows
 from training.trainer import graph
 from training.trainer.data import Rows
-
-# Dense per-example gradients held at once (float32): a step takes its per-example gradients in chunks of this many
-# bytes, so memory does not grow with batch x parameters (an embedding's per-example gradient is dense).
-PER_EXAMPLE_GRADIENT_BYTES = 256 * 1024 * 1024
 
 
 class _Noise:
@@ -103,7 +102,7 @@ class PrivateModel(keras.Model):
 
     def _chunk_rows(self) -> int:
         parameters = sum(int(np.prod(v.shape)) for v in self.trainable_variables)
-        return max(1, min(4096, PER_EXAMPLE_GRADIENT_BYTES // max(1, 4 * parameters)))
+        return per_example_chunk_rows(parameters=parameters)
 
     def clipped_gradient_sum(self, x, y):
         """The sum over the batch of each example's gradient (over the chain's variables) scaled to L2 norm at
