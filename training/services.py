@@ -805,15 +805,16 @@ def heartbeat(*, job: TrainingJob, progress: dict[str, Any]) -> str:
     Returns the job's status (``cancelling`` when the tenant cancelled it), or a
     stop code: ``compute_quota_exceeded`` once the job has used its runtime
     budget or the tenant the month's compute, ``tenant_suspended`` once the
-    tenant is suspended, ``superseded`` once the job is no longer this attempt's
-    (requeued to a newer one, or ended). The trainer then stops, keeping its last checkpoint.
+    tenant is suspended, ``superseded`` once a newer attempt has claimed the job (this
+    one was presumed dead). The trainer then stops, keeping its last checkpoint.
     """
     now = timezone.now()
     with transaction.atomic():
         owned = _attempt(job).filter(status__in=[Status.RUNNING, Status.CANCELLING])
         if not owned.update(heartbeat_at=now, progress=progress):
-            status = TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first()
-            return Status.CANCELLING if status == Status.CANCELLING else SUPERSEDED
+            if superseded(job=job):
+                return SUPERSEDED
+            return TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first() or Status.FAILED
         _charge_attempt(job, at=now)
     return stop_reason(job=job)
 
@@ -835,9 +836,11 @@ def record_device(*, job: TrainingJob, device: str) -> None:
     _attempt_row(job).update(device=device)
 
 
-def owns(*, job: TrainingJob) -> bool:
-    """Whether this attempt still runs the job (checked before a checkpoint is written)."""
-    return _attempt(job).filter(status__in=[Status.RUNNING, Status.CANCELLING]).exists()
+def superseded(*, job: TrainingJob) -> bool:
+    """Whether a newer attempt has claimed the job since this one (checked before a checkpoint is written): this
+    attempt was presumed dead and must stop. A job merely requeued, not yet claimed again, is not superseded."""
+    claimed = TrainingJob.objects.filter(pk=job.pk).values_list("worker", "attempts").first()
+    return claimed is not None and claimed != (job.worker, job.attempts)
 
 
 def keep_alive(*, job: TrainingJob) -> bool:

@@ -101,7 +101,7 @@ def _text(encoder: str) -> keras.Model:
         "lstm_units": 3,
         "learning_rate": 0.01,
     }
-    return models.text_classifier(column="review", params=params, texts=TEXTS, classes=3, unroll=True)
+    return models.text_classifier(column="review", params=params, texts=TEXTS, classes=3, private=True)
 
 
 # name: (builder, inputs of 4 rows, labels); the last tabular row's age is far out, so its gradient is huge.
@@ -370,6 +370,19 @@ def test_a_private_job_of_each_template_trains_publishes_its_statement_and_serve
             )
             assert status == 200, body
             assert len(body["predictions"]) == len(instances)
+            # Private versions explain too (no global explanations: those would publish validation rows).
+            status, body, _ = call(
+                base, "POST", f"/v1/models/{job.model_name}:explain", {"instances": instances}, tenant_a.raw_key
+            )
+            assert status == 200, body
+            for explanation in body["explanations"]:
+                assert explanation["attributions"][0]["approximation_error"] <= 0.05
+            assert "global_explanations" not in ModelVersion.objects.get(job=job).manifest
+    # The private text model hashes its tokens: no vocabulary of the training rows is in it (so it is served by
+    # TensorFlow: the compiled form reads a vocabulary), and its statement does not name one.
+    text = ModelVersion.objects.get(job=trained["text_classifier"]).manifest
+    assert text["runtime"] == "tensorflow" and "HashedTokens" in text["runtime_reason"]
+    assert not any("vocabulary" in item for item in text["privacy"]["not_covered"])
 
 
 @pytest.mark.django_db

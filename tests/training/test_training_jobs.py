@@ -221,16 +221,17 @@ def test_an_attempt_presumed_dead_stops_when_it_finds_a_newer_one(api_a, setting
     job_id = submit(api_a, dataset_id).json()["id"]
     TrainingJob.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
     old = job_services.claim_job(job_id=job_id, worker="old:1")
-    assert old is not None and job_services.owns(job=old)
+    assert old is not None and not job_services.superseded(job=old)
     assert job_services.heartbeat(job=old, progress={"epoch": 1}) == "running"
     long_ago = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT_SECONDS + 5)
     TrainingJob.objects.filter(pk=job_id).update(heartbeat_at=long_ago)
     assert job_services.requeue_stale_jobs() == [job_id]
+    assert not job_services.superseded(job=old)  # requeued, not yet claimed again
     TrainingJob.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
     new = job_services.claim_job(job_id=job_id, worker="new:1")
     assert new is not None and new.attempts == old.attempts + 1
 
-    assert not job_services.owns(job=old) and job_services.owns(job=new)
+    assert job_services.superseded(job=old) and not job_services.superseded(job=new)
     assert job_services.heartbeat(job=old, progress={"epoch": 2}) == job_services.SUPERSEDED
     assert job_services.heartbeat(job=new, progress={"epoch": 1}) == "running"
     with pytest.raises(Stopped) as stopped:

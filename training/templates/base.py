@@ -81,7 +81,8 @@ class BuildContext:
     data: TrainingData
     classes: int  # label classes in the loaded data
     # A private job (DP-SGD): its per-example gradients are vectorized, so recurrent layers must be unrolled
-    # (``tf.vectorized_map`` cannot vectorize a rolled LSTM's loop). The math is the same either way.
+    # (``tf.vectorized_map`` cannot vectorize a rolled LSTM's loop; the math is the same either way), and what
+    # preprocessing can avoid learning from the rows it should not learn (text hashes its tokens).
     private: bool = False
 
     @property
@@ -119,9 +120,9 @@ class Template:
     estimator: Estimator
     build: Builder  # -> a compiled keras.Model taking raw values (imports Keras lazily)
     tags: tuple[str, ...] = field(default_factory=tuple)
-    # What the model's preprocessing learns from the training rows themselves for these params (a vocabulary,
-    # category lists, statistics): published inside the model, so outside what DP-SGD's guarantee covers. Private
-    # versions name it in their privacy statement.
+    # What a private job's model (built with ``BuildContext.private``) still learns from the training rows
+    # themselves for these params (a vocabulary, category lists, statistics): published inside the model, outside
+    # what DP-SGD's guarantee covers. Private versions name it in their privacy statement.
     learned_from_data: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda params: ()
 
     def __post_init__(self) -> None:

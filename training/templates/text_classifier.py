@@ -34,11 +34,10 @@ def estimate(params: Mapping[str, Any], columns: Mapping[str, Mapping[str, Any]]
 
 
 def learned_from_data(params: Mapping[str, Any]) -> tuple[str, ...]:
-    """The vectorizer is adapted on the training split: its tokens are in the model."""
-    learned = (f"the token vocabulary: up to {params['max_tokens']} tokens of the training split, each in the model",)
+    """A private model hashes its tokens (no vocabulary from the rows); only ``tokenize: auto`` reads them."""
     if params.get("tokenize", "auto") == "auto":
-        learned += ("whether texts are split into characters or words (from the first 2,000 training texts)",)
-    return learned
+        return ("whether texts are split into characters or words (from the first 2,000 training texts)",)
+    return ()
 
 
 def build(ctx: BuildContext) -> keras.Model:
@@ -48,7 +47,7 @@ def build(ctx: BuildContext) -> keras.Model:
 
     texts = ctx.train_features()[ctx.column].astype(str)  # the vectorizer is adapted on the training split only
     return models.text_classifier(
-        column=ctx.column, params=ctx.params, texts=texts, classes=ctx.classes, unroll=ctx.private
+        column=ctx.column, params=ctx.params, texts=texts, classes=ctx.classes, private=ctx.private
     )
 
 

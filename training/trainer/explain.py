@@ -133,7 +133,9 @@ class Explainer:
             recent = tf.strings.split(tf.strings.strip(raw))[:, -width:]
             padded = tf.reverse(recent, axis=[1]).to_tensor(default_value="", shape=[None, width])
             return tf.reverse(padded, axis=[1])
-        tokens = _vectorizer_tokens(self.parts.preprocess.layers[-1], raw)
+        vectorizer = self.parts.preprocess.layers[-1]
+        # A private model's HashedTokens says what it hashes; a TextVectorization is read as Keras runs it.
+        tokens = vectorizer.tokens(raw) if hasattr(vectorizer, "tokens") else _vectorizer_tokens(vectorizer, raw)
         return tokens[:, :width].to_tensor(default_value="", shape=[None, width])
 
 

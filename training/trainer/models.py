@@ -99,6 +99,47 @@ class Standardize(keras.layers.Layer):
         return super().get_config() | {"mean": self.mean, "variance": self.variance}
 
 
+# What Keras' TextVectorization strips with its default standardization ("lower_and_strip_punctuation").
+_PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
+
+
+@keras.saving.register_keras_serializable(package="mlplatform")
+class HashedTokens(keras.layers.Layer):
+    """Text -> the first ``sequence_length`` tokens, each hashed into ``1 .. buckets`` (0 pads at the end).
+
+    What a private text model reads instead of a vocabulary adapted on the training rows: nothing here is learned
+    from the data, so nothing of a row is in the model outside DP-SGD. Standardized and split as
+    TextVectorization does by default (lower case, punctuation stripped; words, or characters for CJK text).
+    """
+
+    def __init__(self, buckets: int, sequence_length: int, characters: bool, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.buckets = buckets
+        self.sequence_length = sequence_length
+        self.characters = characters
+
+    def tokens(self, inputs) -> tf.RaggedTensor:
+        """The tokens of each text, as they are hashed (explanations name them)."""
+        text = tf.reshape(tf.convert_to_tensor(inputs, dtype=tf.string), [-1])
+        text = tf.strings.regex_replace(tf.strings.lower(text), _PUNCTUATION, "")
+        return split_characters(text) if self.characters else tf.strings.split(text)
+
+    def call(self, inputs):
+        tokens = self.tokens(inputs)[:, : self.sequence_length]
+        ids = tf.ragged.map_flat_values(tf.strings.to_hash_bucket_fast, tokens, self.buckets) + 1
+        return ids.to_tensor(default_value=0, shape=[None, self.sequence_length])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.sequence_length)
+
+    def get_config(self) -> dict[str, Any]:
+        return super().get_config() | {
+            "buckets": self.buckets,
+            "sequence_length": self.sequence_length,
+            "characters": self.characters,
+        }
+
+
 @keras.saving.register_keras_serializable(package="mlplatform")
 def split_characters(text):
     """Split CJK text into characters (it has no spaces between words), keeping Latin words whole."""
@@ -143,26 +184,33 @@ def sequence_ctr(*, column: str, params: dict[str, Any], vocab_size: int, unroll
 
 
 def text_classifier(
-    *, column: str, params: dict[str, Any], texts: np.ndarray, classes: int, unroll: bool = False
+    *, column: str, params: dict[str, Any], texts: np.ndarray, classes: int, private: bool = False
 ) -> keras.Model:
-    """Text to class probabilities; ``unroll`` unrolls the bidirectional LSTM (as in ``sequence_ctr``)."""
+    """Text to class probabilities. A private job's model (``private``) hashes its tokens instead of adapting a
+    vocabulary on the training rows (``HashedTokens``) and unrolls its LSTM (per-example gradients are vectorized,
+    and a rolled LSTM's loop is not)."""
     tokenize = params["tokenize"]
     if tokenize == "auto":
         sample = texts[:2000]
         cjk = sum(bool(_CJK.search(t)) for t in sample)
         tokenize = "characters" if cjk >= len(sample) / 2 else "words"
-    vectorizer = keras.layers.TextVectorization(
-        max_tokens=params["max_tokens"],
-        output_sequence_length=params["sequence_length"],
-        split=split_characters if tokenize == "characters" else "whitespace",
-        name="vectorizer",
-    )
-    vectorizer.adapt(tf.constant(list(texts)))
+    if private:
+        vectorizer = HashedTokens(
+            params["max_tokens"], params["sequence_length"], tokenize == "characters", name="vectorizer"
+        )
+    else:
+        vectorizer = keras.layers.TextVectorization(
+            max_tokens=params["max_tokens"],
+            output_sequence_length=params["sequence_length"],
+            split=split_characters if tokenize == "characters" else "whitespace",
+            name="vectorizer",
+        )
+        vectorizer.adapt(tf.constant(list(texts)))
     raw = keras.Input(shape=(), dtype="string", name=column)
     tokens = vectorizer(raw)
     x = keras.layers.Embedding(params["max_tokens"] + 1, params["embedding_dim"], mask_zero=True)(tokens)
     if params["encoder"] == "bilstm":
-        x = keras.layers.Bidirectional(keras.layers.LSTM(params["lstm_units"], unroll=unroll))(x)
+        x = keras.layers.Bidirectional(keras.layers.LSTM(params["lstm_units"], unroll=private))(x)
     else:
         x = MaskedMean(name="masked_mean")(x)
         x = keras.layers.Dense(params["embedding_dim"], activation="relu")(x)

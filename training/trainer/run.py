@@ -726,7 +726,7 @@ def save_checkpoint(job: TrainingJob, model, epoch: int, step: int = 0) -> None:
     ``epoch`` epochs are complete and ``step`` batches of the next one are done (a mid-epoch checkpoint); the
     file the previous pointer named is deleted once the new pointer is written.
     """
-    if not resilient(job_services.owns, job=job):
+    if resilient(job_services.superseded, job=job):
         raise Stopped(job_services.SUPERSEDED)  # a newer attempt runs the job: its checkpoints are its own
     previous = _checkpoint_pointer(job)
     with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
