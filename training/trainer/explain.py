@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.trainer import graph
+from training.trainer import graph, models
 
 STEPS = 50
 ENDPOINT = "explain"
@@ -144,8 +144,7 @@ def _vectorizer_tokens(vectorizer, raw: tf.Tensor) -> tf.RaggedTensor:
     text = raw
     standardize = vectorizer._standardize
     if standardize == "lower_and_strip_punctuation":
-        text = tf.strings.lower(text)
-        text = tf.strings.regex_replace(text, r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']', "")
+        text = models.lower_and_strip_punctuation(text)
     elif standardize == "lower":
         text = tf.strings.lower(text)
     elif callable(standardize):

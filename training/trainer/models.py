@@ -103,6 +103,11 @@ class Standardize(keras.layers.Layer):
 _PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 
 
+def lower_and_strip_punctuation(text):
+    """TextVectorization's default standardization, for the layers and explanations that tokenize as it does."""
+    return tf.strings.regex_replace(tf.strings.lower(text), _PUNCTUATION, "")
+
+
 @keras.saving.register_keras_serializable(package="mlplatform")
 class HashedTokens(keras.layers.Layer):
     """Text -> the first ``sequence_length`` tokens, each hashed into ``1 .. buckets`` (0 pads at the end).
@@ -121,7 +126,7 @@ class HashedTokens(keras.layers.Layer):
     def tokens(self, inputs) -> tf.RaggedTensor:
         """The tokens of each text, as they are hashed (explanations name them)."""
         text = tf.reshape(tf.convert_to_tensor(inputs, dtype=tf.string), [-1])
-        text = tf.strings.regex_replace(tf.strings.lower(text), _PUNCTUATION, "")
+        text = lower_and_strip_punctuation(text)
         return split_characters(text) if self.characters else tf.strings.split(text)
 
     def call(self, inputs):
