@@ -610,6 +610,19 @@ def train_reference(
     return metrics
 
 
+def obey(callback, state: str) -> bool:
+    """Stop a job's training (its callback's model) on a cancel or a stop code from the heartbeat; True when
+    stopping. The callback keeps why: ``cancelled``, or the first ``stop_code``."""
+    if state == Status.CANCELLING:
+        callback.cancelled = True
+    elif state in job_services.STOP_CODES:
+        callback.stop_code = callback.stop_code or state
+    else:
+        return False
+    callback.model.stop_training = True
+    return True
+
+
 def reference_callback(job: TrainingJob):
     """Beats while the reference trains and stops it on a cancel or a stop (no checkpoints: it is not published)."""
     import keras
@@ -624,11 +637,7 @@ def reference_callback(job: TrainingJob):
                 return
             self.beaten = time.monotonic()
             epochs = job.params["epochs"]
-            state = resilient(job_services.heartbeat, job=job, progress=_progress(epochs, epochs, 0, 0))
-            if state == Status.CANCELLING:
-                self.cancelled = self.model.stop_training = True
-            elif state in job_services.STOP_CODES:
-                self.stop_code, self.model.stop_training = state, True
+            obey(self, resilient(job_services.heartbeat, job=job, progress=_progress(epochs, epochs, 0, 0)))
 
     return ReferenceCallback()
 
@@ -879,15 +888,7 @@ def job_callback(job: TrainingJob, *, epochs: int, steps: int, first_step: int =
                 connection.close()  # this thread's own database connection
 
         def obey(self, state: str) -> bool:
-            """Stop training on a cancel or a stop code from the heartbeat; True when stopping."""
-            if state == Status.CANCELLING:
-                self.cancelled = True
-            elif state in job_services.STOP_CODES:
-                self.stop_code = self.stop_code or state
-            else:
-                return False
-            self.model.stop_training = True
-            return True
+            return obey(self, state)
 
         def on_train_begin(self, logs=None):
             # In the job's log context (its ids), like the thread that started it.
